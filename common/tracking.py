@@ -1,0 +1,76 @@
+"""MLflow set-up shared by every command that records or reads runs and models.
+
+The default store is a sqlite file plus a local artifact folder in the working directory (the
+repository root when run through DVC), so a fresh clone needs no server; ``MLFLOW_TRACKING_URI``
+points everything at a shared server instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "mlflow.db"
+ARTIFACT_DIR = "mlartifacts"
+
+
+def tracking_uri(root: str | Path | None = None) -> str:
+    """The tracking URI in force: the environment's, else the local sqlite store under ``root``."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = Path(root or Path.cwd()).resolve()
+    return f"sqlite:///{root / DB_NAME}"
+
+
+def configure(root: str | Path | None = None) -> str:
+    """Point the ``mlflow`` module at the store and return its URI."""
+    import mlflow
+
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:") and not os.environ.get("MLFLOW_REGISTRY_URI"):
+        mlflow.set_registry_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str, root: str | Path | None = None) -> str:
+    """Return the experiment id for ``name``, creating it, or restoring it if it was deleted.
+
+    A deleted experiment keeps its name reserved in MLflow, so ``set_experiment`` would fail; users
+    who deleted it from the UI expect the pipeline to carry on, which restoring does.
+    """
+    from mlflow.entities import LifecycleStage
+    from mlflow.tracking import MlflowClient
+
+    uri = configure(root)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        location = None
+        if uri.startswith("sqlite:"):
+            location = (Path(root or Path.cwd()).resolve() / ARTIFACT_DIR).as_uri()
+        return client.create_experiment(name, artifact_location=location)
+    if exp.lifecycle_stage == LifecycleStage.DELETED:
+        log.warning("MLflow experiment %r was deleted; restoring it", name)
+        client.restore_experiment(exp.experiment_id)
+    return exp.experiment_id
+
+
+def git_commit(root: str | Path | None = None) -> str:
+    """The current commit (with ``-dirty`` if the tree has changes), or ``unknown`` outside git."""
+    cwd = str(root or Path.cwd())
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha

@@ -1,0 +1,1 @@
+"""Data preparation, the WideResNet model, training and evaluation."""

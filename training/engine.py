@@ -1,0 +1,102 @@
+"""Optimiser, schedule, one training epoch and batched inference: the parts the loop is made of."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from common.config import DataConfig, TrainConfig
+from training.augment import normalize_batch
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    """Nesterov SGD; weight decay on conv/linear weights only (not BatchNorm parameters or biases)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+    )
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up from ~0 to 1, then cosine decay to 0, evaluated per optimiser step."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on CUDA; on the CPU training stays in fp32 whatever ``amp`` says."""
+    if device.type != "cuda" or amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def train_epoch(
+    model: nn.Module, loader, optimizer, lr_at: Callable[[int], float], step: int, scaler,
+    cfg: TrainConfig, device: torch.device, desc: str, show_progress: bool = True,
+) -> dict[str, float]:
+    """One pass over ``loader`` starting at global ``step``; returns loss, accuracy, lr and images/s.
+
+    The learning rate is set from the global step before every update rather than kept in a
+    scheduler object, so a resumed run needs nothing but the step count to be exactly on schedule.
+    """
+    model.train()
+    memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
+    total_loss = correct = seen = 0.0
+    start = time.perf_counter()
+    # disable=None: a bar on a terminal, silence in CI logs
+    bar = tqdm(loader, desc=desc, leave=False, disable=None if show_progress else True, mininterval=1.0)
+    for x, y in bar:
+        x = x.to(device, non_blocking=True, memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
+        with autocast(device, cfg.amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} ({desc}); lower train.lr")
+        lr = lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+        n = y.numel()
+        total_loss += loss.item() * n
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += n
+        rate = seen / (time.perf_counter() - start)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{lr:.4f}", img_s=f"{rate:.0f}")
+    elapsed = time.perf_counter() - start
+    return {"train_loss": total_loss / seen, "train_acc": correct / seen, "lr": lr, "images_per_s": seen / elapsed}
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, images: np.ndarray, data: DataConfig, device: torch.device,
+    batch_size: int = 500, tta_flip: bool = False,
+) -> np.ndarray:
+    """Logits for uint8 N×32×32×3 images; with ``tta_flip`` the mirrored image's logits are added."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = normalize_batch(images[i : i + batch_size], data).to(device)
+        logits = model(x).float()
+        if tta_flip:
+            logits = logits + model(torch.flip(x, dims=[3])).float()
+        out.append(logits.cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
