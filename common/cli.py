@@ -11,10 +11,24 @@ from rich.logging import RichHandler
 
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=True)], force=True,
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=True)],
+        force=True,
     )
-    for noisy in ("alembic", "urllib3", "git", "mlflow.store", "matplotlib", "PIL"):
+    for noisy in (
+        "alembic",
+        "urllib3",
+        "git",
+        "mlflow.store",
+        "matplotlib",
+        "PIL",
+        "onnxscript",
+        "onnx_ir",
+        "torch.onnx",
+        "torch.export",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

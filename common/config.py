@@ -24,7 +24,16 @@ T = TypeVar("T")
 class DataConfig:
     source: str = "cifar10"
     classes: tuple[str, ...] = (
-        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
     )
     val_per_class: int = 500
     seed: int = 0

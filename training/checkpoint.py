@@ -42,27 +42,94 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as fh:
-        return dict(fh.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as exc:
+        raise WeightsError(f"cannot read weights from {path} (truncated or not safetensors?): {exc}") from exc
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be read or do not fit the model they claim to be."""
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Weights as fp32 (the reference file stores conv/linear in fp16); integer buffers unchanged."""
-    return {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    """Weights as fp32 (the reference file stores conv/linear in fp16); integer buffers unchanged.
+
+    Reads safetensors, or a torch state dict with ``weights_only=True`` (never arbitrary pickles).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        if path.suffix in {".pt", ".pth"}:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+        else:
+            state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error type for truncated headers
+        raise WeightsError(
+            f"cannot read weights from {path} (truncated or not a state dict?): {exc}"
+        ) from exc
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise WeightsError(f"{path} does not hold a flat state dict of tensors")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def load_model(
+    path: Path, depth: int | None = None, width: int | None = None, num_classes: int = 10
+) -> nn.Module:
+    """The WideResNet a weights file describes, loaded with ``strict=True``, in eval mode.
+
+    Depth and width come from the file's metadata; ``depth``/``width`` are what the caller expects
+    (or, for files without metadata, what to build). Any disagreement is an error that names both.
+    """
+    from training.model import WideResNet
+
+    path = Path(path)
+    meta = read_metadata(path) if path.suffix == ".safetensors" and path.is_file() else {}
+    try:
+        file_arch = (int(meta["depth"]), int(meta["width"])) if "depth" in meta else None
+    except ValueError as exc:
+        raise WeightsError(f"{path}: unreadable depth/width metadata {meta}") from exc
+    wanted = (depth, width) if depth is not None and width is not None else None
+    if file_arch and wanted and file_arch != wanted:
+        raise WeightsError(
+            f"{path} holds WRN-{file_arch[0]}-{file_arch[1]} weights, but WRN-{depth}-{width} was asked for"
+        )
+    arch = file_arch or wanted
+    if arch is None:
+        raise WeightsError(f"{path} has no depth/width metadata; pass the architecture explicitly")
+    state = load_weights(path)
+    model = WideResNet(arch[0], arch[1], int(meta.get("num_classes", num_classes)))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        raise WeightsError(f"{path} does not fit WRN-{arch[0]}-{arch[1]}: " + " ".join(first[1:4])) from exc
+    return model.eval()
 
 
 def save_checkpoint(
-    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+    folder: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
     metadata: dict[str, str],
 ) -> None:
     opt = optimizer.state_dict()
     buffers = {
         f"{idx}.{name}": t.detach().cpu().contiguous()
-        for idx, s in opt["state"].items() for name, t in s.items() if torch.is_tensor(t)
+        for idx, s in opt["state"].items()
+        for name, t in s.items()
+        if torch.is_tensor(t)
     }
     with atomic_dir(folder) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                  str(tmp / "model.safetensors"), metadata=metadata)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            str(tmp / "model.safetensors"),
+            metadata=metadata,
+        )
         save_file(buffers, str(tmp / "optimizer.safetensors"))
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
 

@@ -27,6 +27,7 @@ def prepare_main(argv: list[str] | None = None) -> None:
 
     def go() -> None:
         from training.prepare import prepare
+
         meta = prepare(load_params(args.params, args.profile).data, args.out, args.cache)
         print(json.dumps({k: meta[k] for k in ("source", "counts")}))
 
@@ -49,8 +50,15 @@ def train_main(argv: list[str] | None = None) -> None:
     def go() -> None:
         from training.train import train
 
-        summary = train(load_params(args.params, args.profile), args.data, args.model_out, args.checkpoint_dir,
-                        args.log_csv, args.run_file, show_progress=not args.no_progress)
+        summary = train(
+            load_params(args.params, args.profile),
+            args.data,
+            args.model_out,
+            args.checkpoint_dir,
+            args.log_csv,
+            args.run_file,
+            show_progress=not args.no_progress,
+        )
         if summary:
             print(json.dumps({k: summary[k] for k in ("run_id", "profile", "final", "mean_images_per_s")}))
 
@@ -64,8 +72,12 @@ def evaluate_main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
     p.add_argument("--confusion", type=Path, default=Path("reports/confusion_matrix.png"))
     p.add_argument("--predictions", type=Path, default=Path("reports/test_predictions.csv"))
-    p.add_argument("--run-file", type=Path, default=Path("artifacts/train/run.json"),
-                   help="training run to log into (skipped if the file does not exist)")
+    p.add_argument(
+        "--run-file",
+        type=Path,
+        default=Path("artifacts/train/run.json"),
+        help="training run to log into (skipped if the file does not exist)",
+    )
     args = p.parse_args(argv)
     setup_logging(args.verbose)
 
@@ -73,8 +85,17 @@ def evaluate_main(argv: list[str] | None = None) -> None:
         from training.evaluate import evaluate
 
         params = load_params(args.params, args.profile)
-        metrics = evaluate(args.weights, args.data, params.data, args.metrics, args.confusion, args.predictions,
-                           args.run_file, params.evaluate.tta_flip, params.train.eval_batch_size)
+        metrics = evaluate(
+            args.weights,
+            args.data,
+            params.data,
+            args.metrics,
+            args.confusion,
+            args.predictions,
+            args.run_file,
+            params.evaluate.tta_flip,
+            params.train.eval_batch_size,
+        )
         print(json.dumps({k: v for k, v in metrics.items() if k != "per_class"}))
 
     run_cli(go, (ValueError, FileNotFoundError))

@@ -25,7 +25,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
             (decay if p.ndim > 1 else no_decay).append(p)
     return torch.optim.SGD(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
     )
 
 
@@ -45,8 +47,16 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 
 
 def train_epoch(
-    model: nn.Module, loader, optimizer, lr_at: Callable[[int], float], step: int, scaler,
-    cfg: TrainConfig, device: torch.device, desc: str, show_progress: bool = True,
+    model: nn.Module,
+    loader,
+    optimizer,
+    lr_at: Callable[[int], float],
+    step: int,
+    scaler,
+    cfg: TrainConfig,
+    device: torch.device,
+    desc: str,
+    show_progress: bool = True,
 ) -> dict[str, float]:
     """One pass over ``loader`` starting at global ``step``; returns loss, accuracy, lr and images/s.
 
@@ -54,7 +64,9 @@ def train_epoch(
     scheduler object, so a resumed run needs nothing but the step count to be exactly on schedule.
     """
     model.train()
-    memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
+    memory_format = (
+        torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
+    )
     total_loss = correct = seen = 0.0
     start = time.perf_counter()
     # disable=None: a bar on a terminal, silence in CI logs
@@ -82,13 +94,22 @@ def train_epoch(
         rate = seen / (time.perf_counter() - start)
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{lr:.4f}", img_s=f"{rate:.0f}")
     elapsed = time.perf_counter() - start
-    return {"train_loss": total_loss / seen, "train_acc": correct / seen, "lr": lr, "images_per_s": seen / elapsed}
+    return {
+        "train_loss": total_loss / seen,
+        "train_acc": correct / seen,
+        "lr": lr,
+        "images_per_s": seen / elapsed,
+    }
 
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, images: np.ndarray, data: DataConfig, device: torch.device,
-    batch_size: int = 500, tta_flip: bool = False,
+    model: nn.Module,
+    images: np.ndarray,
+    data: DataConfig,
+    device: torch.device,
+    batch_size: int = 500,
+    tta_flip: bool = False,
 ) -> np.ndarray:
     """Logits for uint8 N×32×32×3 images; with ``tta_flip`` the mirrored image's logits are added."""
     model.eval()

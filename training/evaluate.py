@@ -13,32 +13,24 @@ import torch
 from common.config import DataConfig
 from common.fsutil import atomic_path, write_json
 from common.metrics import classification_summary, confusion_title, plot_confusion
-from training.checkpoint import load_weights, read_metadata
+from training.checkpoint import load_model
 from training.engine import predict_logits
-from training.model import WideResNet
 
 log = logging.getLogger(__name__)
 
 
-def load_model(weights: Path, num_classes: int = 10) -> WideResNet:
-    """Build the WideResNet the file's metadata describes and load it with ``strict=True``."""
-    meta = read_metadata(weights)
-    try:
-        depth, width = int(meta["depth"]), int(meta["width"])
-    except (KeyError, ValueError) as exc:
-        raise ValueError(f"{weights}: metadata lacks depth/width of the WideResNet ({meta})") from exc
-    model = WideResNet(depth, width, int(meta.get("num_classes", num_classes)))
-    model.load_state_dict(load_weights(weights), strict=True)
-    return model.eval()
-
-
 def evaluate_weights(
-    weights: Path, images: np.ndarray, labels: np.ndarray, data: DataConfig, batch_size: int = 500,
-    tta_flip: bool = True, device: torch.device | None = None,
+    weights: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    data: DataConfig,
+    batch_size: int = 500,
+    tta_flip: bool = True,
+    device: torch.device | None = None,
 ) -> tuple[dict, np.ndarray]:
     """Summary metrics (plain and, if asked, flip-TTA accuracy) and the predictions used for them."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(weights, len(data.classes)).to(device)
+    model = load_model(weights, num_classes=len(data.classes)).to(device)
     logits = predict_logits(model, images, data, device, batch_size)
     pred = logits.argmax(1)
     summary = classification_summary(labels, pred, list(data.classes))
@@ -47,19 +39,37 @@ def evaluate_weights(
         tta = logits + predict_logits(model, images[:, :, ::-1, :], data, device, batch_size)
         pred = tta.argmax(1)
         summary = classification_summary(labels, pred, list(data.classes)) | {
-            "accuracy_plain": summary["accuracy"], "accuracy_tta_flip": float(np.mean(pred == labels))}
+            "accuracy_plain": summary["accuracy"],
+            "accuracy_tta_flip": float(np.mean(pred == labels)),
+        }
     return summary, pred
 
 
 def evaluate(
-    weights: Path, prepared: Path, data: DataConfig, metrics_out: Path, confusion_png: Path,
-    predictions_csv: Path, run_file: Path | None = None, tta_flip: bool = True, batch_size: int = 500,
+    weights: Path,
+    prepared: Path,
+    data: DataConfig,
+    metrics_out: Path,
+    confusion_png: Path,
+    predictions_csv: Path,
+    run_file: Path | None = None,
+    tta_flip: bool = True,
+    batch_size: int = 500,
 ) -> dict:
     """Evaluate on the test split, write DVC metrics/plots, and log them to the training run."""
     x, y = np.load(prepared / "test_x.npy"), np.load(prepared / "test_y.npy")
     summary, pred = evaluate_weights(weights, x, y, data, batch_size, tta_flip)
-    metrics = {k: summary[k] for k in ("accuracy", "accuracy_plain", "tested_samples",
-                                         "macro_precision", "macro_recall", "macro_f1")}
+    metrics = {
+        k: summary[k]
+        for k in (
+            "accuracy",
+            "accuracy_plain",
+            "tested_samples",
+            "macro_precision",
+            "macro_recall",
+            "macro_f1",
+        )
+    }
     if "accuracy_tta_flip" in summary:
         metrics["accuracy_tta_flip"] = summary["accuracy_tta_flip"]
     metrics["per_class"] = summary["per_class"]
@@ -72,8 +82,12 @@ def evaluate(
         writer.writerow(["actual", "predicted"])
         writer.writerows((data.classes[a], data.classes[p]) for a, p in zip(y, pred, strict=True))
     if run_file is not None and run_file.exists():
-        _log_to_run(json.loads(run_file.read_text())["run_id"], metrics, summary,
-                    [metrics_out, confusion_png, predictions_csv])
+        _log_to_run(
+            json.loads(run_file.read_text())["run_id"],
+            metrics,
+            summary,
+            [metrics_out, confusion_png, predictions_csv],
+        )
     return metrics
 
 
@@ -86,7 +100,12 @@ def _log_to_run(run_id: str, metrics: dict, summary: dict, files: list[Path]) ->
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if isinstance(v, float | int)})
         for name, row in summary["per_class"].items():
-            mlflow.log_metrics({f"test_f1_{name}": row["f1"], f"test_recall_{name}": row["recall"],
-                                f"test_precision_{name}": row["precision"]})
+            mlflow.log_metrics(
+                {
+                    f"test_f1_{name}": row["f1"],
+                    f"test_recall_{name}": row["recall"],
+                    f"test_precision_{name}": row["precision"],
+                }
+            )
         for f in files:
             mlflow.log_artifact(str(f), "evaluation")

@@ -9,7 +9,15 @@ import numpy as np
 
 from common.config import DataConfig
 from common.fsutil import atomic_dir, sha256_file
-from training.sources import OFFICIAL_MD5, OFFICIAL_URL, DataError, Split, download, load_image_folder, load_official
+from training.sources import (
+    OFFICIAL_MD5,
+    OFFICIAL_URL,
+    DataError,
+    Split,
+    download,
+    load_image_folder,
+    load_official,
+)
 
 ARRAYS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 
@@ -21,7 +29,9 @@ def stratified_split(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         if len(idx) <= per_class:
-            raise DataError(f"class {c} has {len(idx)} training images, too few for {per_class} validation ones")
+            raise DataError(
+                f"class {c} has {len(idx)} training images, too few for {per_class} validation ones"
+            )
         val.append(rng.choice(idx, size=per_class, replace=False))
     val_idx = np.sort(np.concatenate(val))
     train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
@@ -47,9 +57,12 @@ def prepare(cfg: DataConfig, out_dir: Path, cache_dir: Path = Path("data/raw")) 
     train, test = load_source(source, cfg.classes, cache_dir)
     train_idx, val_idx = stratified_split(train.labels, cfg.val_per_class, cfg.seed)
     arrays = {
-        "train_x": train.images[train_idx], "train_y": train.labels[train_idx],
-        "val_x": train.images[val_idx], "val_y": train.labels[val_idx],
-        "test_x": test.images, "test_y": test.labels,
+        "train_x": train.images[train_idx],
+        "train_y": train.labels[train_idx],
+        "val_x": train.images[val_idx],
+        "val_y": train.labels[val_idx],
+        "test_x": test.images,
+        "test_y": test.labels,
     }
     n = len(cfg.classes)
     with atomic_dir(out_dir) as tmp:
@@ -65,7 +78,7 @@ def prepare(cfg: DataConfig, out_dir: Path, cache_dir: Path = Path("data/raw")) 
         meta = {
             "source": source if source == "cifar10" else str(Path(source).resolve()),
             "classes": list(cfg.classes),
-            "counts": {k[:-2]: int(len(v)) for k, v in arrays.items() if k.endswith("_y")},
+            "counts": {k[:-2]: len(v) for k, v in arrays.items() if k.endswith("_y")},
             "val_class_distribution": (val_counts / val_counts.sum()).round(6).tolist(),
             "sha256": {f"{k}.npy": sha256_file(tmp / f"{k}.npy") for k in ARRAYS},
         }

@@ -50,7 +50,11 @@ def _setup_distributed() -> tuple[int, int, torch.device]:
 def fingerprint(params: Params, data_digest: str) -> str:
     """Identifies what a checkpoint was trained for, so a changed config never resumes a stale one."""
     blob = json.dumps(
-        {"model": dataclasses.asdict(params.model), "train": dataclasses.asdict(params.train), "data": data_digest},
+        {
+            "model": dataclasses.asdict(params.model),
+            "train": dataclasses.asdict(params.train),
+            "data": data_digest,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -65,17 +69,34 @@ def _start_run(params: Params, run_id: str | None, digest: str, n_params: int, n
     if run_id is None:
         flat = {f"model.{k}": v for k, v in dataclasses.asdict(params.model).items()}
         flat |= {f"train.{k}": v for k, v in dataclasses.asdict(params.train).items()}
-        flat |= {"profile": params.profile, "data.source": params.data.resolved_source(),
-                 "data.val_per_class": params.data.val_per_class, "n_train_images": n_train}
+        flat |= {
+            "profile": params.profile,
+            "data.source": params.data.resolved_source(),
+            "data.val_per_class": params.data.val_per_class,
+            "n_train_images": n_train,
+        }
         mlflow.log_params(flat)
-        mlflow.set_tags({"mlflow.source.git.commit": tracking.git_commit(), "git_commit": tracking.git_commit(),
-                         "data_hash": digest, "num_parameters": str(n_params), "stage": "train"})
+        mlflow.set_tags(
+            {
+                "mlflow.source.git.commit": tracking.git_commit(),
+                "git_commit": tracking.git_commit(),
+                "data_hash": digest,
+                "num_parameters": str(n_params),
+                "stage": "train",
+            }
+        )
     return run
 
 
 def train(
-    params: Params, prepared: Path, model_out: Path, checkpoint_dir: Path, log_csv: Path, run_file: Path,
-    stop_after_epochs: int | None = None, show_progress: bool = True,
+    params: Params,
+    prepared: Path,
+    model_out: Path,
+    checkpoint_dir: Path,
+    log_csv: Path,
+    run_file: Path,
+    stop_after_epochs: int | None = None,
+    show_progress: bool = True,
 ) -> dict:
     """Train per ``params`` on ``prepared`` data; returns the final summary (also in ``run_file``).
 
@@ -90,7 +111,9 @@ def train(
     fp = fingerprint(params, digest)
 
     torch.manual_seed(cfg.seed)
-    model = WideResNet(params.model.depth, params.model.width, len(data.classes), params.model.dropout).to(device)
+    model = WideResNet(params.model.depth, params.model.width, len(data.classes), params.model.dropout).to(
+        device
+    )
     if cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
@@ -109,6 +132,7 @@ def train(
                 log.info("resuming from %s after epoch %d", checkpoint_dir, state["epoch"])
         elif rank == 0:
             log.warning("checkpoint in %s is for another configuration; starting afresh", checkpoint_dir)
+
     def lr_at(step: int) -> float:
         return cfg.lr * lr_factor(step, warmup, total)
 
@@ -129,20 +153,40 @@ def train(
             if sampler is not None:
                 sampler.set_epoch(epoch)
             loader = DataLoader(
-                dataset, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler, generator=gen,
-                num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                persistent_workers=False, drop_last=False,
+                dataset,
+                batch_size=per_rank_batch,
+                shuffle=sampler is None,
+                sampler=sampler,
+                generator=gen,
+                num_workers=cfg.num_workers,
+                pin_memory=device.type == "cuda",
+                persistent_workers=False,
+                drop_last=False,
             )
-            stats = train_epoch(net, loader, optimizer, lr_at, state["step"], scaler, cfg, device,
-                                f"epoch {epoch + 1}/{cfg.epochs}", show_progress and rank == 0)
+            stats = train_epoch(
+                net,
+                loader,
+                optimizer,
+                lr_at,
+                state["step"],
+                scaler,
+                cfg,
+                device,
+                f"epoch {epoch + 1}/{cfg.epochs}",
+                show_progress and rank == 0,
+            )
             stats["images_per_s"] *= world
             state["step"] += len(loader)
             state["epoch"] = epoch + 1
             if rank == 0:
                 logits = predict_logits(model, val_x, data, device, cfg.eval_batch_size)
                 val_loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_y)).item()
-                row = {"epoch": epoch + 1, **stats, "val_loss": val_loss,
-                       "val_acc": float((logits.argmax(1) == val_y).mean())}
+                row = {
+                    "epoch": epoch + 1,
+                    **stats,
+                    "val_loss": val_loss,
+                    "val_acc": float((logits.argmax(1) == val_y).mean()),
+                }
                 state["history"].append(row)
                 save_checkpoint(checkpoint_dir, model, optimizer, state, meta)
                 import mlflow
@@ -159,10 +203,15 @@ def train(
 
         mlflow.log_artifact(str(model_out), "model")
         mlflow.log_dict(params.raw, "params.yaml")
-        summary = {"run_id": state["run_id"], "profile": params.profile, "epochs": cfg.epochs,
-                   "num_parameters": count_parameters(model), "data_hash": digest,
-                   "final": state["history"][-1] if state["history"] else {},
-                   "mean_images_per_s": float(np.mean([h["images_per_s"] for h in state["history"]]))}
+        summary = {
+            "run_id": state["run_id"],
+            "profile": params.profile,
+            "epochs": cfg.epochs,
+            "num_parameters": count_parameters(model),
+            "data_hash": digest,
+            "final": state["history"][-1] if state["history"] else {},
+            "mean_images_per_s": float(np.mean([h["images_per_s"] for h in state["history"]])),
+        }
         write_json(run_file, summary)
         return summary
     finally:

@@ -1,0 +1,44 @@
+# Every target installs what it needs first, so each works on a fresh clone.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Offline machines: point the data stage at a local mirror, e.g.
+#   make demo CIFAR10_SOURCE=../shared/data/cifar10-jpeg.tar.gz
+export CIFAR10_SOURCE
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo repro test test-fast lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[all]'
+	touch $@
+
+install: $(BIN)/.installed ## Create .venv and install the project with every extra
+
+repro: install ## Run the DVC pipeline (prepare -> train -> evaluate -> export)
+	PATH=$(CURDIR)/$(BIN):$$PATH dvc repro
+
+demo: repro ## The main job end to end on the defaults
+
+test: install ## Run the whole test suite (GPU tests skip without a GPU)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install ## Unit tests only, no slow end-to-end runs
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## Remove generated data, artifacts, reports and the local MLflow store
+	rm -rf data artifacts reports model_repository mlflow.db mlartifacts

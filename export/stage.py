@@ -1,0 +1,201 @@
+"""The ``export`` stage: every precision exported, checked against PyTorch, and recorded.
+
+Everything is built in a temporary folder and swapped in at the end, so a crash never leaves a
+half-written artifact. Artifacts that fail their gate go to ``rejected/`` with the reason in the
+manifest; the registry only ever reads artifacts the manifest marks as passed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import tracking
+from common.config import DataConfig
+from common.fsutil import atomic_dir, sha256_file
+from export import onnx_io, tensorrt_engine
+from export.config import INPUT_NAME, OUTPUT_NAME, ExportConfig
+from export.parity import ParityResult, compare, render_table
+from export.quantize import quantize_int8
+from training.augment import balanced_subset, normalize_batch
+from training.checkpoint import load_model, read_metadata
+from training.engine import predict_logits
+
+log = logging.getLogger(__name__)
+FILES = {
+    "fp32": "model.fp32.onnx",
+    "fp16": "model.fp16.onnx",
+    "int8": "model.int8.onnx",
+    "trt_fp16": "model.plan",
+}
+
+
+class ExportError(RuntimeError):
+    """A required artifact failed its parity gate (the report says which bound)."""
+
+
+def _source_info(weights: Path, run_file: Path | None) -> dict:
+    run_id = None
+    if run_file is not None and run_file.exists():
+        run_id = json.loads(run_file.read_text()).get("run_id")
+    return {
+        "weights": str(weights.resolve()),
+        "sha256": sha256_file(weights),
+        "run_id": run_id,
+        "git_commit": tracking.git_commit(),
+    }
+
+
+def export_model(
+    weights: Path,
+    prepared: Path,
+    data: DataConfig,
+    cfg: ExportConfig,
+    out_dir: Path,
+    run_file: Path | None = None,
+    command: str = "",
+    depth: int | None = None,
+    width: int | None = None,
+) -> dict:
+    """Export ``weights`` in every configured precision into ``out_dir``; returns the manifest."""
+    model = load_model(weights, depth, width, len(data.classes))
+    meta = read_metadata(weights) if weights.suffix == ".safetensors" else {}
+    classes = json.loads(meta["classes"]) if "classes" in meta else list(data.classes)
+    if classes != list(data.classes):
+        raise ExportError(
+            f"{weights} was trained for classes {classes}, params.yaml has {list(data.classes)}"
+        )
+    val_x, val_y = np.load(prepared / "val_x.npy"), np.load(prepared / "val_y.npy")
+    pick = balanced_subset(val_y, cfg.parity_images, seed=0)
+    images, labels = val_x[pick], val_y[pick]
+    x = normalize_batch(images, data).numpy()
+    reference = predict_logits(model, images, data, torch.device("cpu"), batch_size=250)
+    source = _source_info(weights, run_file)
+    results: dict[str, ParityResult] = {}
+    skipped: dict[str, str] = {}
+
+    with atomic_dir(out_dir) as tmp:
+        fp32 = onnx_io.export_fp32(model, tmp / FILES["fp32"], cfg.opset, cfg.max_batch)
+        builders = {
+            "fp32": lambda p: p,
+            "fp16": lambda p: onnx_io.convert_fp16(fp32, p),
+            "int8": lambda p: quantize_int8(fp32, p, _calibration(prepared, data, cfg.calibration_images)),
+        }
+        for precision in cfg.precisions:
+            path = builders[precision](tmp / FILES[precision])
+            results[precision] = compare(
+                precision, reference, onnx_io.run_onnx(path, x), labels, cfg.tolerances[precision]
+            )
+        reason = tensorrt_engine.availability()
+        if reason is None:
+            plan = tensorrt_engine.build_plan(fp32, tmp / FILES["trt_fp16"], cfg.max_batch)
+            results["trt_fp16"] = compare(
+                "trt_fp16",
+                reference,
+                tensorrt_engine.run_plan(plan, x, cfg.max_batch),
+                labels,
+                cfg.tolerances["trt_fp16"],
+            )
+        else:
+            log.info(reason)
+            skipped["trt_fp16"] = reason
+
+        artifacts = []
+        for precision, result in results.items():
+            path = tmp / FILES[precision]
+            if path.suffix == ".onnx":
+                onnx_io.set_metadata(
+                    path,
+                    {
+                        "classes": classes,
+                        "mean": list(data.mean),
+                        "std": list(data.std),
+                        "input_layout": "NCHW float32 RGB, (pixel/255 - mean)/std",
+                        "precision": precision,
+                        "source_run_id": source["run_id"] or "",
+                        "git_commit": source["git_commit"],
+                        "source_sha256": source["sha256"],
+                        "parity": result.as_dict(),
+                    },
+                )
+            if not result.passed:
+                (tmp / "rejected").mkdir(exist_ok=True)
+                path = path.rename(tmp / "rejected" / path.name)
+            artifacts.append(
+                {
+                    "precision": precision,
+                    "file": str(path.relative_to(tmp)),
+                    "format": "tensorrt_plan" if precision == "trt_fp16" else "onnx",
+                    "sha256": sha256_file(path),
+                    "passed": result.passed,
+                    "parity": result.as_dict(),
+                }
+            )
+        table = render_table(list(results.values()))
+        manifest = {
+            "command": command,
+            "source": source,
+            "classes": classes,
+            "mean": list(data.mean),
+            "std": list(data.std),
+            "architecture": {
+                "depth": int(meta.get("depth", depth or 0)),
+                "width": int(meta.get("width", width or 0)),
+            },
+            "io": {"input": INPUT_NAME, "output": OUTPUT_NAME, "max_batch": cfg.max_batch, "layout": "NCHW"},
+            "artifacts": artifacts,
+            "skipped": skipped,
+        }
+        (tmp / "parity.txt").write_text(f"{table}\nreproduce with: {command}\n")
+        manifest["mlflow_run_id"] = _log_to_mlflow(tmp, manifest, results, source["run_id"])
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(table)
+    failed = [p for p in cfg.required if p in results and not results[p].passed]
+    if failed:
+        raise ExportError(
+            f"required artifact(s) failed the parity gate: {', '.join(failed)} (see {out_dir}/parity.txt)"
+        )
+    return manifest
+
+
+def _calibration(prepared: Path, data: DataConfig, n: int) -> np.ndarray:
+    train_x, train_y = np.load(prepared / "train_x.npy", mmap_mode="r"), np.load(prepared / "train_y.npy")
+    return normalize_batch(np.asarray(train_x[balanced_subset(train_y, n, seed=1)]), data).numpy()
+
+
+def _log_to_mlflow(folder: Path, manifest: dict, results: dict[str, ParityResult], run_id: str | None) -> str:
+    """Log passed artifacts and the reports to the training run, or to a new run for outside weights."""
+    import mlflow
+
+    tracking.configure()
+    if run_id is None:
+        tracking.ensure_experiment("cifar10-wrn")
+        mlflow.set_experiment("cifar10-wrn")
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else "export-external-weights") as run:
+        if run_id is None:
+            mlflow.set_tags(
+                {
+                    "source_weights": manifest["source"]["weights"],
+                    "git_commit": manifest["source"]["git_commit"],
+                    "source_sha256": manifest["source"]["sha256"],
+                }
+            )
+        for p, r in results.items():
+            mlflow.log_metrics(
+                {
+                    f"parity_{p}_max_abs_logit": r.max_abs_logit,
+                    f"parity_{p}_agreement": r.top1_agreement,
+                    f"parity_{p}_accuracy": r.accuracy,
+                    f"parity_{p}_passed": float(r.passed),
+                }
+            )
+        for art in manifest["artifacts"]:
+            if art["passed"]:
+                mlflow.log_artifact(str(folder / art["file"]), f"export/{art['precision']}")
+        mlflow.log_artifact(str(folder / "parity.txt"), "export")
+        mlflow.log_dict(manifest, "export/manifest.json")
+        return run.info.run_id

@@ -1,0 +1,1 @@
+"""MLflow Model Registry: versions of exported artifacts, aliases, promotion and rollback."""

@@ -1,0 +1,46 @@
+"""Data checks on the offline CIFAR-10 mirror, run through the project's own prepare stage."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import CLASSES
+
+pytestmark = pytest.mark.data
+
+
+def test_counts_classes_and_shapes(prepared_mirror):
+    meta = json.loads((prepared_mirror / "meta.json").read_text())
+    assert meta["classes"] == list(CLASSES)
+    assert meta["counts"] == {"train": 45_000, "val": 5_000, "test": 5_000}
+    for split, n in meta["counts"].items():
+        x, y = np.load(prepared_mirror / f"{split}_x.npy"), np.load(prepared_mirror / f"{split}_y.npy")
+        assert x.shape == (n, 32, 32, 3) and x.dtype == np.uint8
+        assert y.shape == (n,) and set(np.unique(y)) == set(range(10))
+    assert np.bincount(np.load(prepared_mirror / "test_y.npy")).tolist() == [500] * 10
+    assert np.bincount(np.load(prepared_mirror / "val_y.npy")).tolist() == [500] * 10
+
+
+def test_images_are_real_pictures_not_constant_arrays(prepared_mirror):
+    x = np.load(prepared_mirror / "test_x.npy", mmap_mode="r")[:500]
+    assert 80 < x.mean() < 170 and x.std() > 40
+    assert len({img.tobytes() for img in x}) == 500
+
+
+def test_test_image_folder_matches_the_arrays(prepared_mirror):
+    files = sorted((prepared_mirror / "test_images").rglob("*.jpg"))
+    assert len(files) == 5_000
+    assert sorted({f.parent.name for f in files}) == list(CLASSES)
+
+
+@pytest.mark.slow
+def test_reference_weights_score_at_least_93_percent(prepared_mirror, reference_weights):
+    """The project's model and evaluation code on the mirror's 5,000 test images (no TTA: 93.5 %)."""
+    from common.config import DataConfig
+    from training.evaluate import evaluate_weights
+
+    x, y = np.load(prepared_mirror / "test_x.npy"), np.load(prepared_mirror / "test_y.npy")
+    summary, _ = evaluate_weights(reference_weights, x, y, DataConfig(), batch_size=250, tta_flip=False)
+    assert summary["tested_samples"] == 5_000
+    assert summary["accuracy"] >= 0.93, summary["accuracy"]

@@ -1,0 +1,81 @@
+"""``dvc repro`` for real, in a temporary copy of the repository, on a tiny profile and synthetic data."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import make_image_folder, tar_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _sh(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> tuple[Path, dict]:
+    if shutil.which("dvc") is None and not (Path(sys.executable).parent / "dvc").exists():
+        pytest.skip("dvc is not installed")
+    tmp = tmp_path_factory.mktemp("dvc")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    repo = tmp / "repo"
+    for f in files:
+        if (ROOT / f).is_file():
+            (repo / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, repo / f)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["profile"] = "tiny"
+    params["data"]["val_per_class"] = 2
+    params["profiles"]["tiny"] = {
+        "model": {"depth": 10, "width": 1},
+        "train": {"epochs": 2, "batch_size": 32, "lr": 0.05, "eval_batch_size": 100},
+    }
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    archive = tar_folder(make_image_folder(tmp / "src", {"train": 20, "test": 5}), tmp / "src.tar.gz")
+    env = os.environ | {
+        "CIFAR10_SOURCE": str(archive),
+        "PYTHONPATH": str(repo),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    _sh(["git", "init", "-q"], repo, env)
+    _sh(["git", "add", "-A"], repo, env)
+    _sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone"], repo, env)
+    _sh(["dvc", "repro"], repo, env)
+    return repo, env
+
+
+def test_repro_produces_metrics_plots_and_an_mlflow_run(clone):
+    repo, env = clone
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert metrics["tested_samples"] == 50 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert (repo / "reports" / "confusion_matrix.png").stat().st_size > 10_000
+    shown = json.loads(_sh(["dvc", "metrics", "show", "--json"], repo, env).stdout)
+    assert "reports/metrics.json" in json.dumps(shown)
+    lines = (repo / "reports" / "train_log.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,train_loss") and len(lines) == 3
+    run_id = json.loads((repo / "artifacts" / "train" / "run.json").read_text())["run_id"]
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_run(run_id)
+    assert "test_accuracy" in run.data.metrics and "val_acc" in run.data.metrics
+    assert run.data.tags["git_commit"] != "unknown"
+
+
+def test_second_repro_is_a_no_op(clone):
+    repo, env = clone
+    out = _sh(["dvc", "repro"], repo, env).stdout
+    assert "Data and pipelines are up to date" in out or "didn't change, skipping" in out
+    assert "Running stage" not in out
