@@ -180,6 +180,9 @@ def describe(name: str) -> dict:
     except MlflowException as exc:
         raise RegistryError(f"no registered model named {name!r}") from exc
     versions = sorted(c.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    by_version: dict[int, list[str]] = {}
+    for alias, v in (rm.aliases or {}).items():
+        by_version.setdefault(int(v), []).append(alias)
     return {
         "name": name,
         "aliases": {a: int(v) for a, v in (rm.aliases or {}).items()},
@@ -189,7 +192,7 @@ def describe(name: str) -> dict:
         "versions": [
             {
                 "version": int(v.version),
-                "aliases": list(v.aliases),
+                "aliases": by_version.get(int(v.version), []),
                 "run_id": v.run_id,
                 "precision": v.tags.get("precision"),
                 "parity_agreement": v.tags.get("parity_agreement"),

@@ -74,3 +74,92 @@ def tar_folder(src: Path, dest: Path) -> Path:
     with tarfile.open(dest, "w:gz") as tar:
         tar.add(src, arcname="cifar-like")
     return dest
+
+
+@pytest.fixture(scope="session")
+def small_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic data through the real prepare stage: 300 train (40 val), 20 test images."""
+    from common.config import DataConfig
+    from training.prepare import prepare
+
+    tmp = tmp_path_factory.mktemp("small")
+    src = make_image_folder(tmp / "src", {"train": 30, "test": 2})
+    prepare(DataConfig(source=str(src), val_per_class=4), tmp / "prepared")
+    return tmp / "prepared"
+
+
+@pytest.fixture(scope="session")
+def small_weights(small_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A WRN-10-1 trained briefly on the synthetic data, saved as the pipeline saves weights.
+
+    Trained, not random: an untrained net's logits are near-ties, and the top-1 of a near-tie
+    flips under any rounding, which would make parity checks on it meaningless.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from common.config import DataConfig
+    from training.augment import normalize_batch
+    from training.checkpoint import model_metadata, save_weights
+    from training.model import WideResNet
+
+    torch.manual_seed(0)
+    model = WideResNet(10, 1).train()
+    x = normalize_batch(np.load(small_prepared / "train_x.npy"), DataConfig())
+    y = torch.from_numpy(np.load(small_prepared / "train_y.npy"))
+    perm = torch.randperm(len(y))
+    x, y = x[perm], y[perm]
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(3):
+        for i in range(0, len(y), 32):
+            loss = F.cross_entropy(model(x[i : i + 32]), y[i : i + 32])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    path = tmp_path_factory.mktemp("w") / "small.safetensors"
+    save_weights(
+        model.eval(), path, model_metadata(10, 1, CLASSES, (0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616))
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_export(small_prepared: Path, small_weights: Path, tmp_path_factory: pytest.TempPathFactory):
+    """fp32 + int8 exports of the small model, logged into a session-private MLflow store.
+
+    Returns (export folder, tracking URI); tests that register from it point MLflow at that URI.
+    """
+    from common.config import DataConfig
+    from export.config import ExportConfig
+    from export.stage import export_model
+
+    tmp = tmp_path_factory.mktemp("small_export")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    old, cwd = os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.chdir(tmp)
+    try:
+        cfg = ExportConfig(precisions=("fp32", "int8"), parity_images=40, calibration_images=64, max_batch=64)
+        export_model(
+            small_weights, small_prepared, DataConfig(val_per_class=4), cfg, tmp / "export", command="test"
+        )
+    finally:
+        os.chdir(cwd)
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+    return tmp / "export", uri
+
+
+@pytest.fixture(scope="session")
+def reference_test_logits(prepared_mirror: Path, reference_weights: Path) -> np.ndarray:
+    """PyTorch logits of the reference weights on the mirror's 5,000 test images (no TTA), once."""
+    import torch
+
+    from common.config import DataConfig
+    from training.checkpoint import load_model
+    from training.engine import predict_logits
+
+    x = np.load(prepared_mirror / "test_x.npy")
+    return predict_logits(load_model(reference_weights), x, DataConfig(), torch.device("cpu"), batch_size=250)

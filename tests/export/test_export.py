@@ -15,32 +15,18 @@ from export.parity import compare
 from export.stage import ExportError, export_model
 from training.checkpoint import WeightsError, model_metadata, save_weights
 from training.model import WideResNet
-from training.prepare import prepare
 
 DATA = DataConfig(val_per_class=4)
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    from tests.conftest import make_image_folder
-
-    tmp = tmp_path_factory.mktemp("exp")
-    src = make_image_folder(tmp / "src", {"train": 30, "test": 2})
-    return prepare(DataConfig(source=str(src), val_per_class=4), tmp / "prepared") and tmp / "prepared"
+def prepared(small_prepared) -> Path:
+    return small_prepared
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = WideResNet(10, 1)
-    # A little training-like state so BatchNorm statistics are not the identity.
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(32, 3, 32, 32))
-    path = tmp_path_factory.mktemp("w") / "small.safetensors"
-    save_weights(model.eval(), path, model_metadata(10, 1, DATA.classes, DATA.mean, DATA.std))
-    return path
+def weights(small_weights) -> Path:
+    return small_weights
 
 
 @pytest.fixture

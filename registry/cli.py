@@ -1,0 +1,102 @@
+"""``python -m registry.cli``: register exports, promote, roll back, list and show versions.
+
+Exit codes a script can test: 0 done, 2 bad request (unknown model, version or alias), 3 registry
+unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from common.cli import run_cli, setup_logging
+
+
+def _name(args, cfg) -> str:
+    return args.model or cfg.registered_name(args.precision)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    reg = sub.add_parser("register", help="register every artifact that passed its parity gate")
+    reg.add_argument("--manifest", type=Path, default=Path("artifacts/export/manifest.json"))
+    reg.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"), help="test metrics to tag")
+    reg.add_argument("--report", type=Path, default=None, help="write the registered versions here (JSON)")
+    reg.add_argument(
+        "--promote",
+        choices=("production", "staging"),
+        default=None,
+        help="also point this alias at the new versions",
+    )
+
+    for cmd, text in (
+        ("promote", "point an alias at a version"),
+        ("rollback", "re-point an alias at its previous"),
+    ):
+        sp = sub.add_parser(cmd, help=text)
+        sp.add_argument("--precision", default="fp32", help="served form (fp32, fp16, int8, trt_fp16)")
+        sp.add_argument("--model", default=None, help="registered model name (overrides --precision)")
+        group = sp.add_mutually_exclusive_group()
+        group.add_argument("--alias", default=None)
+        group.add_argument("--stage", default=None, help="old MLflow stage name: Production or Staging")
+        if cmd == "promote":
+            sp.add_argument("--version", type=int, required=True)
+
+    for cmd in ("list", "show"):
+        sp = sub.add_parser(cmd, help=f"{cmd} registered models")
+        sp.add_argument("--precision", default="fp32")
+        sp.add_argument("--model", default=None)
+    args = p.parse_args(argv)
+    setup_logging(args.verbose)
+
+    def go() -> None:
+        from registry import store
+        from registry.config import alias_for, load_registry_config
+
+        cfg = load_registry_config(args.params)
+        if args.command == "register":
+            metrics = json.loads(args.metrics.read_text()) if args.metrics and args.metrics.exists() else None
+            rows = store.register_manifest(args.manifest, cfg, metrics)
+            if args.promote:
+                for row in rows:
+                    if row["version"] is not None:
+                        row[args.promote] = store.promote(row["name"], args.promote, row["version"])[
+                            "version"
+                        ]
+            if args.report:
+                from common.fsutil import write_json
+
+                write_json(args.report, {"versions": rows})
+            out = rows
+        elif args.command == "promote":
+            alias = alias_for(args.alias or (None if args.stage else "production"), args.stage)
+            out = store.promote(_name(args, cfg), alias, args.version)
+        elif args.command == "rollback":
+            alias = alias_for(args.alias or (None if args.stage else "production"), args.stage)
+            out = store.rollback(_name(args, cfg), alias)
+        elif args.command == "show":
+            out = store.describe(_name(args, cfg))
+        else:
+            out = store.list_models(cfg)
+        json.dump(out, sys.stdout, indent=2)
+        print()
+
+    from mlflow.exceptions import MlflowException
+
+    from registry.store import RegistryError
+
+    try:
+        run_cli(go, (RegistryError, ValueError, FileNotFoundError))
+    except MlflowException as exc:  # pragma: no cover - depends on a broken tracking server
+        print(f"error: MLflow registry unavailable: {exc}", file=sys.stderr)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()
