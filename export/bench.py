@@ -73,7 +73,7 @@ def run(
     for row in rows.values():
         for b in batches:
             row[f"batch{b}_vs_pytorch"] = row[f"batch{b}_img_s"] / base[f"batch{b}_img_s"]
-    return {"images": int(len(labels)), "threads": threads, "results": rows}
+    return {"images": len(labels), "threads": threads, "results": rows}
 
 
 def main() -> None:
