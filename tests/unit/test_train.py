@@ -163,3 +163,44 @@ def test_killed_training_process_resumes_and_finishes(prepared, tmp_path, isolat
     state = json.loads((out / "ckpt" / "state.json").read_text())
     assert state["epoch"] == 3 and [h["epoch"] for h in state["history"]] == [1, 2, 3]
     assert (out / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_processes_on_cpu(prepared, tmp_path, isolated_mlflow):
+    """The multi-GPU path for real: torchrun, two ranks, gloo on the CPU."""
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(
+        "profile: t\ndata: {val_per_class: 2}\nprofiles:\n  t:\n    model: {depth: 10, width: 1}\n"
+        "    train: {epochs: 2, batch_size: 16, lr: 0.05, eval_batch_size: 64}\n"
+    )
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "training.cli",
+        "train",
+        "--params",
+        str(params_file),
+        "--data",
+        str(prepared),
+        "--model-out",
+        str(out / "model.safetensors"),
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--log-csv",
+        str(out / "log.csv"),
+        "--run-file",
+        str(out / "run.json"),
+        "--no-progress",
+    ]
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((out / "ckpt" / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+    # 100 training images, global batch 16 over 2 ranks: 7 steps per epoch.
+    assert state["step"] == 14
+    assert (out / "model.safetensors").exists() and json.loads((out / "run.json").read_text())["run_id"]
