@@ -74,6 +74,15 @@ def test_repro_produces_metrics_plots_and_an_mlflow_run(clone):
     assert run.data.tags["git_commit"] != "unknown"
 
 
+def test_export_passed_its_gate_and_was_registered(clone):
+    repo, _ = clone
+    manifest = json.loads((repo / "artifacts" / "export" / "manifest.json").read_text())
+    fp32 = next(a for a in manifest["artifacts"] if a["precision"] == "fp32")
+    assert fp32["passed"] and (repo / "artifacts" / "export" / fp32["file"]).exists()
+    registered = json.loads((repo / "reports" / "registered.json").read_text())["versions"]
+    assert {"name": "cifar10-wrn-fp32", "version": 1, "status": "created"} in registered
+
+
 def test_second_repro_is_a_no_op(clone):
     repo, env = clone
     out = _sh(["dvc", "repro"], repo, env).stdout
