@@ -110,7 +110,7 @@ def main() -> None:
         *[f"b{b} ×PyTorch" for b in batches],
         "accuracy",
     ]:
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     for name, row in result["results"].items():
         table.add_row(
             name,
@@ -118,7 +118,7 @@ def main() -> None:
             *[f"{row[f'batch{b}_vs_pytorch']:.2f}" for b in batches],
             f"{row['accuracy']:.2%}",
         )
-    Console().print(table)
+    Console(width=160).print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))
