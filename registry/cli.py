@@ -18,6 +18,22 @@ def _name(args, cfg) -> str:
     return args.model or cfg.registered_name(args.precision)
 
 
+def _sync(args, cfg) -> dict:
+    import dataclasses
+
+    from registry.sync import load_serving_config, sync
+    from serving.cli import admin_token
+    from serving.embedded import ADMIN_HEADER
+
+    serving = load_serving_config(args.params)
+    if args.kind:
+        serving = dataclasses.replace(serving, kind=args.kind)
+    token = admin_token(args.admin_token_file)
+    if args.server and not token:
+        raise ValueError("rolling a live server needs its admin token (--admin-token-file or $CIFAR10_ADMIN_TOKEN)")
+    return sync(cfg, serving, args.repository, args.cache, args.server, (ADMIN_HEADER, token) if token else None)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -47,6 +63,14 @@ def main(argv: list[str] | None = None) -> None:
         group.add_argument("--stage", default=None, help="old MLflow stage name: Production or Staging")
         if cmd == "promote":
             sp.add_argument("--version", type=int, required=True)
+
+    sy = sub.add_parser("sync", help="write the Triton model repository from the aliases (and roll a live server)")
+    sy.add_argument("--repository", type=Path, default=Path("model_repository"))
+    sy.add_argument("--cache", type=Path, default=Path("artifacts/registry_cache"), help="downloaded artifacts")
+    sy.add_argument("--server", default=None, help="HTTP host:port of a running server to roll over")
+    sy.add_argument("--admin-token-file", type=Path, default=None,
+                    help="token unlocking the server's model-repository API (or $CIFAR10_ADMIN_TOKEN)")
+    sy.add_argument("--kind", choices=("KIND_CPU", "KIND_GPU"), default=None, help="override serving.kind")
 
     for cmd in ("list", "show"):
         sp = sub.add_parser(cmd, help=f"{cmd} registered models")
@@ -80,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "rollback":
             alias = alias_for(args.alias or (None if args.stage else "production"), args.stage)
             out = store.rollback(_name(args, cfg), alias)
+        elif args.command == "sync":
+            out = _sync(args, cfg)
         elif args.command == "show":
             out = store.describe(_name(args, cfg))
         else:

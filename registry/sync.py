@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def fetch_artifact(name: str, version: int, cache: Path) -> Path:
     path = folder / filename
     if not (path.is_file() and sha256_file(path) == expected):
         folder.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(folder))
     if not path.is_file():
         raise store.RegistryError(f"{name} v{version}: artifact {filename} missing from {info.source}")

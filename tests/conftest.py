@@ -163,3 +163,26 @@ def reference_test_logits(prepared_mirror: Path, reference_weights: Path) -> np.
 
     x = np.load(prepared_mirror / "test_x.npy")
     return predict_logits(load_model(reference_weights), x, DataConfig(), torch.device("cpu"), batch_size=250)
+
+
+@pytest.fixture(scope="session")
+def reference_export(
+    prepared_mirror: Path, reference_weights: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    """The reference weights through the real export stage (fp32 + int8), in a private MLflow store.
+
+    Returns (export folder, manifest, tracking URI). Exporting WRN-28-10 costs minutes on 2 cores,
+    so every test that needs the served reference model shares this one export.
+    """
+    from common.config import DataConfig
+    from export.config import ExportConfig
+    from export.stage import export_model
+
+    tmp = tmp_path_factory.mktemp("refexp")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.chdir(tmp)
+        cfg = ExportConfig(precisions=("fp32", "int8"), parity_images=1000, calibration_images=512)
+        manifest = export_model(reference_weights, prepared_mirror, DataConfig(), cfg, tmp / "export")
+    return tmp / "export", manifest, uri

@@ -1,0 +1,236 @@
+"""Registry -> sync -> a real tritonserver: what the ``production`` alias names is what serves.
+
+These tests run the product's own path end to end: register an export, promote, ``sync`` the model
+repository from the registry, start the embedded Triton, and talk to it over HTTP and gRPC.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from common.config import DataConfig
+from export import onnx_io
+from registry import store
+from registry.config import RegistryConfig
+from registry.sync import ServingConfig, sync
+from serving.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig
+from tests.serving.conftest import free_ports, triton_or_skip
+from training.augment import normalize_batch
+
+pytestmark = pytest.mark.triton
+SERVING = ServingConfig(max_batch_size=64, preferred_batch_sizes=(8, 32), max_queue_delay_us=1000)
+
+
+class Stack:
+    """An MLflow store with registered versions, a synced repository and a running server."""
+
+    def __init__(self, export_dir: Path, uri: str, tmp: Path, serve=("fp32", "int8")) -> None:
+        self.mp = pytest.MonkeyPatch()
+        self.mp.setenv("MLFLOW_TRACKING_URI", uri)
+        self.cfg = RegistryConfig(
+            model_prefix=f"e{uuid.uuid4().hex[:8]}", serve=serve, ensemble_target="fp32"
+        )
+        self.name = self.cfg.registered_name("fp32")
+        store.register_manifest(export_dir / "manifest.json", self.cfg)
+        store.promote(self.name, "production", 1)
+        self.repo, self.cache = tmp / "model_repository", tmp / "cache"
+        sync(self.cfg, SERVING, self.repo, self.cache)
+        http, grpc, metrics = free_ports(3)
+        self.header = (ADMIN_HEADER, secrets.token_hex(8))
+        self.server = (
+            EmbeddedServer(
+                ServerConfig(
+                    model_repository=self.repo,
+                    http_port=http,
+                    grpc_port=grpc,
+                    metrics_port=metrics,
+                    log_file=tmp / "triton.log",
+                    restricted_header=self.header,
+                    exit_timeout_s=3,
+                )
+            )
+            .start()
+            .wait_ready(180)
+        )
+        self.http = httpclient.InferenceServerClient(self.server.http_endpoint, concurrency=8)
+        self.grpc = grpcclient.InferenceServerClient(self.server.url_grpc.removeprefix("grpc://"))
+
+    def roll(self) -> dict:
+        return sync(self.cfg, SERVING, self.repo, self.cache, self.server.http_endpoint, self.header)
+
+    def routed_version(self) -> int:
+        config = self.http.get_model_config("cifar10")
+        step = next(s for s in config["ensemble_scheduling"]["step"] if s["model_name"] == "wrn_fp32")
+        return int(step["model_version"])
+
+    def close(self) -> None:
+        self.http.close()
+        self.grpc.close()
+        self.server.stop(grace=20)
+        self.mp.undo()
+
+
+def classify_bytes(client, blob: bytes, module=httpclient) -> tuple[int, str]:
+    inp = module.InferInput("IMAGE", [1, len(blob)], "UINT8")
+    inp.set_data_from_numpy(np.frombuffer(blob, dtype=np.uint8)[None, :])
+    result = client.infer("cifar10", [inp])
+    label = result.as_numpy("LABELS")[0][0]
+    return int(result.as_numpy("CLASS_INDEX")[0][0]), label.decode() if isinstance(label, bytes) else label
+
+
+@pytest.fixture(scope="module")
+def small_stack(small_export, tmp_path_factory):
+    triton_or_skip()
+    stack = Stack(*small_export, tmp_path_factory.mktemp("stack"))
+    yield stack
+    stack.close()
+
+
+def test_tensor_inference_over_http_and_grpc_matches_onnxruntime(small_stack, small_export, small_prepared):
+    x = normalize_batch(np.load(small_prepared / "val_x.npy")[:16], DataConfig()).numpy()
+    expected = onnx_io.run_onnx(small_export[0] / "model.fp32.onnx", x)
+    h = httpclient.InferInput("input", list(x.shape), "FP32")
+    h.set_data_from_numpy(x)
+    got_http = small_stack.http.infer("wrn_fp32", [h], model_version="1").as_numpy("logits")
+    g = grpcclient.InferInput("input", list(x.shape), "FP32")
+    g.set_data_from_numpy(x)
+    got_grpc = small_stack.grpc.infer("wrn_fp32", [g]).as_numpy("logits")
+    assert np.abs(got_http - expected).max() < 1e-4 and np.abs(got_grpc - expected).max() < 1e-4
+    int8 = small_stack.http.infer("wrn_int8", [h]).as_numpy("logits")
+    assert np.mean(int8.argmax(1) == expected.argmax(1)) >= 0.9
+
+
+def test_image_bytes_through_the_ensemble(small_stack, small_prepared):
+    files = sorted((small_prepared / "test_images").rglob("*.*"))[:6]
+    x = normalize_batch(np.load(small_prepared / "test_x.npy"), DataConfig()).numpy()
+    inp = httpclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    direct = small_stack.http.infer("wrn_fp32", [inp]).as_numpy("logits").argmax(1)
+    order = sorted((small_prepared / "test_images").rglob("*.*"))
+    for f in files:
+        idx_http, label = classify_bytes(small_stack.http, f.read_bytes())
+        idx_grpc, _ = classify_bytes(small_stack.grpc, f.read_bytes(), grpcclient)
+        assert idx_http == idx_grpc == direct[order.index(f)]
+        assert label == DataConfig().classes[idx_http]
+
+
+def test_server_serves_exactly_the_aliased_versions(small_stack):
+    index = {
+        (m["name"], m.get("version")): m.get("state")
+        for m in small_stack.http.get_model_repository_index(headers=small_stack.server.admin_headers)
+    }
+    assert index[("wrn_fp32", "1")] == "READY" and small_stack.routed_version() == 1
+
+
+def test_promote_and_rollback_while_a_client_sends_requests(small_stack, small_prepared):
+    """Zero failed requests across promote -> sync and rollback -> sync; routing follows the alias."""
+    client = store.client()
+    v1 = client.get_model_version(small_stack.name, "1")
+    client.create_model_version(small_stack.name, v1.source, run_id=v1.run_id, tags=dict(v1.tags))
+    blob = sorted((small_prepared / "test_images").rglob("*.*"))[0].read_bytes()
+    stop, failures, done = threading.Event(), [], [0]
+
+    def hammer() -> None:
+        local = httpclient.InferenceServerClient(small_stack.server.http_endpoint)
+        while not stop.is_set():
+            try:
+                classify_bytes(local, blob)
+                done[0] += 1
+            except Exception as exc:  # any failure is what this test exists to catch
+                failures.append(repr(exc))
+        local.close()
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        start = time.perf_counter()
+        store.promote(small_stack.name, "production", 2)
+        phases = small_stack.roll()["phases"]
+        promote_s = time.perf_counter() - start
+        assert small_stack.routed_version() == 2 and "switch" in phases
+        store.rollback(small_stack.name)
+        small_stack.roll()
+        assert small_stack.routed_version() == 1
+        time.sleep(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    print(f"promote -> version 2 serving: {promote_s:.2f} s; {done[0]} requests during the rollouts")
+    assert not failures, failures[:3]
+    assert done[0] > 10
+
+
+def test_corrupt_new_version_fails_to_load_and_the_old_one_keeps_serving(
+    small_stack, small_prepared, tmp_path
+):
+    import mlflow
+
+    from common.fsutil import sha256_file
+
+    broken = tmp_path / "model.fp32.onnx"
+    broken.write_bytes(b"not an onnx model" * 100)
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(broken), "export/fp32")
+    client = store.client()
+    tags = dict(client.get_model_version(small_stack.name, "1").tags) | {"sha256": sha256_file(broken)}
+    mv = client.create_model_version(
+        small_stack.name, f"runs:/{run.info.run_id}/export/fp32", run_id=run.info.run_id, tags=tags
+    )
+    store.promote(small_stack.name, "production", int(mv.version))
+    blob = sorted((small_prepared / "test_images").rglob("*.*"))[0].read_bytes()
+    with pytest.raises(Exception, match=r"(?i)load|unavailable|stage"):
+        small_stack.roll()
+    assert small_stack.routed_version() == 1
+    assert classify_bytes(small_stack.http, blob)[1] in DataConfig().classes
+    store.rollback(small_stack.name)
+
+
+@pytest.fixture(scope="module")
+def reference_stack(reference_export, tmp_path_factory):
+    triton_or_skip()
+    folder, _, uri = reference_export
+    stack = Stack(folder, uri, tmp_path_factory.mktemp("refstack"), serve=("fp32",))
+    yield stack
+    stack.close()
+
+
+def _ensemble_accuracy(stack: Stack, files: list[Path], classes: tuple[str, ...]) -> float:
+    def one(f: Path) -> bool:
+        return classify_bytes(stack.http, f.read_bytes())[1] == f.parent.name
+
+    with ThreadPoolExecutor(8) as pool:
+        hits = list(pool.map(one, files))
+    return float(np.mean(hits))
+
+
+@pytest.mark.data
+def test_reference_model_through_the_ensemble_scores_at_least_92_5_percent(reference_stack, prepared_mirror):
+    root = prepared_mirror / "test_images"
+    files = [f for c in DataConfig().classes for f in sorted((root / c).iterdir())[:100]]
+    acc = _ensemble_accuracy(reference_stack, files, DataConfig().classes)
+    print(f"reference WRN-28-10 via Triton ensemble: {acc:.2%} on {len(files)} images")
+    assert len(files) == 1000 and acc >= 0.925
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_reference_model_through_the_ensemble_on_all_5000(reference_stack, prepared_mirror):
+    files = sorted((prepared_mirror / "test_images").rglob("*.jpg"))
+    acc = _ensemble_accuracy(reference_stack, files, DataConfig().classes)
+    (Path(reference_stack.repo).parent / "accuracy.json").write_text(json.dumps({"accuracy": acc}))
+    print(f"reference WRN-28-10 via Triton ensemble: {acc:.2%} on {len(files)} images")
+    assert len(files) == 5000 and acc >= 0.93
