@@ -30,8 +30,12 @@ def _sync(args, cfg) -> dict:
         serving = dataclasses.replace(serving, kind=args.kind)
     token = admin_token(args.admin_token_file)
     if args.server and not token:
-        raise ValueError("rolling a live server needs its admin token (--admin-token-file or $CIFAR10_ADMIN_TOKEN)")
-    return sync(cfg, serving, args.repository, args.cache, args.server, (ADMIN_HEADER, token) if token else None)
+        raise ValueError(
+            "rolling a live server needs its admin token (--admin-token-file or $CIFAR10_ADMIN_TOKEN)"
+        )
+    return sync(
+        cfg, serving, args.repository, args.cache, args.server, (ADMIN_HEADER, token) if token else None
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,12 +68,22 @@ def main(argv: list[str] | None = None) -> None:
         if cmd == "promote":
             sp.add_argument("--version", type=int, required=True)
 
-    sy = sub.add_parser("sync", help="write the Triton model repository from the aliases (and roll a live server)")
+    sy = sub.add_parser(
+        "sync", help="write the Triton model repository from the aliases (and roll a live server)"
+    )
     sy.add_argument("--repository", type=Path, default=Path("model_repository"))
-    sy.add_argument("--cache", type=Path, default=Path("artifacts/registry_cache"), help="downloaded artifacts")
-    sy.add_argument("--server", default=None, help="HTTP host:port of a running server to roll over")
-    sy.add_argument("--admin-token-file", type=Path, default=None,
-                    help="token unlocking the server's model-repository API (or $CIFAR10_ADMIN_TOKEN)")
+    sy.add_argument(
+        "--cache", type=Path, default=Path("artifacts/registry_cache"), help="downloaded artifacts"
+    )
+    sy.add_argument(
+        "--server", default=None, help="gRPC host:port of a running server to roll over (e.g. 127.0.0.1:8001)"
+    )
+    sy.add_argument(
+        "--admin-token-file",
+        type=Path,
+        default=None,
+        help="token unlocking the server's model-repository API (or $CIFAR10_ADMIN_TOKEN)",
+    )
     sy.add_argument("--kind", choices=("KIND_CPU", "KIND_GPU"), default=None, help="override serving.kind")
 
     for cmd in ("list", "show"):

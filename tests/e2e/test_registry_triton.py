@@ -67,7 +67,7 @@ class Stack:
         self.grpc = grpcclient.InferenceServerClient(self.server.url_grpc.removeprefix("grpc://"))
 
     def roll(self) -> dict:
-        return sync(self.cfg, SERVING, self.repo, self.cache, self.server.http_endpoint, self.header)
+        return sync(self.cfg, SERVING, self.repo, self.cache, self.server.url_grpc, self.header)
 
     def routed_version(self) -> int:
         config = self.http.get_model_config("cifar10")

@@ -1,0 +1,1 @@
+"""Serving: the Triton model repository, an embedded ``tritonserver`` and zero-downtime rollouts."""

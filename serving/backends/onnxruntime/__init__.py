@@ -1,0 +1,1 @@
+"""The python-based ``onnxruntime`` backend (``model.py`` runs inside Triton's python stub)."""

@@ -1,0 +1,167 @@
+"""Fixtures for the serving tests: tiny real ONNX classifiers, specs, images and a Triton launcher."""
+
+from __future__ import annotations
+
+import io
+import secrets
+import socket
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving.embedded import EmbeddedServer, ServerConfig, TritonNotFoundError, find_tritonserver
+from serving.spec import RepositorySpec, ServedModel, ServedVersion
+from serving.triton_env import server_env
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+CLASSIFIER = "wrn_fp32"
+
+
+def export_tiny_wrn(path: Path, seed: int) -> Path:
+    """A WRN-10-1 with non-trivial BatchNorm statistics, exported with a dynamic batch dimension."""
+    torch = pytest.importorskip("torch")
+    from training.model import WideResNet
+
+    torch.manual_seed(seed)
+    model = WideResNet(10, 1)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(16, 3, 32, 32))
+    model.eval()
+    batch = torch.export.Dim("batch", min=1, max=256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (torch.zeros(2, 3, 32, 32),),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: batch}},
+            dynamo=True,
+            verbose=False,
+        )
+    program.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def onnx_models(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """Registry-like artifacts: version 1 and 2 are different random WRN-10-1 classifiers."""
+    root = tmp_path_factory.mktemp("onnx")
+    return {v: export_tiny_wrn(root / f"wrn_v{v}.onnx", seed=v) for v in (1, 2)}
+
+
+@pytest.fixture(scope="session")
+def corrupt_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corrupt") / "broken.onnx"
+    path.write_bytes(b"this is not an ONNX protobuf" + bytes(range(256)) * 8)
+    return path
+
+
+def make_spec(
+    artifacts: dict[int, Path], production: int, extra: tuple[ServedModel, ...] = (), **kw: object
+) -> RepositorySpec:
+    model = ServedModel(
+        name=CLASSIFIER,
+        backend="onnxruntime",
+        versions=tuple(ServedVersion(v, p) for v, p in sorted(artifacts.items())),
+        production=production,
+        preferred_batch_sizes=(4, 8),
+        max_queue_delay_us=1000,
+    )
+    return RepositorySpec(
+        classifiers=(model, *extra), ensemble_target=CLASSIFIER, classes=CLASSES, mean=MEAN, std=STD, **kw
+    )
+
+
+def ort_session(path: Path):
+    """An in-process ONNX Runtime session configured like the server's backend (CPU, all opts)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports the OS reports free (bound to port 0, then released)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def triton_or_skip() -> None:
+    try:
+        server_env(find_tritonserver())
+    except TritonNotFoundError as exc:
+        pytest.skip(f"tritonserver not available: {exc}")
+
+
+@pytest.fixture(scope="module")
+def launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., EmbeddedServer]]:
+    """``launch(repo)`` starts a server on free ports (stopped at module end) and waits until ready."""
+    triton_or_skip()
+    servers: list[EmbeddedServer] = []
+
+    def start(repository: Path, **kw: object) -> EmbeddedServer:
+        http, grpc, metrics = free_ports(3)
+        config = ServerConfig(
+            model_repository=repository,
+            http_port=http,
+            grpc_port=grpc,
+            metrics_port=metrics,
+            log_file=tmp_path_factory.mktemp("triton-log") / "tritonserver.log",
+            restricted_header=("x-cifar10-admin", secrets.token_hex(8)),
+            ort_threads=1,
+            exit_timeout_s=3,
+            **kw,
+        )
+        server = EmbeddedServer(config).start()
+        servers.append(server)
+        return server.wait_ready(120)
+
+    yield start
+    for server in servers:
+        server.stop(grace=20)
+
+
+def encode(pixels: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def random_image(seed: int, height: int = 32, width: int = 32) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def pack(blobs: list[bytes]) -> np.ndarray:
+    """Encoded files as one ``[n, max_len]`` uint8 batch, right-padded with zeros."""
+    out = np.zeros((len(blobs), max(len(b) for b in blobs)), dtype=np.uint8)
+    for i, blob in enumerate(blobs):
+        out[i, : len(blob)] = np.frombuffer(blob, dtype=np.uint8)
+    return out
+
+
+def reference_preprocess(blob: bytes) -> np.ndarray:
+    """What the preprocess model should compute, written independently with PIL and numpy."""
+    img = Image.open(io.BytesIO(blob)).convert("RGB")
+    if img.size != (32, 32):
+        img = img.resize((32, 32), Image.Resampling.BILINEAR)
+    x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return (
+        (x - np.array(MEAN, np.float32)[:, None, None]) / np.array(STD, np.float32)[:, None, None]
+    ).astype(np.float32)

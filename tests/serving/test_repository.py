@@ -1,0 +1,246 @@
+"""The model repository on disk: configs, idempotence, atomicity, and the rollout plan (no server)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from serving import atomic
+from serving import repository as repo_mod
+from serving.configs import parse
+from serving.plan import rollout_plan
+from serving.repository import (
+    RepositoryError,
+    build_repository,
+    model_fingerprints,
+    read_deployed_spec,
+    repository_lock,
+)
+from serving.spec import ServedModel, ServedVersion, SpecError, spec_from_dict, spec_to_dict
+from tests.serving.conftest import CLASSES, CLASSIFIER, make_spec
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> dict[int, Path]:
+    """Stand-in artifacts: the repository only copies bytes, it never parses them."""
+    out = {}
+    for v in (1, 2, 3):
+        out[v] = tmp_path / "registry" / f"v{v}.onnx"
+        out[v].parent.mkdir(exist_ok=True)
+        out[v].write_bytes(f"model version {v}".encode() * 100)
+    return out
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_ino, p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def config(root: Path, name: str) -> mc.ModelConfig:
+    return parse((root / name / "config.pbtxt").read_text())
+
+
+def test_classifier_config_round_trips_with_expected_fields(tmp_path, artifacts):
+    spec = make_spec({1: artifacts[1], 2: artifacts[2]}, production=1)
+    assert build_repository(spec, tmp_path / "repo")
+    cfg = config(tmp_path / "repo", CLASSIFIER)
+    assert (cfg.name, cfg.backend, cfg.max_batch_size) == (CLASSIFIER, "onnxruntime", 256)
+    assert cfg.default_model_filename == "model.onnx"
+    assert list(cfg.version_policy.specific.versions) == [1, 2]
+    (inp,) = cfg.input
+    assert (inp.name, inp.data_type, list(inp.dims)) == ("input", mc.TYPE_FP32, [3, 32, 32])
+    (out,) = cfg.output
+    assert (out.name, out.data_type, list(out.dims)) == ("logits", mc.TYPE_FP32, [10])
+    assert out.label_filename == "labels.txt"
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 1000
+    (group,) = cfg.instance_group
+    assert (group.count, group.kind) == (1, mc.ModelInstanceGroup.KIND_CPU)
+    assert (tmp_path / "repo" / CLASSIFIER / "labels.txt").read_text().splitlines() == list(CLASSES)
+
+
+def test_ensemble_routes_to_the_explicit_production_version(tmp_path, artifacts):
+    spec = make_spec({1: artifacts[1], 2: artifacts[2]}, production=1, top_k=5)
+    build_repository(spec, tmp_path / "repo")
+    cfg = config(tmp_path / "repo", "cifar10")
+    assert cfg.platform == "ensemble" and cfg.max_batch_size == 64
+    steps = [(s.model_name, s.model_version) for s in cfg.ensemble_scheduling.step]
+    assert steps == [("preprocess", 1), (CLASSIFIER, 1), ("postprocess", 1)]  # never -1
+    outputs = {o.name: (o.data_type, list(o.dims)) for o in cfg.output}
+    assert outputs == {
+        "LABELS": (mc.TYPE_STRING, [5]),
+        "PROBABILITIES": (mc.TYPE_FP32, [5]),
+        "CLASS_INDEX": (mc.TYPE_INT32, [1]),
+    }
+    assert (tmp_path / "repo" / "cifar10" / "1").is_dir()
+
+
+def test_python_model_configs_carry_their_parameters(tmp_path, artifacts):
+    build_repository(make_spec({1: artifacts[1]}, production=1), tmp_path / "repo")
+    pre = config(tmp_path / "repo", "preprocess")
+    assert pre.backend == "python" and pre.input[0].dims == [-1] and pre.input[0].allow_ragged_batch
+    assert [float(x) for x in pre.parameters["std"].string_value.split(",")] == [0.2470, 0.2435, 0.2616]
+    post = config(tmp_path / "repo", "postprocess")
+    assert post.parameters["target_model"].string_value == CLASSIFIER
+    assert post.parameters["target_version"].string_value == "1"
+    for name in ("preprocess", "postprocess"):
+        source = (tmp_path / "repo" / name / "1" / "model.py").read_bytes()
+        assert source == repo_mod.python_model_source(name)
+        (pyc,) = (tmp_path / "repo" / name / "1" / "__pycache__").iterdir()
+        assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b11  # checked-hash pyc
+
+
+def test_tensorrt_classifier_uses_plan_files(tmp_path, artifacts):
+    trt = ServedModel("wrn_trt", "tensorrt", (ServedVersion(3, artifacts[3]),), 3, kind="KIND_GPU")
+    build_repository(make_spec({1: artifacts[1]}, production=1, extra=(trt,)), tmp_path / "repo")
+    cfg = config(tmp_path / "repo", "wrn_trt")
+    assert (cfg.platform, cfg.backend, cfg.default_model_filename) == (
+        "tensorrt_plan",
+        "tensorrt",
+        "model.plan",
+    )
+    assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert (tmp_path / "repo" / "wrn_trt" / "3" / "model.plan").read_bytes() == artifacts[3].read_bytes()
+
+
+def test_model_files_are_real_files_with_the_artifact_bytes(tmp_path, artifacts):
+    build_repository(make_spec({1: artifacts[1], 2: artifacts[2]}, production=2), tmp_path / "repo")
+    for v in (1, 2):
+        path = tmp_path / "repo" / CLASSIFIER / str(v) / "model.onnx"
+        assert path.is_file() and not path.is_symlink()
+        assert path.read_bytes() == artifacts[v].read_bytes()
+    assert not any(p.is_symlink() for p in (tmp_path / "repo").rglob("*"))
+
+
+def test_build_is_idempotent(tmp_path, artifacts):
+    spec = make_spec({1: artifacts[1]}, production=1)
+    dest = tmp_path / "repo"
+    assert build_repository(spec, dest) is True
+    before = snapshot(dest)
+    assert build_repository(spec, dest) is False
+    assert snapshot(dest) == before  # same inodes: nothing was rewritten
+    assert build_repository(make_spec({1: artifacts[1], 2: artifacts[2]}, production=1), dest) is True
+    assert list(config(dest, CLASSIFIER).version_policy.specific.versions) == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["registry", "repo"]  # no temp or lock files
+
+
+def test_repository_lock_is_reentrant_but_exclusive(tmp_path):
+    outcome = []
+
+    def contender():
+        try:
+            with repository_lock(tmp_path / "repo", blocking=False):
+                outcome.append("acquired")
+        except RepositoryError as exc:
+            outcome.append(str(exc))
+
+    with repository_lock(tmp_path / "repo"), repository_lock(tmp_path / "repo"):
+        thread = threading.Thread(target=contender)
+        thread.start()
+        thread.join()
+    assert len(outcome) == 1 and "being rewritten by another build or rollout" in outcome[0]
+    contender()
+    assert outcome[-1] == "acquired"
+
+
+def test_failed_build_leaves_previous_repository_untouched(tmp_path, artifacts, monkeypatch):
+    dest = tmp_path / "repo"
+    build_repository(make_spec({1: artifacts[1]}, production=1), dest)
+    before = snapshot(dest)
+    original = repo_mod._add_bytecode
+
+    def explode(root, rel, old):
+        original(root, rel, old)
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(repo_mod, "_add_bytecode", explode)
+    with pytest.raises(OSError, match="simulated"):
+        build_repository(make_spec({1: artifacts[1], 2: artifacts[2]}, production=2), dest)
+    assert snapshot(dest) == before
+    assert [p.name for p in tmp_path.iterdir() if ".build-" in p.name] == []
+
+
+def test_swap_without_renameat2_still_replaces_whole_tree(tmp_path, artifacts, monkeypatch):
+    monkeypatch.setattr(atomic, "exchange", lambda a, b: False)
+    dest = tmp_path / "repo"
+    build_repository(make_spec({1: artifacts[1]}, production=1), dest)
+    assert build_repository(make_spec({2: artifacts[2]}, production=2), dest)
+    assert sorted(p.name for p in (dest / CLASSIFIER).iterdir()) == ["2", "config.pbtxt", "labels.txt"]
+    assert [p.name for p in tmp_path.iterdir() if ".build-" in p.name] == []
+
+
+def test_refuses_to_replace_a_foreign_directory(tmp_path, artifacts):
+    dest = tmp_path / "repo"
+    (dest / "something").mkdir(parents=True)
+    with pytest.raises(RepositoryError, match="not written by build_repository"):
+        build_repository(make_spec({1: artifacts[1]}, production=1), dest)
+    assert (dest / "something").is_dir()
+
+
+def test_spec_is_stored_and_round_trips(tmp_path, artifacts):
+    spec = make_spec({1: artifacts[1], 2: artifacts[2]}, production=2)
+    build_repository(spec, tmp_path / "repo")
+    assert read_deployed_spec(tmp_path / "repo") == spec
+    assert spec_from_dict(spec_to_dict(spec)) == spec
+    assert read_deployed_spec(tmp_path / "nothing") is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"production": 7}, "production version 7"),
+        ({"backend": "pytorch"}, "backend must be one of"),
+        ({"name": "preprocess"}, "must be unique"),
+        ({"preferred_batch_sizes": (512,)}, "preferred batch sizes"),
+        ({"versions": ()}, "at least one version"),
+    ],
+)
+def test_invalid_classifier_is_rejected_with_the_field_named(artifacts, change, message):
+    spec = make_spec({1: artifacts[1]}, production=1)
+    bad = dataclasses.replace(spec.classifiers[0], **change)
+    with pytest.raises(SpecError, match=message):
+        dataclasses.replace(spec, classifiers=(bad,), ensemble_target=bad.name).validate()
+
+
+def test_invalid_repository_spec_is_rejected(tmp_path, artifacts):
+    spec = make_spec({1: artifacts[1]}, production=1)
+    with pytest.raises(SpecError, match="top_k"):
+        dataclasses.replace(spec, top_k=11).validate()
+    with pytest.raises(SpecError, match="no classifier named"):
+        dataclasses.replace(spec, ensemble_target="missing").validate()
+    missing = make_spec({1: tmp_path / "gone.onnx"}, production=1)
+    with pytest.raises(SpecError, match="artifact of version 1 not found"):
+        build_repository(missing, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_rollout_plan_stages_before_switching_and_retires_last(artifacts):
+    old = make_spec({1: artifacts[1]}, production=1)
+    new = make_spec({2: artifacts[2]}, production=2)
+    phases = rollout_plan(old, new)
+    assert [p for p, _ in phases] == ["stage", "switch", "retire"]
+    (_, stage), (_, switch), (_, retire) = phases
+    assert (stage.target.version_numbers, stage.target.production) == ((1, 2), 1)
+    assert (switch.target.version_numbers, switch.target.production) == ((1, 2), 2)
+    assert retire == new
+    assert [p for p, _ in rollout_plan(None, new)] == ["deploy"]
+    keep_both = make_spec({1: artifacts[1], 2: artifacts[2]}, production=2)
+    assert [p for p, _ in rollout_plan(old, keep_both)] == ["stage", "switch"]
+
+
+def test_fingerprints_change_only_for_affected_models(artifacts):
+    v1 = model_fingerprints(make_spec({1: artifacts[1]}, production=1))
+    staged = model_fingerprints(make_spec({1: artifacts[1], 2: artifacts[2]}, production=1))
+    switched = model_fingerprints(make_spec({1: artifacts[1], 2: artifacts[2]}, production=2))
+    assert {k for k in v1 if v1[k] != staged[k]} == {CLASSIFIER}
+    assert {k for k in staged if staged[k] != switched[k]} == {"postprocess", "cifar10"}
+    os.utime(artifacts[1], ns=(0, 0))  # an artifact rewritten in place reads as a change
+    assert model_fingerprints(make_spec({1: artifacts[1]}, production=1))[CLASSIFIER] != v1[CLASSIFIER]
