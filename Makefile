@@ -8,7 +8,7 @@ export CIFAR10_SOURCE
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo repro test test-fast lint format clean
+.PHONY: help install demo repro serve test test-fast lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -21,10 +21,14 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed ## Create .venv and install the project with every extra
 
-repro: install ## Run the DVC pipeline (prepare -> train -> evaluate -> export)
+repro: install ## Run the DVC pipeline (prepare -> train -> evaluate -> export -> register)
 	PATH=$(CURDIR)/$(BIN):$$PATH dvc repro
 
-demo: repro ## The main job end to end on the defaults
+demo: repro ## The main job: dvc repro, then promote, sync, serve, first request, offline evaluation
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m serving.demo
+
+serve: install ## Serve model_repository/ with the embedded tritonserver (Ctrl-C stops)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m serving.cli serve --model-repository model_repository
 
 test: install ## Run the whole test suite (GPU tests skip without a GPU)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest $(PYTEST_ARGS)
