@@ -26,14 +26,25 @@ def tracking_uri(root: str | Path | None = None) -> str:
     return f"sqlite:///{root / DB_NAME}"
 
 
+_registry_set_by_us: str | None = None
+
+
 def configure(root: str | Path | None = None) -> str:
-    """Point the ``mlflow`` module at the store and return its URI."""
+    """Point the ``mlflow`` module at the store and return its URI.
+
+    The registry follows the tracking store unless the user chose one in ``MLFLOW_REGISTRY_URI``.
+    ``mlflow.set_registry_uri`` writes that variable itself, so a value we set is remembered and
+    not mistaken for the user's on the next call (when the tracking URI may have changed).
+    """
+    global _registry_set_by_us
     import mlflow
 
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
-    if uri.startswith("sqlite:") and not os.environ.get("MLFLOW_REGISTRY_URI"):
+    user_registry = os.environ.get("MLFLOW_REGISTRY_URI")
+    if not user_registry or user_registry == _registry_set_by_us:
         mlflow.set_registry_uri(uri)
+        _registry_set_by_us = uri
     return uri
 
 

@@ -1,0 +1,139 @@
+"""``client batch`` against a real embedded Triton: both protocols, both request forms, bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.client.conftest import PRODUCTION, cli_args
+from tests.client.test_cli import run_cli
+
+pytestmark = pytest.mark.triton
+
+
+def read_rows(out: Path) -> list[dict]:
+    with open(out / "predictions.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("mode", ["bytes", "tensor"])
+def test_batch_every_image_once_and_server_counters_agree(triton, labelled_images, tmp_path, protocol, mode):
+    out = tmp_path / "out"
+    argv = ["batch", *cli_args(triton), "--images", str(labelled_images), "--protocol", protocol]
+    assert run_cli([*argv, "--mode", mode, "-c", "4", "--out", str(out)]) == 0
+
+    rows = read_rows(out)
+    files = sorted(str(p) for p in labelled_images.rglob("*") if p.is_file())
+    assert sorted(r["path"] for r in rows) == files  # every image exactly once
+    assert all(r["status"] == "ok" and r["attempts"] == "1" for r in rows)
+    assert all(r["true_label"] == Path(r["path"]).parent.name for r in rows)
+    assert all(0 < float(r["probability"]) <= 1 and float(r["latency_ms"]) > 0 for r in rows)
+
+    s = json.loads((out / "summary.json").read_text())
+    n = len(files)
+    assert s["counts"] == {
+        "total": n,
+        "ok": n,
+        "error": 0,
+        "skipped": 0,
+        "retried_images": 0,
+        "retry_attempts": 0,
+    }
+    assert s["throughput_img_per_s"] > 0 and s["latency_ms"]["p50"] <= s["latency_ms"]["p99"]
+    assert sum(s["predicted_classes"].values()) == n
+    server = s["server_metrics"]
+    assert server["available"] and not server["counter_reset"]
+    success = server["counters"]["nv_inference_request_success"]
+    if mode == "bytes":
+        assert success["model=cifar10,version=1"] == n
+        assert success[f"model=wrn_fp32,version={PRODUCTION}"] == n
+        # The server's own prediction counter saw exactly what the client received.
+        assert server["predicted_class_total_by_class"] == {
+            k: float(v) for k, v in s["predicted_classes"].items()
+        }
+    else:
+        assert success == {f"model=wrn_fp32,version={PRODUCTION}": n}  # no ensemble, no pre/post-processing
+        assert "predicted_class_total" not in server["counters"]
+
+
+def test_bytes_and_tensor_predictions_agree(triton, labelled_images, tmp_path):
+    """Client-side preprocessing reproduces the server's, so both forms give the same answers."""
+    results = {}
+    for mode in ("bytes", "tensor"):
+        out = tmp_path / mode
+        argv = ["batch", *cli_args(triton), "--images", str(labelled_images), "--mode", mode]
+        assert run_cli([*argv, "--out", str(out)]) == 0
+        results[mode] = {r["path"]: r for r in read_rows(out)}
+    same = [
+        p
+        for p, r in results["bytes"].items()
+        if r["predicted_label"] == results["tensor"][p]["predicted_label"]
+    ]
+    assert len(same) >= 0.95 * len(results["bytes"])  # an untrained net has near-ties; batching may flip one
+    for p in same:
+        assert float(results["bytes"][p]["probability"]) == pytest.approx(
+            float(results["tensor"][p]["probability"]), abs=1e-4
+        )
+
+
+@pytest.mark.parametrize("mode", ["bytes", "tensor"])
+def test_unreadable_files_are_skipped_and_reported(triton, messy_images, tmp_path, mode):
+    out = tmp_path / "out"
+    argv = ["batch", *cli_args(triton), "--images", str(messy_images), "--mode", mode, "--out", str(out)]
+    assert run_cli(argv) == 0
+    listed = read_rows(out)
+    rows = {str(Path(r["path"]).relative_to(messy_images)): r for r in listed}
+    files = [p for p in messy_images.rglob("*") if p.is_file()]
+    assert len(listed) == len(rows) == len(files)  # each file exactly once
+    bad = {"cat/notes.jpg", "dog/empty.png", "bird/truncated.jpg"} | (
+        {"frog/green.gif"} if mode == "bytes" else set()
+    )
+    for name in bad:
+        assert rows[name]["status"] == "skipped" and rows[name]["error"].startswith("unreadable:"), rows[name]
+        assert rows[name]["attempts"] == "0"  # never sent
+    assert "empty" in rows["dog/empty.png"]["error"]
+    if mode == "tensor":
+        assert rows["frog/green.gif"]["status"] == "ok"  # decoded client-side, any PIL format works
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    assert len(ok) == len(files) - len(bad)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["counts"]["skipped"] == len(bad) and s["skipped_by_type"] == {"unreadable": len(bad)}
+    assert s["server_metrics"]["counters"]["nv_inference_request_success"][
+        f"model=wrn_fp32,version={PRODUCTION}"
+    ] == len(ok)
+
+
+def test_model_not_ready_exits_4(triton, labelled_images, tmp_path, capsys):
+    base = ["batch", *cli_args(triton), "--images", str(labelled_images), "--out", str(tmp_path)]
+    assert run_cli([*base, "--mode", "tensor", "--model-version", "7"]) == 4
+    assert run_cli([*base, "--model", "no_such_model"]) == 4
+    assert "not ready" in capsys.readouterr().err
+
+
+def test_permanent_errors_are_not_retried(triton, labelled_images, tmp_path):
+    """A tensor sent to the ensemble is rejected (400 / INVALID_ARGUMENT): one attempt, then reported."""
+    for protocol in ("http", "grpc"):
+        out = tmp_path / protocol
+        argv = ["batch", *cli_args(triton), "--images", str(labelled_images), "--mode", "tensor"]
+        code = run_cli(
+            [*argv, "--model", "cifar10", "--protocol", protocol, "--limit", "5", "--out", str(out)]
+        )
+        assert code == 1  # finished, with failures
+        rows = read_rows(out)
+        assert len(rows) == 5
+        assert all(r["status"] == "error" and r["attempts"] == "1" for r in rows)
+        assert all(r["error"].startswith("invalid_argument:") for r in rows)
+        s = json.loads((out / "summary.json").read_text())
+        assert s["errors_by_type"] == {"invalid_argument": 5}
+
+
+def test_random_images(triton, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli(["batch", *cli_args(triton), "--random", "12", "--seed", "1", "--out", str(out)]) == 0
+    rows = read_rows(out)
+    assert [r["path"] for r in rows] == [f"random://{i:06d}.png" for i in range(12)]
+    assert all(r["status"] == "ok" and r["true_label"] == "" for r in rows)
