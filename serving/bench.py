@@ -69,6 +69,8 @@ def triton_sweep(
     seconds: float,
     protocols: tuple[str, ...],
     modes: tuple[str, ...],
+    x: np.ndarray,
+    request_batch: int = 0,
 ) -> list[dict]:
     from client.bench import BenchConfig, sweep
     from serving.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig
@@ -117,7 +119,52 @@ def triton_sweep(
                 images=images,
                 classifier="wrn_fp32",
             )
-            return asyncio.run(sweep(cfg, cfg.http_url, cfg.grpc_url, seconds, "triton"))
+            rows = asyncio.run(sweep(cfg, cfg.http_url, cfg.grpc_url, seconds, "triton"))
+            if request_batch > 1:
+                for level in levels:
+                    rows.append(
+                        asyncio.run(batched_tensor_level(cfg.grpc_url, x, request_batch, level, seconds))
+                    )
+            return rows
+
+
+async def batched_tensor_level(
+    grpc_url: str, x: np.ndarray, batch: int, concurrency: int, seconds: float
+) -> dict:
+    """Closed loop of ``concurrency`` gRPC clients, each request carrying ``batch`` images.
+
+    What a batch client (offline scoring, a feature pipeline) sends; it shows how much of the
+    per-image gap to in-process ONNX Runtime is per-request overhead rather than inference.
+    """
+    import tritonclient.grpc.aio as grpcaio
+    from tritonclient.grpc import InferInput
+
+    client = grpcaio.InferenceServerClient(grpc_url)
+    xb = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])))
+    inp = InferInput("input", list(xb.shape), "FP32")
+    inp.set_data_from_numpy(xb)
+    lat: list[float] = []
+
+    async def worker(stop: float, record: bool) -> None:
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            await client.infer("wrn_fp32", [inp])
+            if record:
+                lat.append((time.perf_counter() - t0) * 1000)
+
+    await asyncio.gather(*(worker(time.perf_counter() + 1.0, False) for _ in range(concurrency)))
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(start + seconds, True) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    await client.close()
+    return {
+        "protocol": "grpc",
+        "mode": f"tensor x{batch}/request",
+        "concurrency": concurrency,
+        "throughput_rps": round(len(lat) * batch / elapsed, 2),
+        "errors": {},
+        "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 3) for q in (50, 99)},
+    }
 
 
 def report(ort: dict, rows: list[dict]) -> dict:
@@ -143,6 +190,9 @@ def main() -> None:
     p.add_argument("--modes", default="tensor,bytes")
     p.add_argument("--seconds", type=float, default=10.0, help="measured time per level")
     p.add_argument("--ort-batch", type=int, default=64)
+    p.add_argument(
+        "--request-batch", type=int, default=16, help="images per request in the batched run (0: none)"
+    )
     p.add_argument("--out", type=Path, default=Path("reports/bench_triton_vs_ort.json"))
     args = p.parse_args()
     from PIL import Image
@@ -168,11 +218,13 @@ def main() -> None:
         args.seconds,
         tuple(args.protocols.split(",")),
         tuple(args.modes.split(",")),
+        x,
+        args.request_batch,
     )
     result = report(ort, rows)
     for r in rows:
         print(
-            f"triton {r['protocol']:4s} {r['mode']:6s} c={r['concurrency']:3d}: "
+            f"triton {r['protocol']:4s} {r['mode']:18s} c={r['concurrency']:3d}: "
             f"{r['throughput_rps']:8.1f} img/s  "
             f"p50 {r['latency_ms']['p50']} ms  p99 {r['latency_ms']['p99']} ms  errors {r['errors']}"
         )
