@@ -8,7 +8,7 @@ export CIFAR10_SOURCE
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo repro serve test test-fast lint format clean
+.PHONY: help install system-deps demo repro serve test test-fast lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,7 +30,13 @@ demo: repro ## The main job: dvc repro, then promote, sync, serve, first request
 serve: install ## Serve model_repository/ with the embedded tritonserver (Ctrl-C stops)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m serving.cli serve --model-repository model_repository
 
-test: install ## Run the whole test suite (GPU tests skip without a GPU)
+system-deps: ## Debian's prometheus + promtool for the monitoring tests (apt, needs root)
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else echo "warning: prometheus not installed; the tests that need it will skip"; fi
+
+test: install system-deps ## Run the whole test suite (GPU tests skip without a GPU)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install ## Unit tests only, no slow end-to-end runs
