@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from client import errors
+from client import drift, errors
 from client.errors import EXIT_CODES_HELP, ClientError, UsageError
 
 ENV_HTTP, ENV_GRPC, ENV_METRICS = "TRITON_HTTP_URL", "TRITON_GRPC_URL", "TRITON_METRICS_URL"
@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--self-test-duration", type=float, default=2.0, help="seconds per level against the stub")
     k.add_argument("--out", type=Path, default=Path("reports/bench"))
+
+    drift.add_parser(sub)
     return parser
 
 
@@ -311,6 +313,7 @@ COMMANDS = {
     "offline-eval": cmd_offline_eval,
     "confusion": cmd_confusion,
     "bench": cmd_bench,
+    "drift": drift.run,
 }
 
 
@@ -318,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     from common.cli import run_cli, setup_logging
 
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(getattr(args, "verbose", False))
 
     def go() -> int:
         try:

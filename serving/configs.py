@@ -83,7 +83,8 @@ def postprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     """Logits in, top-k labels and probabilities plus the arg-max index out.
 
     ``target_model``/``target_version`` become labels of the ``predicted_class_total`` counter, so
-    a dashboard can split the prediction mix by the model version that produced it.
+    a dashboard can split the prediction mix by the model version that produced it; ``class_metric``
+    (``true``/``false``) turns that counter off, which only the overhead benchmark does.
     """
     config = _python_config(POSTPROCESS, POSTPROCESS_MAX_BATCH)
     config.input.add(name="LOGITS", data_type=mc.TYPE_FP32, dims=[len(spec.classes)])
@@ -93,6 +94,7 @@ def postprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.parameters["target_model"].string_value = spec.ensemble_target
     config.parameters["target_version"].string_value = str(spec.target.production)
     config.parameters["labels_file"].string_value = LABELS_FILE
+    config.parameters["class_metric"].string_value = "true" if spec.class_metric else "false"
     return config
 
 

@@ -10,6 +10,7 @@ the end unless ``--keep-serving`` is given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -63,32 +64,51 @@ def main(argv: list[str] | None = None) -> int:
     for row in json.loads(args.registered.read_text())["versions"]:
         if row["version"] is not None and row["name"] in serve_names:
             print(json.dumps(store.promote(row["name"], "production", row["version"])))
-    print(json.dumps(sync(cfg, load_serving_config(args.params), args.repository, Path("artifacts/registry_cache"))))
+    print(
+        json.dumps(
+            sync(cfg, load_serving_config(args.params), args.repository, Path("artifacts/registry_cache"))
+        )
+    )
 
     token = secrets.token_urlsafe(16)
     config = ServerConfig(
-        model_repository=args.repository, http_port=args.http_port, grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port, log_file=Path("artifacts/triton/tritonserver.log").absolute(),
+        model_repository=args.repository,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        log_file=Path("artifacts/triton/tritonserver.log").absolute(),
         restricted_header=(ADMIN_HEADER, token),
     )
     config.log_file.parent.mkdir(parents=True, exist_ok=True)
     with EmbeddedServer(config) as server:
-        print(f"tritonserver ready: HTTP {server.url_http}, gRPC {server.url_grpc}, metrics {server.url_metrics}")
+        print(f"tritonserver ready: HTTP {server.url_http}, gRPC {server.url_grpc}")
+        print(f"metrics: {server.url_metrics}")
         image = sorted(args.images.rglob("*.*"))[0]
         print(json.dumps(first_request(server.http_endpoint, server.url_grpc.removeprefix("grpc://"), image)))
-        cmd = [sys.executable, "-m", "client.cli", "offline-eval", "--url", server.http_endpoint,
-               "--grpc-url", server.url_grpc.removeprefix("grpc://"), "--images", str(args.images),
-               "--per-class", str(args.per_class), "--params", str(args.params)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "client.cli",
+            "offline-eval",
+            "--url",
+            server.http_endpoint,
+            "--grpc-url",
+            server.url_grpc.removeprefix("grpc://"),
+            "--images",
+            str(args.images),
+            "--per-class",
+            str(args.per_class),
+            "--params",
+            str(args.params),
+        ]
         code = subprocess.call(cmd, env=os.environ)
         if code != 0:
             print(f"offline evaluation failed with exit code {code}", file=sys.stderr)
             return code
         if args.keep_serving:
             print(f"serving; admin token for `registry.cli sync --server`: {token}. Ctrl-C stops.")
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 server.process.wait()
-            except KeyboardInterrupt:
-                pass
     return 0
 
 

@@ -109,6 +109,8 @@ class RepositorySpec:
     std: tuple[float, float, float]
     top_k: int = 3
     ensemble_name: str = "cifar10"
+    # ``predicted_class_total`` in postprocess; off only to measure what it costs (monitoring/bench_*).
+    class_metric: bool = True
 
     def __post_init__(self) -> None:
         for name in ("classifiers", "classes", "mean", "std"):
@@ -144,6 +146,8 @@ class RepositorySpec:
             raise SpecError(f"top_k must be in 1..{len(self.classes)}, got {self.top_k}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             raise SpecError(f"mean and std need 3 channels with std > 0, got {self.mean} / {self.std}")
+        if not isinstance(self.class_metric, bool):
+            raise SpecError(f"class_metric must be true or false, got {self.class_metric!r}")
 
 
 def spec_to_dict(spec: RepositorySpec) -> dict[str, Any]:

@@ -6,7 +6,8 @@ is copied to ``<repository>/postprocess/1/model.py`` by :mod:`serving.repository
 It also counts predictions in ``predicted_class_total{model, version, class}``: a shift in that mix
 is the cheapest drift signal there is, and it needs no labels. ``model``/``version`` come from the
 config parameters ``target_model``/``target_version`` (the classifier and production version the
-ensemble routes to).
+ensemble routes to). The config parameter ``class_metric`` (``true``/``false``, default ``true``)
+switches the counter off; that exists to measure its overhead, not for production use.
 
 The metric objects are deliberately never released (:data:`_RETAINED`). Triton 2.51 reference-counts
 the Prometheus series per ``MetricFamily`` object, not per series: while a reload runs, the old and
@@ -41,6 +42,15 @@ def _param(params: dict, key: str) -> str:
     return value
 
 
+def _flag(params: dict, key: str, default: bool) -> bool:
+    value = params.get(key, {}).get("string_value", "").strip().lower()
+    if not value:
+        return default
+    if value not in ("true", "false"):
+        raise ValueError(f"postprocess: config parameter {key!r} must be true or false, got {value!r}")
+    return value == "true"
+
+
 def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and softmax probabilities of the ``k`` largest logits per row, largest first."""
     if logits.ndim != 2:
@@ -73,6 +83,9 @@ class TritonPythonModel:
         self.k = int(pb_utils.get_output_config_by_name(config, "LABELS")["dims"][0])
         self.encoded = np.array([label.encode("utf-8") for label in self.labels], dtype=np.object_)
         target, version = _param(params, "target_model"), _param(params, "target_version")
+        self.counters = []
+        if not _flag(params, "class_metric", default=True):
+            return
         # The family must outlive every Metric made from it: once it is garbage collected, each
         # increment fails the request ("the corresponding 'MetricFamily' has been deleted").
         # _RETAINED below also keeps it for the process lifetime.
@@ -93,8 +106,9 @@ class TritonPythonModel:
             raise InvalidLogits(f"expected [batch, {len(self.labels)}] logits, got {list(logits.shape)}")
         order, probs = top_k(logits, self.k)
         best = order[:, :1].astype(np.int32)
-        for index, count in zip(*np.unique(best, return_counts=True), strict=True):
-            self.counters[int(index)].increment(int(count))
+        if self.counters:
+            for index, count in zip(*np.unique(best, return_counts=True), strict=True):
+                self.counters[int(index)].increment(int(count))
         return pb_utils.InferenceResponse(
             output_tensors=[
                 pb_utils.Tensor("LABELS", self.encoded[order]),

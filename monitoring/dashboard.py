@@ -1,0 +1,222 @@
+"""The Grafana dashboard ``grafana/dashboards/cifar10-triton.json``, generated from a panel list.
+
+Grafana's JSON is long and repetitive; generating it from :data:`PANELS` keeps each panel to its
+title, unit and PromQL, so a reviewer reads queries instead of layout boilerplate, and a test
+(``tests/monitoring``) can run every query against a real Prometheus. Regenerate after editing::
+
+    python -m monitoring.dashboard          # --check: exit 1 if the committed JSON is stale
+
+Queries use ``$__rate_interval`` (Grafana picks a range that is at least four scrape intervals) and
+the datasource uid ``prometheus`` provisioned by ``grafana/provisioning/datasources``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "grafana" / "dashboards" / "cifar10-triton.json"
+DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+UID = "cifar10-triton"
+RI = "$__rate_interval"
+
+
+def _rate(metric: str, by: str = "model", selector: str = "") -> str:
+    return f"sum by ({by}) (rate({metric}{selector}[{RI}]))"
+
+
+_REQUESTS = f"({_rate('nv_inference_request_success')} + {_rate('nv_inference_request_failure')})"
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    unit: str
+    targets: tuple[tuple[str, str], ...]  # (PromQL, legend)
+    description: str = ""
+    threshold: float | None = None  # a red line where the matching alert fires
+    kind: str = "timeseries"
+    stacked: bool = False
+
+
+PANELS: tuple[Panel, ...] = (
+    Panel(
+        "Request rate by model",
+        "reqps",
+        (
+            (_rate("nv_inference_request_success"), "{{model}} ok"),
+            (_rate("nv_inference_request_failure"), "{{model}} failed"),
+        ),
+        "Successful and failed requests per second. cifar10 is the public ensemble; the others are "
+        "its steps (preprocess, classifier, postprocess) or direct classifier calls.",
+    ),
+    Panel(
+        "Error ratio",
+        "percentunit",
+        ((f"{_rate('nv_inference_request_failure')} / {_REQUESTS}", "{{model}}"),),
+        "Failed / all requests. Alert TritonHighErrorRatio at 1 % over 5 m. Triton 2.51 counts each "
+        "failed ensemble request twice, so the cifar10 line overstates up to 2x.",
+        threshold=0.01,
+    ),
+    Panel(
+        "Latency p95 / p99 (server side)",
+        "ms",
+        (
+            ('max by (model) (nv_inference_request_summary_us{quantile="0.95"}) / 1000', "{{model}} p95"),
+            ('max by (model) (nv_inference_request_summary_us{quantile="0.99"}) / 1000', "{{model}} p99"),
+        ),
+        "Triton's request-duration summaries (sliding window inside the server). "
+        "Alert TritonP99LatencyHigh: cifar10 p99 above 250 ms for 5 m.",
+        threshold=250,
+    ),
+    Panel(
+        "Queue vs compute time per request",
+        "ms",
+        (
+            (f"{_rate('nv_inference_queue_duration_us')} / {_REQUESTS} / 1000", "{{model}} queue"),
+            (f"{_rate('nv_inference_compute_infer_duration_us')} / {_REQUESTS} / 1000", "{{model}} compute"),
+        ),
+        "Average time a request waits in the scheduler queue versus runs in the model. A growing "
+        "queue share means the instances are saturated (add instances or allow larger batches).",
+    ),
+    Panel(
+        "Average batch size",
+        "none",
+        ((f"{_rate('nv_inference_count')} / {_rate('nv_inference_exec_count')}", "{{model}}"),),
+        "Inferences per model execution: how well dynamic batching merges requests.",
+    ),
+    Panel(
+        "Predicted-class distribution",
+        "percentunit",
+        (
+            (
+                f"{_rate('predicted_class_total', 'class')} / ignoring (class) group_left "
+                f"sum (rate(predicted_class_total[{RI}]))",
+                "{{class}}",
+            ),
+        ),
+        "Share of each arg-max class among the ensemble's predictions (postprocess counter). "
+        "The validation split is 10 % per class.",
+        stacked=True,
+    ),
+    Panel(
+        "Prediction drift (PSI vs validation split, 30 m)",
+        "none",
+        (("cifar10:class_psi:30m", "{{model}} v{{version}}"),),
+        "Recording rule from monitoring/rules/drift.yml. Alert Cifar10PredictionDrift above 0.2 "
+        "for 10 m (with at least 200 predictions in the window).",
+        threshold=0.2,
+    ),
+    Panel(
+        "Traffic per model version",
+        "reqps",
+        (
+            (
+                _rate("nv_inference_count", "model, version", '{model!~"preprocess|postprocess"}'),
+                "{{model}} v{{version}}",
+            ),
+        ),
+        "Inferences per second by classifier version (the ensemble routes to production; other "
+        "versions see only explicit calls: shadow or canary traffic).",
+    ),
+    Panel(
+        "Triton up / models loaded",
+        "none",
+        (
+            ('sum(up{job="triton"})', "servers up"),
+            ("count(count by (model, version) (nv_inference_count))", "model versions loaded"),
+        ),
+        "Scrape health and loaded model versions (a model's series exist only while it is loaded).",
+        kind="stat",
+    ),
+)
+
+
+def _panel(index: int, panel: Panel) -> dict:
+    width, height = (24, 4) if panel.kind == "stat" else (12, 8)
+    steps = [{"color": "green", "value": None}]
+    if panel.threshold is not None:
+        steps.append({"color": "red", "value": panel.threshold})
+    custom: dict = {"lineWidth": 1, "fillOpacity": 10, "showPoints": "never"}
+    if panel.threshold is not None:
+        custom["thresholdsStyle"] = {"mode": "line"}
+    if panel.stacked:
+        custom |= {"stacking": {"mode": "normal", "group": "A"}, "fillOpacity": 60}
+    return {
+        "id": index + 1,
+        "type": panel.kind,
+        "title": panel.title,
+        "description": panel.description,
+        "datasource": DATASOURCE,
+        "gridPos": {
+            "h": height,
+            "w": width,
+            "x": (index % 2) * 12 if width == 12 else 0,
+            "y": index // 2 * 8,
+        },
+        "fieldConfig": {
+            "defaults": {
+                "unit": panel.unit,
+                "thresholds": {"mode": "absolute", "steps": steps},
+                **({"custom": custom} if panel.kind == "timeseries" else {}),
+            },
+            "overrides": [],
+        },
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}}
+        if panel.kind == "timeseries"
+        else {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "value"},
+        "targets": [
+            {"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend}
+            for i, (expr, legend) in enumerate(panel.targets)
+        ],
+    }
+
+
+def dashboard() -> dict:
+    return {
+        "uid": UID,
+        "title": "CIFAR-10 on Triton",
+        "description": "Traffic, errors, latency, batching and prediction drift of the cifar10 ensemble.",
+        "tags": ["cifar10", "triton"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {"list": []},
+        "annotations": {"list": []},
+        "panels": [_panel(i, p) for i, p in enumerate(PANELS)],
+    }
+
+
+def render() -> str:
+    return json.dumps(dashboard(), indent=2) + "\n"
+
+
+def expressions(board: dict) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every target of a dashboard JSON, for tests and reviews."""
+    return [(p["title"], t["expr"]) for p in board["panels"] for t in p.get("targets", [])]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m monitoring.dashboard", description=__doc__)
+    parser.add_argument("--out", type=Path, default=OUT, help="dashboard JSON (%(default)s)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if --out is stale, write nothing")
+    args = parser.parse_args(argv)
+    text = render()
+    current = args.out.read_text() if args.out.is_file() else None
+    if args.check:
+        print(f"{args.out}: {'up to date' if current == text else 'out of date'}")
+        return 0 if current == text else 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(f"wrote {args.out} ({len(PANELS)} panels)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
