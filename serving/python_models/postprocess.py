@@ -100,28 +100,29 @@ class TritonPythonModel:
         ]
         _RETAINED.append((self.family, self.counters))
 
-    def _one(self, request) -> pb_utils.InferenceResponse:
+    def _one(self, request) -> tuple[pb_utils.InferenceResponse, np.ndarray]:
         logits = pb_utils.get_input_tensor_by_name(request, "LOGITS").as_numpy().astype(np.float32)
         if logits.ndim != 2 or logits.shape[1] != len(self.labels):
             raise InvalidLogits(f"expected [batch, {len(self.labels)}] logits, got {list(logits.shape)}")
         order, probs = top_k(logits, self.k)
         best = order[:, :1].astype(np.int32)
-        if self.counters:
-            for index, count in zip(*np.unique(best, return_counts=True), strict=True):
-                self.counters[int(index)].increment(int(count))
-        return pb_utils.InferenceResponse(
+        response = pb_utils.InferenceResponse(
             output_tensors=[
                 pb_utils.Tensor("LABELS", self.encoded[order]),
                 pb_utils.Tensor("PROBABILITIES", probs),
                 pb_utils.Tensor("CLASS_INDEX", best),
             ]
         )
+        return response, best
 
     def execute(self, requests: list) -> list:
         responses = []
+        counts = np.zeros(len(self.labels), dtype=np.int64)
         for request in requests:
             try:
-                responses.append(self._one(request))
+                response, best = self._one(request)
+                counts += np.bincount(best.ravel(), minlength=len(self.labels))
+                responses.append(response)
             except InvalidLogits as exc:
                 error = pb_utils.TritonError(f"postprocess: {exc}", pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
@@ -130,6 +131,11 @@ class TritonPythonModel:
                     f"postprocess: internal error: {exc!r}", pb_utils.TritonError.INTERNAL
                 )
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+        if self.counters:
+            # One increment per predicted class per batch, not per request: each increment is a
+            # round trip from the stub to the server process.
+            for index in np.flatnonzero(counts):
+                self.counters[int(index)].increment(int(counts[index]))
         return responses
 
     def finalize(self) -> None:
