@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import io
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.embedded import EmbeddedServer, ServerConfig, ServerError, TritonNotFoundError
+from serving.embedded import EmbeddedServer, ServerConfig, ServerError, TritonNotFoundError, free_ports
 from serving.repository import build_repository
 from serving.spec import RepositorySpec, ServedModel, ServedVersion
 
@@ -43,19 +42,8 @@ def spec_for(onnx: Path, class_metric: bool) -> RepositorySpec:
     return RepositorySpec((model,), "wrn_fp32", CLASSES, MEAN, STD, class_metric=class_metric)
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def start_server(repo: Path, log_dir: Path) -> EmbeddedServer:
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     log = log_dir / "tritonserver.log"
     config = ServerConfig(repo, http, grpc, metrics, log_file=log, ort_threads=1, exit_timeout_s=3)
     return EmbeddedServer(config).start()

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -52,16 +51,6 @@ def ort_baseline(onnx_path: Path, x: np.ndarray, batch: int, seconds: float) -> 
     }
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def triton_sweep(
     export_dir: Path,
     images: Path | None,
@@ -73,7 +62,7 @@ def triton_sweep(
     request_batch: int = 0,
 ) -> list[dict]:
     from client.bench import BenchConfig, sweep
-    from serving.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig
+    from serving.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig, free_ports
     from serving.repository import build_repository
     from serving.spec import RepositorySpec, ServedModel, ServedVersion
 
@@ -97,7 +86,7 @@ def triton_sweep(
             std=tuple(manifest["std"]),
         )
         build_repository(spec, Path(tmp) / "repo")
-        http, grpc, metrics = _free_ports(3)
+        http, grpc, metrics = free_ports(3)
         config = ServerConfig(
             model_repository=Path(tmp) / "repo",
             http_port=http,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import secrets
-import socket
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.embedded import EmbeddedServer, ServerConfig, TritonNotFoundError, find_tritonserver
+from serving.embedded import (
+    EmbeddedServer,
+    ServerConfig,
+    TritonNotFoundError,
+    find_tritonserver,
+    free_ports,
+)
 from serving.spec import RepositorySpec, ServedModel, ServedVersion
 from serving.triton_env import server_env
 
@@ -89,18 +94,6 @@ def ort_session(path: Path):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = 1
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports the OS reports free (bound to port 0, then released)."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def triton_or_skip() -> None:
