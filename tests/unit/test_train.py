@@ -120,33 +120,30 @@ def test_run_is_tracked_and_a_deleted_experiment_is_restored(prepared, tmp_path,
     assert "model/model.safetensors" in [a.path for a in client.list_artifacts(run.info.run_id, "model")]
 
 
-def test_killed_training_process_resumes_and_finishes(prepared, tmp_path, isolated_mlflow):
-    """A real SIGKILL in the middle of epoch 2; the rerun continues from epoch 1's checkpoint."""
+def _train_cli(tmp_path: Path, prepared: Path, out: Path, train: str) -> list[str]:
+    """``training.cli train`` arguments for a tiny WRN-10-1 profile (``train``: the YAML mapping)."""
     params_file = tmp_path / "params.yaml"
     params_file.write_text(
         "profile: t\ndata: {val_per_class: 2}\nprofiles:\n  t:\n    model: {depth: 10, width: 1}\n"
-        "    train: {epochs: 3, batch_size: 4, lr: 0.05, eval_batch_size: 64}\n"
+        f"    train: {train}\n"
     )
-    out = tmp_path / "k"
-    cmd = [
-        sys.executable,
+    paths = {
+        "--params": params_file, "--data": prepared, "--model-out": out / "model.safetensors",
+        "--checkpoint-dir": out / "ckpt", "--log-csv": out / "log.csv", "--run-file": out / "run.json",
+    }  # fmt: skip
+    return [
         "-m",
         "training.cli",
         "train",
-        "--params",
-        str(params_file),
-        "--data",
-        str(prepared),
-        "--model-out",
-        str(out / "model.safetensors"),
-        "--checkpoint-dir",
-        str(out / "ckpt"),
-        "--log-csv",
-        str(out / "log.csv"),
-        "--run-file",
-        str(out / "run.json"),
+        *[x for kv in paths.items() for x in map(str, kv)],
         "--no-progress",
     ]
+
+
+def test_killed_training_process_resumes_and_finishes(prepared, tmp_path, isolated_mlflow):
+    """A real SIGKILL in the middle of epoch 2; the rerun continues from epoch 1's checkpoint."""
+    out = tmp_path / "k"
+    cmd = [sys.executable, *_train_cli(tmp_path, prepared, out, "{epochs: 3, batch_size: 4, lr: 0.05}")]
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -168,34 +165,10 @@ def test_killed_training_process_resumes_and_finishes(prepared, tmp_path, isolat
 @pytest.mark.slow
 def test_torchrun_ddp_two_processes_on_cpu(prepared, tmp_path, isolated_mlflow):
     """The multi-GPU path for real: torchrun, two ranks, gloo on the CPU."""
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(
-        "profile: t\ndata: {val_per_class: 2}\nprofiles:\n  t:\n    model: {depth: 10, width: 1}\n"
-        "    train: {epochs: 2, batch_size: 16, lr: 0.05, eval_batch_size: 64}\n"
-    )
     out = tmp_path / "ddp"
-    torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [
-        str(torchrun),
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "training.cli",
-        "train",
-        "--params",
-        str(params_file),
-        "--data",
-        str(prepared),
-        "--model-out",
-        str(out / "model.safetensors"),
-        "--checkpoint-dir",
-        str(out / "ckpt"),
-        "--log-csv",
-        str(out / "log.csv"),
-        "--run-file",
-        str(out / "run.json"),
-        "--no-progress",
-    ]
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    train = "{epochs: 2, batch_size: 16, lr: 0.05}"
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", *_train_cli(tmp_path, prepared, out, train)]
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
