@@ -8,7 +8,7 @@ export CIFAR10_SOURCE
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps demo repro serve test test-fast lint format clean
+.PHONY: help install system-deps demo repro serve test test-full test-fast lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,7 +36,10 @@ system-deps: ## Debian's prometheus + promtool for the monitoring tests (apt, ne
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	else echo "warning: prometheus not installed; the tests that need it will skip"; fi
 
-test: install system-deps ## Run the whole test suite (GPU tests skip without a GPU)
+test: install system-deps ## The test suite CI runs (GPU tests skip without a GPU; `full` ones excluded)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m "not full" $(PYTEST_ARGS)
+
+test-full: install system-deps ## Every test, including the 5,000-image accuracy run through Triton
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install ## Unit tests only, no slow end-to-end runs

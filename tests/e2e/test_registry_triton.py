@@ -233,6 +233,7 @@ def test_reference_model_through_the_ensemble_scores_at_least_92_5_percent(refer
 
 
 @pytest.mark.slow
+@pytest.mark.full
 @pytest.mark.data
 def test_reference_model_through_the_ensemble_on_all_5000(reference_stack, prepared_mirror):
     files = sorted((prepared_mirror / "test_images").rglob("*.jpg"))
