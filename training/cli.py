@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def prepare_main(argv: list[str] | None = None) -> None:
     def go() -> None:
         from training.prepare import prepare
 
-        meta = prepare(load_params(args.params, args.profile).data, args.out, args.cache)
+        data = load_params(args.params, args.profile).data
+        meta = prepare(dataclasses.replace(data, source=data.resolved_source()), args.out, args.cache)
         print(json.dumps({k: meta[k] for k in ("source", "counts")}))
 
     from training.sources import DataError

@@ -53,7 +53,7 @@ def prepare(cfg: DataConfig, out_dir: Path, cache_dir: Path = Path("data/raw")) 
     ``test_images/<class>/NNNN.<ext>`` holding the test images as encoded files, which is what the
     client and offline evaluation send to the server.
     """
-    source = cfg.resolved_source()
+    source = cfg.source  # the CLI applies the CIFAR10_SOURCE override; a caller's config is taken as is
     train, test = load_source(source, cfg.classes, cache_dir)
     train_idx, val_idx = stratified_split(train.labels, cfg.val_per_class, cfg.seed)
     arrays = {

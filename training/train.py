@@ -60,7 +60,7 @@ def fingerprint(params: Params, data_digest: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _start_run(params: Params, run_id: str | None, digest: str, n_params: int, n_train: int):
+def _start_run(params: Params, run_id: str | None, digest: str, n_params: int, n_train: int, source: str):
     import mlflow
 
     tracking.ensure_experiment(params.experiment)
@@ -71,7 +71,7 @@ def _start_run(params: Params, run_id: str | None, digest: str, n_params: int, n
         flat |= {f"train.{k}": v for k, v in dataclasses.asdict(params.train).items()}
         flat |= {
             "profile": params.profile,
-            "data.source": params.data.resolved_source(),
+            "data.source": source,
             "data.val_per_class": params.data.val_per_class,
             "n_train_images": n_train,
         }
@@ -141,7 +141,8 @@ def train(
 
     run = None
     if rank == 0:
-        run = _start_run(params, state.get("run_id"), digest, count_parameters(model), len(dataset))
+        source = json.loads((prepared / "meta.json").read_text())["source"]
+        run = _start_run(params, state.get("run_id"), digest, count_parameters(model), len(dataset), source)
         state["run_id"] = run.info.run_id
     try:
         for epoch in range(state["epoch"], cfg.epochs):

@@ -14,6 +14,7 @@ from PIL import Image
 
 from common.config import DataConfig
 from tests.conftest import CLASSES, make_image_folder, tar_folder
+from training.cli import prepare_main
 from training.prepare import prepare, stratified_split
 from training.sources import DataError, download
 
@@ -36,12 +37,23 @@ def test_prepare_from_folder_writes_arrays_split_and_test_images(image_folder, t
     assert json.loads((out / "meta.json").read_text())["val_class_distribution"] == [0.1] * 10
 
 
-def test_prepare_from_archive_and_env_override(image_folder, tmp_path, monkeypatch):
+def test_prepare_cli_takes_an_archive_from_the_environment(image_folder, tmp_path, monkeypatch):
     archive = tar_folder(image_folder, tmp_path / "src.tar.gz")
+    params = tmp_path / "params.yaml"
+    params.write_text("profile: p\ndata: {source: cifar10, val_per_class: 2}\nprofiles: {p: {}}\n")
     monkeypatch.setenv("CIFAR10_SOURCE", str(archive))
-    meta = prepare(DataConfig(source="cifar10", val_per_class=2), tmp_path / "out")
+    with pytest.raises(SystemExit) as done:
+        prepare_main(["--params", str(params), "--out", str(tmp_path / "out")])
+    assert done.value.code == 0
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert meta["source"] == str(archive.resolve())
     assert meta["counts"]["test"] == 30
+
+
+def test_a_given_config_is_not_overridden_by_the_environment(image_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR10_SOURCE", str(tmp_path / "elsewhere.tar.gz"))
+    meta = prepare(DataConfig(source=str(image_folder), val_per_class=2), tmp_path / "out")
+    assert meta["source"] == str(image_folder.resolve())
 
 
 def test_test_images_keep_their_original_bytes(image_folder, tmp_path):
