@@ -26,6 +26,10 @@ MEAN: tuple[float, float, float] = _DATA.mean
 STD: tuple[float, float, float] = _DATA.std
 IMAGE_SIZE = (32, 32)
 SERVER_FORMATS = ("PNG", "JPEG")  # what the ensemble's preprocess model decodes
+# The serving defaults (params.yaml serving.max_image_*): a file the server would refuse is
+# reported here without being sent, and without reading more of it than the limit.
+MAX_IMAGE_BYTES = 1 << 20
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 class UnreadableImage(ValueError):
@@ -40,7 +44,11 @@ class ImageItem:
     label: str | None = None
     data: bytes | None = None
 
-    def read(self) -> bytes:
+    def read(self, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+        """The encoded bytes; :class:`UnreadableImage` above ``max_bytes`` (checked before reading)."""
+        size = len(self.data) if self.data is not None else Path(self.path).stat().st_size
+        if size > max_bytes:
+            raise UnreadableImage(f"too large: {size:,} bytes > {max_bytes:,} allowed per image")
         return self.data if self.data is not None else Path(self.path).read_bytes()
 
 
@@ -107,14 +115,27 @@ def synthetic(n: int, seed: int = 0, size: tuple[int, int] = IMAGE_SIZE) -> list
     return items
 
 
-def decode(data: bytes, formats: tuple[str, ...] | None = None) -> Image.Image:
-    """Fully decode ``data`` (so truncated files fail here, not on the server) as an RGB image."""
+def decode(
+    data: bytes, formats: tuple[str, ...] | None = None, max_pixels: int = MAX_IMAGE_PIXELS
+) -> Image.Image:
+    """Fully decode ``data`` (so truncated files fail here, not on the server) as an RGB image.
+
+    The pixel count is checked from the header first, so a decompression bomb is never decoded.
+    """
     if not data:
         raise UnreadableImage("empty file")
     try:
         with Image.open(io.BytesIO(data), formats=formats) as img:
+            if img.width * img.height > max_pixels:
+                raise UnreadableImage(
+                    f"too large: {img.width}x{img.height} pixels > {max_pixels:,} allowed per image"
+                )
             img.load()
             return img.convert("RGB")
+    except UnreadableImage:
+        raise
+    except Image.DecompressionBombError as exc:  # open() itself refuses beyond PIL's own limit
+        raise UnreadableImage(f"too large: {exc}") from None
     except UnidentifiedImageError:
         allowed = f"a {'/'.join(formats)}" if formats else "an"
         raise UnreadableImage(f"not {allowed} image file") from None

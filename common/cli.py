@@ -32,13 +32,23 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_cli(fn: Callable[[], int | None], expected: tuple[type[BaseException], ...] = ()) -> None:
-    """Run ``fn``; an expected error becomes ``error: ...`` on stderr and exit code 2, not a traceback."""
+def run_cli(
+    fn: Callable[[], int | None],
+    expected: tuple[type[BaseException], ...] = (),
+    unavailable: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Run ``fn``; an expected error becomes ``error: ...`` on stderr and exit code 2, not a traceback.
+
+    ``unavailable`` errors (a service that failed or could not be reached) exit with code 3.
+    """
     try:
         code = fn()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except unavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(3)
     except expected as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -39,6 +39,8 @@ class DataConfig:
     seed: int = 0
     mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
     std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+    archive_max_bytes: int = 2 << 30  # what a source archive may unpack to, checked before unpacking
+    archive_max_files: int = 250_000
 
     def resolved_source(self) -> str:
         """The data source after the environment override (CI points it at the offline mirror)."""

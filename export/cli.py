@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> None:
                     k: a["parity"][k]
                     for k in ("passed", "max_abs_logit", "top1_agreement", "accuracy", "accuracy_drop")
                 }
+                | (
+                    {"test_accuracy": a["test"]["accuracy"], "test_images": a["test"]["images"]}
+                    if a["test"]
+                    else {}
+                )
                 for a in manifest["artifacts"]
             },
         )

@@ -39,6 +39,7 @@ class ExportConfig:
     max_batch: int = 256
     parity_images: int = 1000
     calibration_images: int = 512
+    accuracy_images: int = 0
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
 
     def __post_init__(self) -> None:

@@ -85,3 +85,10 @@ def run_onnx(path: Path, x: np.ndarray, batch_size: int = 256, sess=None) -> np.
         sess.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)
     ]
     return np.concatenate(outs).astype(np.float32)
+
+
+def runtime_name() -> str:
+    """What scored an artifact, recorded beside the figure (another CPU may differ in int8 kernels)."""
+    import onnxruntime as ort
+
+    return f"onnxruntime {ort.__version__} CPUExecutionProvider"

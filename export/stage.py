@@ -2,7 +2,10 @@
 
 Everything is built in a temporary folder and swapped in at the end, so a crash never leaves a
 half-written artifact. Artifacts that fail their gate go to ``rejected/`` with the reason in the
-manifest; the registry only ever reads artifacts the manifest marks as passed.
+manifest; the registry only ever reads artifacts the manifest marks as passed. Every artifact that
+passes is then measured on the test split through its own runtime (ONNX Runtime for the ONNX files,
+TensorRT for the plan): that figure, not the training run's PyTorch one, is what the registry tags
+the version with.
 """
 
 from __future__ import annotations
@@ -104,9 +107,23 @@ def export_model(
             log.info(reason)
             skipped["trt_fp16"] = reason
 
+        test_x, test_y = _test_split(prepared, data, cfg.accuracy_images)
         artifacts = []
         for precision, result in results.items():
             path = tmp / FILES[precision]
+            measured = None
+            if result.passed:
+                if precision == "trt_fp16":
+                    logits = tensorrt_engine.run_plan(path, test_x, cfg.max_batch)
+                    runtime = tensorrt_engine.runtime_name()
+                else:
+                    logits, runtime = onnx_io.run_onnx(path, test_x), onnx_io.runtime_name()
+                measured = {
+                    "accuracy": float(np.mean(logits.argmax(1) == test_y)),
+                    "images": len(test_y),
+                    "runtime": runtime,
+                    "split": "test",
+                }
             if path.suffix == ".onnx":
                 onnx_io.set_metadata(
                     path,
@@ -133,6 +150,7 @@ def export_model(
                     "sha256": sha256_file(path),
                     "passed": result.passed,
                     "parity": result.as_dict(),
+                    "test": measured,
                 }
             )
         table = render_table(list(results.values()))
@@ -160,6 +178,13 @@ def export_model(
             f"required artifact(s) failed the parity gate: {', '.join(failed)} (see {out_dir}/parity.txt)"
         )
     return manifest
+
+
+def _test_split(prepared: Path, data: DataConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` test images (class-balanced; 0: all of them), normalised, and their labels."""
+    test_x, test_y = np.load(prepared / "test_x.npy", mmap_mode="r"), np.load(prepared / "test_y.npy")
+    pick = balanced_subset(test_y, n, seed=2)
+    return normalize_batch(np.asarray(test_x[pick]), data).numpy(), test_y[pick]
 
 
 def _calibration(prepared: Path, data: DataConfig, n: int) -> np.ndarray:

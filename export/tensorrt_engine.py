@@ -68,3 +68,10 @@ def run_plan(plan_path: Path, x: np.ndarray, max_batch: int) -> np.ndarray:
         stream.synchronize()
         outs.append(out.cpu().numpy())
     return np.concatenate(outs)
+
+
+def runtime_name() -> str:
+    import tensorrt as trt
+    import torch
+
+    return f"tensorrt {trt.__version__} on {torch.cuda.get_device_name()}"

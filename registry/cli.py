@@ -1,13 +1,16 @@
 """``python -m registry.cli``: register exports, promote, roll back, list and show versions.
 
-Exit codes a script can test: 0 done, 2 bad request (unknown model, version or alias), 3 registry
-unreachable.
+Exit codes a script can test: 0 done, 2 bad request (unknown model, version or alias, a missing
+``production`` alias for ``sync``, a malformed registry tag), 3 registry unreachable or failing.
+Commands that change what serves (``promote``, ``rollback``, ``sync``) never fall back to a guess:
+on any of these errors they stop before writing anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -46,7 +49,12 @@ def main(argv: list[str] | None = None) -> None:
 
     reg = sub.add_parser("register", help="register every artifact that passed its parity gate")
     reg.add_argument("--manifest", type=Path, default=Path("artifacts/export/manifest.json"))
-    reg.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"), help="test metrics to tag")
+    reg.add_argument(
+        "--metrics",
+        type=Path,
+        default=None,
+        help="deprecated and ignored: each version carries the accuracy its own artifact scored at export",
+    )
     reg.add_argument("--report", type=Path, default=None, help="write the registered versions here (JSON)")
     reg.add_argument(
         "--promote",
@@ -99,8 +107,12 @@ def main(argv: list[str] | None = None) -> None:
 
         cfg = load_registry_config(args.params)
         if args.command == "register":
-            metrics = json.loads(args.metrics.read_text()) if args.metrics and args.metrics.exists() else None
-            rows = store.register_manifest(args.manifest, cfg, metrics)
+            if args.metrics is not None:
+                logging.getLogger(__name__).warning(
+                    "--metrics is ignored: the training run's PyTorch figure is not the accuracy of an "
+                    "exported artifact; each version is tagged with its own, measured at export"
+                )
+            rows = store.register_manifest(args.manifest, cfg)
             if args.promote:
                 for row in rows:
                     if row["version"] is not None:
@@ -129,12 +141,12 @@ def main(argv: list[str] | None = None) -> None:
 
     from mlflow.exceptions import MlflowException
 
-    from registry.store import RegistryError
+    from registry.store import RegistryError, RegistryUnavailable
 
     try:
-        run_cli(go, (RegistryError, ValueError, FileNotFoundError))
-    except MlflowException as exc:  # pragma: no cover - depends on a broken tracking server
-        print(f"error: MLflow registry unavailable: {exc}", file=sys.stderr)
+        run_cli(go, (RegistryError, ValueError, FileNotFoundError), unavailable=(RegistryUnavailable,))
+    except MlflowException as exc:
+        print(f"error: MLflow registry unavailable: {str(exc).splitlines()[0]}", file=sys.stderr)
         sys.exit(3)
 
 

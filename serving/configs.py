@@ -76,6 +76,8 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.parameters["mean"].string_value = _floats(spec.mean)
     config.parameters["std"].string_value = _floats(spec.std)
     config.parameters["resample"].string_value = "bilinear"
+    config.parameters["max_bytes"].string_value = str(spec.max_image_bytes)
+    config.parameters["max_pixels"].string_value = str(spec.max_image_pixels)
     return config
 
 

@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     token = secrets.token_urlsafe(16)
+    token_file = Path(".triton-token").absolute()  # for `sync --server`; the token itself is never printed
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when the file existed with looser permissions
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
     config = ServerConfig(
         model_repository=args.repository,
         http_port=args.http_port,
@@ -106,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"offline evaluation failed with exit code {code}", file=sys.stderr)
             return code
         if args.keep_serving:
-            print(f"serving; admin token for `registry.cli sync --server`: {token}. Ctrl-C stops.")
+            print(
+                f"serving; roll it with `cifar10-registry sync --server {server.url_grpc} "
+                f"--admin-token-file {token_file}`. Ctrl-C stops."
+            )
             with contextlib.suppress(KeyboardInterrupt):
                 server.process.wait()
     return 0

@@ -1,8 +1,13 @@
 """Start and stop a real ``tritonserver`` (from the ``nvidia-pytriton`` wheel) as a child process.
 
 :class:`ServerConfig` is the command line, :class:`EmbeddedServer` the process: it prepares a backend
-directory and environment (:mod:`serving.triton_env`), starts Triton in its own session, waits for
-``/v2/health/ready`` and stops it with SIGTERM, then SIGKILL. Explicit model control with every
+directory and environment (:mod:`serving.triton_env`), starts Triton in its own session under
+:mod:`serving.supervisor`, waits for ``/v2/health/ready`` and stops it with SIGTERM, then SIGKILL.
+
+Nothing outlives its owner: the supervisor kills every python stub once Triton has exited (even by
+SIGKILL), and stops Triton when the process that started it dies (a pipe it holds reaches EOF),
+whichever way it died. Stubs left by a server whose supervisor was itself SIGKILLed are reaped at
+the next start. Explicit model control with every
 model loaded at start-up, and the model-repository API locked behind a header, are the defaults: a
 plain client can infer but not load or unload models; :mod:`serving.control` sends the header.
 """
@@ -11,18 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from serving import supervisor
 from serving.triton_env import (
     ADMIN_HEADER,
     ORT_THREADS_ENV,
@@ -50,6 +58,10 @@ __all__ = [
 ]
 
 
+log = logging.getLogger(__name__)
+SCRATCH_PREFIX = "cifar10-triton-"
+
+
 class ServerError(RuntimeError):
     """The server failed to start, died, or did not become ready in time; carries the log tail."""
 
@@ -59,8 +71,9 @@ class EmbeddedServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | None = None  # the supervisor; Triton is its only child
         self._scratch: Path | None = None
+        self._lifeline: int | None = None  # write end of the supervisor's stdin: closed when we die
         self.log_file = Path(config.log_file) if config.log_file else None
         self.server_id = f"cifar10-{secrets.token_hex(6)}"
 
@@ -97,21 +110,52 @@ class EmbeddedServer:
             raise ServerError("server already started")
         binary = find_tritonserver()
         env = server_env(binary, self.config.ort_threads)
-        self._scratch = Path(tempfile.mkdtemp(prefix="cifar10-triton-"))
+        stale = supervisor.reap_orphaned_stubs(f"/{SCRATCH_PREFIX}")
+        if stale:
+            log.warning("killed %d python stub(s) orphaned by an earlier server: %s", len(stale), stale)
+        self._scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
         backend_dir = self.config.backend_dir or prepare_backend_dir(self._scratch / "backends")
         self.log_file = self.log_file or self._scratch / "tritonserver.log"
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         console = self.log_file.with_name(self.log_file.name + ".console")
-        with open(console, "wb") as out:  # start-up failures print here before the log file opens
-            self.process = subprocess.Popen(
-                [*self.config.args(binary, backend_dir, self.log_file), f"--id={self.server_id}"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop Triton in order
-            )
+        argv = [*self.config.args(binary, backend_dir, self.log_file), f"--id={self.server_id}"]
+        grace = self.config.exit_timeout_s + 10.0
+        read_end, self._lifeline = os.pipe()
+        os.set_inheritable(self._lifeline, False)
+        try:
+            with open(console, "wb") as out:  # start-up failures print here before the log file opens
+                self.process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        supervisor.__file__,
+                        f"--pid-file={self._pid_file}",
+                        f"--grace={grace}",
+                        "--",
+                        *argv,
+                    ],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=read_end,
+                    start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop Triton in order
+                )
+        finally:
+            os.close(read_end)
         return self
+
+    @property
+    def _pid_file(self) -> Path:
+        return Path(self._scratch or tempfile.gettempdir()) / "tritonserver.pid"
+
+    @property
+    def triton_pid(self) -> int | None:
+        """The ``tritonserver`` process itself (the supervisor is :attr:`process`), once it started."""
+        if self._scratch is None:
+            return None
+        try:
+            return int(self._pid_file.read_text())
+        except (OSError, ValueError):
+            return None
 
     def log_tail(self, lines: int = 40) -> str:
         chunks = []
@@ -155,11 +199,11 @@ class EmbeddedServer:
         raise ServerError(f"tritonserver not ready after {timeout:.0f} s\n{self.log_tail()}")
 
     def stop(self, grace: float | None = None) -> int | None:
-        """SIGTERM, then SIGKILL the process group after ``grace`` seconds.
+        """SIGTERM, then SIGKILL the whole process group after ``grace`` seconds; returns the exit code.
 
         On SIGTERM Triton finishes in-flight requests and waits (up to ``exit_timeout_s``) for open
         HTTP keep-alive connections, so close clients first for a quick stop. ``grace`` defaults to
-        that timeout plus 10 s.
+        that timeout plus 10 s. The code is Triton's (128 + signal if it was killed).
         """
         grace = self.config.exit_timeout_s + 10.0 if grace is None else grace
         proc, self.process = self.process, None
@@ -168,12 +212,15 @@ class EmbeddedServer:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
-                    proc.wait(timeout=grace)
+                    proc.wait(timeout=grace + 5.0)
                 except subprocess.TimeoutExpired:
                     with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)  # also the python stubs it spawned
+                        os.killpg(proc.pid, signal.SIGKILL)  # supervisor, Triton and every stub
                     proc.wait()
             code = proc.returncode
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
         if self._scratch is not None:
             # The backend copies go; the scratch dir itself stays only when it holds the only log.
             shutil.rmtree(self._scratch / "backends", ignore_errors=True)

@@ -111,6 +111,9 @@ class RepositorySpec:
     ensemble_name: str = "cifar10"
     # ``predicted_class_total`` in postprocess; off only to measure what it costs (monitoring/bench_*).
     class_metric: bool = True
+    # What preprocess agrees to decode: encoded bytes per image and decoded pixels per image.
+    max_image_bytes: int = 1 << 20
+    max_image_pixels: int = 4096 * 4096
 
     def __post_init__(self) -> None:
         for name in ("classifiers", "classes", "mean", "std"):
@@ -148,6 +151,11 @@ class RepositorySpec:
             raise SpecError(f"mean and std need 3 channels with std > 0, got {self.mean} / {self.std}")
         if not isinstance(self.class_metric, bool):
             raise SpecError(f"class_metric must be true or false, got {self.class_metric!r}")
+        if self.max_image_bytes < 64 or self.max_image_pixels < 32 * 32:
+            raise SpecError(
+                f"max_image_bytes must be >= 64 and max_image_pixels >= 1024, "
+                f"got {self.max_image_bytes} / {self.max_image_pixels}"
+            )
 
 
 def spec_to_dict(spec: RepositorySpec) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from common.fsutil import atomic_dir, sha256_file
 from training.sources import (
     OFFICIAL_MD5,
     OFFICIAL_URL,
+    ArchiveLimits,
     DataError,
     Split,
     download,
@@ -38,12 +39,14 @@ def stratified_split(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.
     return train_idx, val_idx
 
 
-def load_source(source: str, classes: tuple[str, ...], cache_dir: Path) -> tuple[Split, Split]:
+def load_source(
+    source: str, classes: tuple[str, ...], cache_dir: Path, limits: ArchiveLimits | None = None
+) -> tuple[Split, Split]:
     """Resolve ``source`` ("cifar10" or a local path) to the train and test splits."""
     if source == "cifar10":
         archive = download(OFFICIAL_URL, cache_dir / "cifar-10-python.tar.gz", OFFICIAL_MD5)
         return load_official(archive, classes)
-    return load_image_folder(Path(source).expanduser(), classes)
+    return load_image_folder(Path(source).expanduser(), classes, limits)
 
 
 def prepare(cfg: DataConfig, out_dir: Path, cache_dir: Path = Path("data/raw")) -> dict:
@@ -54,7 +57,8 @@ def prepare(cfg: DataConfig, out_dir: Path, cache_dir: Path = Path("data/raw")) 
     client and offline evaluation send to the server.
     """
     source = cfg.source  # the CLI applies the CIFAR10_SOURCE override; a caller's config is taken as is
-    train, test = load_source(source, cfg.classes, cache_dir)
+    limits = ArchiveLimits(cfg.archive_max_bytes, cfg.archive_max_files)
+    train, test = load_source(source, cfg.classes, cache_dir, limits)
     train_idx, val_idx = stratified_split(train.labels, cfg.val_per_class, cfg.seed)
     arrays = {
         "train_x": train.images[train_idx],

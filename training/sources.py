@@ -30,6 +30,18 @@ class DataError(RuntimeError):
     """The source is unusable; the message names the file, folder or URL at fault."""
 
 
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """How much an image-folder archive may unpack to (``data.archive_max_*`` in params.yaml).
+
+    Checked from the archive's own index before anything is written, so a zip or tar bomb costs
+    an error message, not the disk. CIFAR-10 as JPEG or PNG unpacks to 60,000 files and < 200 MB.
+    """
+
+    max_bytes: int = 2 << 30
+    max_files: int = 250_000
+
+
 @dataclass
 class Split:
     images: np.ndarray  # uint8, N×32×32×3, RGB
@@ -113,12 +125,14 @@ def _read_image(path: Path) -> tuple[np.ndarray, bytes]:
     data = path.read_bytes()
     try:
         with Image.open(io.BytesIO(data)) as im:
+            if im.size != (32, 32):  # from the header: a huge image is refused before it is decoded
+                raise DataError(f"wrong image size {im.size[0]}x{im.size[1]} (expected 32x32): {path}")
             im.load()
             rgb = im.convert("RGB")
+    except Image.DecompressionBombError as exc:  # raised by open() itself, from the header
+        raise DataError(f"wrong image size, far beyond 32x32 ({exc}): {path}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"corrupt or unreadable image: {path} ({exc})") from exc
-    if rgb.size != (32, 32):
-        raise DataError(f"wrong image size {rgb.size[0]}x{rgb.size[1]} (expected 32x32): {path}")
     return np.asarray(rgb, dtype=np.uint8), data
 
 
@@ -145,7 +159,42 @@ def _read_split(folder: Path, classes: tuple[str, ...], keep_bytes: bool) -> Spl
     return Split(images, np.asarray(labels, dtype=np.int64), encoded)
 
 
-def load_image_folder(path: Path, classes: tuple[str, ...]) -> tuple[Split, Split]:
+def _check_size(path: Path, sizes: list[int], limits: ArchiveLimits) -> None:
+    if len(sizes) > limits.max_files:
+        raise DataError(
+            f"{path}: {len(sizes)} entries, more than data.archive_max_files ({limits.max_files}); "
+            "raise it in params.yaml if the archive is what you expect"
+        )
+    total = sum(sizes)
+    if total > limits.max_bytes:
+        raise DataError(
+            f"{path}: unpacks to {total:,} bytes, more than data.archive_max_bytes ({limits.max_bytes:,}); "
+            "raise it in params.yaml if the archive is what you expect"
+        )
+
+
+def extract(path: Path, dest: Path, limits: ArchiveLimits) -> None:
+    """Unpack a zip or tar archive into ``dest``, within ``limits`` and never outside ``dest``.
+
+    Tar members go through the ``data`` filter (no absolute paths, ``..``, device files or links
+    leaving ``dest``); zip member names are sanitised by :mod:`zipfile` the same way.
+    """
+    try:
+        if path.name.endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                _check_size(path, [i.file_size for i in zf.infolist()], limits)
+                zf.extractall(dest)
+        else:
+            with tarfile.open(path) as tar:
+                _check_size(path, [m.size for m in tar.getmembers()], limits)
+                tar.extractall(dest, filter="data")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise DataError(f"corrupt archive {path}: {exc}") from exc
+
+
+def load_image_folder(
+    path: Path, classes: tuple[str, ...], limits: ArchiveLimits | None = None
+) -> tuple[Split, Split]:
     """Read ``<root>/{train,test}/<class>/*`` from a directory or an archive of one."""
     if not path.exists():
         raise DataError(f"data source not found: {path}")
@@ -155,13 +204,5 @@ def load_image_folder(path: Path, classes: tuple[str, ...]) -> tuple[Split, Spli
     if not path.name.endswith(ARCHIVE_SUFFIXES):
         raise DataError(f"{path}: not a directory or a {'/'.join(ARCHIVE_SUFFIXES)} archive")
     with tempfile.TemporaryDirectory(prefix="cifar10-src-") as tmp:
-        try:
-            if path.name.endswith(".zip"):
-                with zipfile.ZipFile(path) as zf:
-                    zf.extractall(tmp)
-            else:
-                with tarfile.open(path) as tar:
-                    tar.extractall(tmp, filter="data")
-        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
-            raise DataError(f"corrupt archive {path}: {exc}") from exc
+        extract(path, Path(tmp), limits or ArchiveLimits())
         return load_image_folder(Path(tmp), classes)

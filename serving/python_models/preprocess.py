@@ -8,6 +8,10 @@ Input ``IMAGE`` is ``[batch, n_bytes]`` uint8: one encoded file per row. Files i
 right-padded with zeros to a common length; PNG and JPEG decoders stop at their end marker (IEND /
 EOI), so the padding is ignored. A row that is all zeros is reported as empty.
 
+Limits (``max_bytes`` per encoded image, ``max_pixels`` per decoded image; config parameters written
+from ``params.yaml``'s ``serving`` section) are checked before decoding, so a decompression bomb or
+an oversized upload costs one error response, not the stub's memory.
+
 Resizing: images that are not already ``H x W`` are resized with PIL's bilinear filter, which
 widens its support when shrinking (i.e. it antialiases). That matches what ``torchvision``'s
 ``Resize(antialias=True)`` does on PIL images, and CIFAR-sized inputs pass through untouched.
@@ -29,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 DEFAULT_MAX_PIXELS = 4096 * 4096
+DEFAULT_MAX_BYTES = 1 << 20
 # Only the formats clients are told to send: every other PIL decoder is attack surface we do not need.
 FORMATS = ("PNG", "JPEG")
 BOMBS = (Image.DecompressionBombWarning, Image.DecompressionBombError)
@@ -87,6 +92,8 @@ class TritonPythonModel:
         self.resample = RESAMPLE[resample]
         max_pixels = params.get("max_pixels", {}).get("string_value", "")
         self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
+        max_bytes = params.get("max_bytes", {}).get("string_value", "")
+        self.max_bytes = int(max_bytes) if max_bytes else DEFAULT_MAX_BYTES
         out = pb_utils.get_output_config_by_name(config, "INPUT")
         channels, height, width = (int(d) for d in out["dims"])
         if channels != 3:
@@ -98,6 +105,10 @@ class TritonPythonModel:
         if batch.ndim != 2:
             raise InvalidImage(f"IMAGE must be [batch, n_bytes] uint8, got shape {list(batch.shape)}")
         images = np.empty((len(batch), 3, self.size[1], self.size[0]), dtype=np.float32)
+        if batch.shape[1] > self.max_bytes:
+            raise InvalidImage(
+                f"IMAGE rows are {batch.shape[1]} bytes, more than the {self.max_bytes} allowed per image"
+            )
         for i, row in enumerate(batch):
             try:
                 pixels = decode(row.tobytes(), self.size, self.resample, self.max_pixels)

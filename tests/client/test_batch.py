@@ -60,24 +60,43 @@ def test_batch_every_image_once_and_server_counters_agree(triton, labelled_image
         assert "predicted_class_total" not in server["counters"]
 
 
-def test_bytes_and_tensor_predictions_agree(triton, labelled_images, tmp_path):
-    """Client-side preprocessing reproduces the server's, so both forms give the same answers."""
-    results = {}
-    for mode in ("bytes", "tensor"):
-        out = tmp_path / mode
-        argv = ["batch", *cli_args(triton), "--images", str(labelled_images), "--mode", mode]
-        assert run_cli([*argv, "--out", str(out)]) == 0
-        results[mode] = {r["path"]: r for r in read_rows(out)}
-    same = [
-        p
-        for p, r in results["bytes"].items()
-        if r["predicted_label"] == results["tensor"][p]["predicted_label"]
-    ]
-    assert len(same) >= 0.95 * len(results["bytes"])  # an untrained net has near-ties; batching may flip one
-    for p in same:
-        assert float(results["bytes"][p]["probability"]) == pytest.approx(
-            float(results["tensor"][p]["probability"]), abs=1e-4
-        )
+def test_bytes_and_tensor_predictions_agree(triton, labelled_images):
+    """Client-side preprocessing reproduces the server's, so both forms give the same answers.
+
+    Both forms feed the classifier the same tensor; only ONNX Runtime's batch composition differs,
+    which moves a logit by less than the fp32 tolerance the export promises (``params.yaml``). A
+    logit shift of ``tol`` moves a softmax probability by at most ``expm1(2 tol)``, and can swap the
+    top class only where the two best lie within that of each other: this untrained net has such
+    near-ties, and for them the other run's class must be this run's runner-up. That holds on any
+    CPU, however many near-ties its kernels happen to produce.
+    """
+    import math
+
+    from client.batch import BatchConfig, run_batch
+    from client.images import discover
+    from client.transport import Endpoint
+    from export.config import load_export_config
+    from tests.prerequisites import ROOT
+
+    tol = load_export_config(ROOT / "params.yaml").tolerances["fp32"].max_abs_logit
+    bound = math.expm1(2 * tol) + 2e-6  # + the 6-decimal rounding of each recorded probability
+    endpoint = Endpoint("http", triton.http_endpoint, triton.url_grpc, request_timeout_s=10)
+    items = discover(labelled_images)
+    runs = {
+        mode: {
+            r.path: r
+            for r in run_batch(items, BatchConfig(endpoint, mode, metrics_url=None, progress=False)).records
+        }
+        for mode in ("bytes", "tensor")
+    }
+    assert len(runs["bytes"]) == len(runs["tensor"]) == len(items)
+    for path, b in runs["bytes"].items():
+        t = runs["tensor"][path]
+        assert b.status == t.status == "ok"
+        assert abs(b.probability - t.probability) <= bound, (path, b.topk, t.topk)
+        if b.predicted_label != t.predicted_label:
+            runner_up = dict(b.topk)[t.predicted_label]
+            assert b.probability - runner_up <= bound, (path, b.topk, t.topk)
 
 
 @pytest.mark.parametrize("mode", ["bytes", "tensor"])

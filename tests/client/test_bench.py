@@ -31,22 +31,37 @@ def test_bench_sweep_report_is_sane(triton, tmp_path, capsys):
         lat = r["latency_ms"]
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
         assert r["client_cpu_ms_per_request"] > 0
-    notes = report["notes"]
+    # Speed is not asserted here (it depends on the machine and its load); the reading of it is,
+    # in test_notes_read_saturation_from_the_numbers below. Each series gets its capacity note.
     for protocol in ("http", "grpc"):
         for mode in ("bytes", "tensor"):
-            by_c = {r["concurrency"]: r for r in rows if (r["protocol"], r["mode"]) == (protocol, mode)}
             series = f"{protocol}/{mode}"
-            # Two requests in flight should not be slower than one - unless the report explains why.
-            explained = any(n.startswith(f"{series}: saturated at concurrency 1") for n in notes)
-            assert by_c[2]["throughput_rps"] >= by_c[1]["throughput_rps"] or explained, (by_c, notes)
-            # The generator's own ceiling (instant stub server) lies above every measurement.
-            assert any(n.startswith(f"{series}: the generator's own capacity") for n in notes), notes
-            # (Its best level, since the stub shares these 2 cores with the generator and is noisy.)
-            ceiling = max(
-                r["throughput_rps"]
-                for r in report["self_test"]
-                if (r["protocol"], r["mode"]) == (protocol, mode)
-            )
-            assert all(ceiling > r["throughput_rps"] for r in by_c.values()), (ceiling, by_c)
+            assert any(n.startswith(f"{series}: the generator's own capacity") for n in report["notes"])
     out = capsys.readouterr().out
     assert "note:" in out and "bench.json" in out
+
+
+def _row(protocol: str, concurrency: int, rps: float, p99: float) -> dict:
+    return {
+        "protocol": protocol, "mode": "bytes", "concurrency": concurrency, "throughput_rps": rps,
+        "latency_ms": {"p99": p99}, "client_cpu_cores": 0.1, "client_cpu_ms_per_request": 0.5, "errors": {},
+    }  # fmt: skip
+
+
+def test_notes_read_saturation_from_the_numbers():
+    from client.bench import notes
+
+    server = [
+        _row("http", 1, 100.0, 10.0), _row("http", 2, 180.0, 11.0), _row("http", 4, 181.0, 22.0),
+        _row("grpc", 1, 100.0, 10.0), _row("grpc", 2, 190.0, 10.5),
+    ]  # fmt: skip
+    stub = [_row(p, c, 1000.0, 1.0) for p in ("http", "grpc") for c in (1, 2, 4)]
+    text = notes(server, stub)
+    saturated = [n for n in text if "saturated" in n]
+    assert saturated == [
+        "http/bytes: saturated at concurrency 2: going to 4 changed throughput 180.0 -> 181.0 req/s "
+        "while p99 went 11.0 -> 22.0 ms (requests queue on the server)"
+    ]
+    capacity = [n for n in text if "generator's own capacity" in n]
+    assert any(n.startswith("http/bytes") and ">= 5.5x" in n and "concurrency 4" in n for n in capacity)
+    assert any(n.startswith("grpc/bytes") and ">= 5.3x" in n for n in capacity)

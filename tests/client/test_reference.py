@@ -1,4 +1,4 @@
-"""The reference WRN-28-10, exported, registered, synced and served, scores >= 92.5 % through the client.
+"""The reference WRN-28-10, exported, registered, synced and served, answers like PyTorch through the client.
 
 The whole release path in one test: ``export_model`` (shared session fixture) -> ``register_manifest``
 -> ``promote`` -> ``sync`` into a model repository -> a real Triton -> ``client offline-eval`` on 1,000
@@ -8,21 +8,24 @@ About 1 minute of requests on 2 CPU cores (WRN-28-10 serves ~20 images/s here), 
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from common.config import DataConfig
 from tests.client.conftest import cli_args, start_server
 from tests.client.test_cli import run_cli
+from tests.conftest import assert_served_like_pytorch
 
 pytestmark = [pytest.mark.slow, pytest.mark.data, pytest.mark.triton]
 NAME = "cifar10-wrn-fp32"
 
 
 def test_reference_model_via_offline_eval(
-    tritonserver, reference_export, prepared_mirror, tmp_path, monkeypatch
+    tritonserver, reference_export, prepared_mirror, reference_test_logits, tmp_path, monkeypatch
 ):
     import mlflow
 
@@ -64,4 +67,8 @@ def test_reference_model_via_offline_eval(
     )
     assert metrics["model_version"] == version and metrics["registered_model"] == NAME
     assert metrics["tested_samples"] == 1000 and metrics["failed_samples"] == 0
-    assert metrics["accuracy"] >= 0.925
+    with open(out / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    classes = list(DataConfig().classes)
+    predicted = {Path(r["path"]): classes.index(r["predicted_label"]) for r in rows}
+    print(assert_served_like_pytorch(predicted, prepared_mirror, reference_test_logits))

@@ -1,4 +1,10 @@
-"""A batch keeps going through a server restart and still accounts for every image exactly once."""
+"""A batch keeps going through a server restart or crash and still accounts for every image exactly once.
+
+A crash (SIGKILL) differs from a restart (SIGTERM, Triton drains in-flight requests first): requests
+in flight are cut, and the client retries them. An image whose response was lost after the server
+computed it is therefore computed twice, and a server that survived the broken connection counts it
+twice in ``nv_inference_*``; the client's own output still has it once.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +30,12 @@ def _answered(metrics_url: str) -> float:
     return snap.samples.get(wanted, 0.0)
 
 
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_batch_survives_server_restart(tritonserver, tiny_onnx, tmp_path, protocol):
+def test_batch_survives_server_restart(tritonserver, tiny_onnx, tmp_path, protocol, how):
+    import os
+    import signal
+
     from serving.embedded import EmbeddedServer
 
     server = start_server(tritonserver, tiny_onnx, tmp_path)
@@ -47,6 +57,9 @@ def test_batch_survives_server_restart(tritonserver, tiny_onnx, tmp_path, protoc
         while _answered(server.url_metrics) < 25:
             assert time.monotonic() < deadline, "the batch never got going"
             time.sleep(0.05)
+        if how == "sigkill":  # a crash: in-flight requests are cut mid-way
+            os.kill(server.triton_pid, signal.SIGKILL)
+            server.process.wait(timeout=30)
         server.stop(grace=15)  # SIGTERM: Triton drains, then exits; clients see refused connections
         time.sleep(1.0)
         restarted = EmbeddedServer(server.config)  # same ports, same repository
@@ -60,9 +73,8 @@ def test_batch_survives_server_restart(tritonserver, tiny_onnx, tmp_path, protoc
                 s.stop(grace=10)
 
     result = outcome[0]
-    print(
-        f"{protocol}: retries by type {result.summary['retries_by_type']}, counts {result.summary['counts']}"
-    )
+    summary = result.summary
+    print(f"{protocol}/{how}: retries by type {summary['retries_by_type']}, counts {summary['counts']}")
     paths = [r.path for r in result.records]
     assert len(paths) == N and len(set(paths)) == N  # every image once, no duplicates
     assert [r.status for r in result.records] == ["ok"] * N, [r.error for r in result.records if r.error]

@@ -201,3 +201,21 @@ def test_confusion_command_from_csv(tmp_path, capsys):
     empty = tmp_path / "empty.csv"
     empty.write_text("path,true_label,predicted_label,status\n")
     assert run_cli(["confusion", "--csv", str(empty)]) == 2
+
+
+def test_oversized_files_are_refused_before_they_are_read_or_decoded(tmp_path):
+    from client.images import MAX_IMAGE_BYTES, ImageItem, UnreadableImage, check_encoded, to_tensor
+    from tests.conftest import huge_png
+
+    big = tmp_path / "big.png"
+    with open(big, "wb") as fh:
+        fh.truncate(MAX_IMAGE_BYTES + 1)  # sparse: nothing is read to find out
+    with pytest.raises(UnreadableImage, match="too large: 1,048,577 bytes > 1,048,576"):
+        ImageItem(str(big)).read()
+    for blob, message in (
+        (huge_png(5_000, 5_000), "too large: 5000x5000 pixels > 16,777,216"),  # our limit
+        (huge_png(40_000, 40_000), "too large: Image size"),  # beyond PIL's own: refused at open()
+    ):
+        for check in (check_encoded, to_tensor):
+            with pytest.raises(UnreadableImage, match=message):
+                check(blob)

@@ -34,14 +34,27 @@ def test_test_image_folder_matches_the_arrays(prepared_mirror):
     assert sorted({f.parent.name for f in files}) == list(CLASSES)
 
 
+# What ../shared/notes/reference-model.md documents: 93.24 % without TTA, i.e. 4,662 of 5,000.
+DOCUMENTED_CORRECT = 4_662
+
+
 @pytest.mark.slow
-def test_reference_weights_score_at_least_93_percent(prepared_mirror, reference_test_logits):
-    """The project's model and inference code on the mirror's 5,000 test images (no TTA: 93.5 %)."""
+def test_reference_weights_score_what_is_documented(prepared_mirror, reference_test_logits):
+    """The project's model and inference code on the mirror's 5,000 test images, no TTA.
+
+    Another CPU's fp32 kernels move a logit by far less than 1e-3 (PyTorch against ONNX Runtime
+    here: 3e-6), so they can flip only predictions whose two best logits lie within 2e-3. The count
+    of correct answers may differ from the documented one by at most that many images, on any machine.
+    """
     from common.config import DataConfig
     from common.metrics import classification_summary
+    from tests.conftest import fp32_tolerance, near_ties
 
     y = np.load(prepared_mirror / "test_y.npy")
     summary = classification_summary(y, reference_test_logits.argmax(1), list(DataConfig().classes))
     assert summary["tested_samples"] == 5_000
-    assert summary["accuracy"] >= 0.93, summary["accuracy"]
+    correct = int((reference_test_logits.argmax(1) == y).sum())
+    fragile = int(near_ties(reference_test_logits, 2 * fp32_tolerance()).sum())
+    assert abs(correct - DOCUMENTED_CORRECT) <= fragile, (correct, fragile)
+    # The weakest class (cat) sits near 85 % recall: 500 images each, far from this floor.
     assert min(row["recall"] for row in summary["per_class"].values()) > 0.8

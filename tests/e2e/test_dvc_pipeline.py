@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import make_image_folder, tar_folder
+from tests.prerequisites import need
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -24,8 +25,7 @@ def _sh(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> tuple[Path, dict]:
-    if shutil.which("dvc") is None and not (Path(sys.executable).parent / "dvc").exists():
-        pytest.skip("dvc is not installed")
+    need("dvc")
     tmp = tmp_path_factory.mktemp("dvc")
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True

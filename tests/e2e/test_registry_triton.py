@@ -24,6 +24,7 @@ from registry import store
 from registry.config import RegistryConfig
 from registry.sync import ServingConfig, sync
 from serving.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig
+from tests.conftest import assert_served_like_pytorch, fp32_tolerance
 from tests.serving.conftest import free_ports, triton_or_skip
 from training.augment import normalize_batch
 
@@ -42,7 +43,8 @@ class Stack:
         )
         self.name = self.cfg.registered_name("fp32")
         store.register_manifest(export_dir / "manifest.json", self.cfg)
-        store.promote(self.name, "production", 1)
+        for form in serve:  # sync serves what production names, and nothing without it
+            store.promote(self.cfg.registered_name(form), "production", 1)
         self.repo, self.cache = tmp / "model_repository", tmp / "cache"
         sync(self.cfg, SERVING, self.repo, self.cache)
         http, grpc, metrics = free_ports(3)
@@ -97,17 +99,23 @@ def small_stack(small_export, tmp_path_factory):
 
 
 def test_tensor_inference_over_http_and_grpc_matches_onnxruntime(small_stack, small_export, small_prepared):
+    """Serving changes nothing: each served form answers what its own file does in ONNX Runtime here.
+
+    The bound is the fp32 tolerance the export promises (params.yaml), for int8 too: int8 kernels
+    differ between CPUs (VNNI or not), so int8 is compared with int8 run in-process on this same
+    CPU, never with fp32 on a handful of images (that once gave 14/16 on one machine, 16/16 here).
+    """
+    tol = fp32_tolerance()
     x = normalize_batch(np.load(small_prepared / "val_x.npy")[:16], DataConfig()).numpy()
-    expected = onnx_io.run_onnx(small_export[0] / "model.fp32.onnx", x)
     h = httpclient.InferInput("input", list(x.shape), "FP32")
     h.set_data_from_numpy(x)
-    got_http = small_stack.http.infer("wrn_fp32", [h], model_version="1").as_numpy("logits")
     g = grpcclient.InferInput("input", list(x.shape), "FP32")
     g.set_data_from_numpy(x)
-    got_grpc = small_stack.grpc.infer("wrn_fp32", [g]).as_numpy("logits")
-    assert np.abs(got_http - expected).max() < 1e-4 and np.abs(got_grpc - expected).max() < 1e-4
-    int8 = small_stack.http.infer("wrn_int8", [h]).as_numpy("logits")
-    assert np.mean(int8.argmax(1) == expected.argmax(1)) >= 0.9
+    for form in ("fp32", "int8"):
+        expected = onnx_io.run_onnx(small_export[0] / f"model.{form}.onnx", x)
+        got_http = small_stack.http.infer(f"wrn_{form}", [h], model_version="1").as_numpy("logits")
+        got_grpc = small_stack.grpc.infer(f"wrn_{form}", [g]).as_numpy("logits")
+        assert np.abs(got_http - expected).max() <= tol and np.abs(got_grpc - expected).max() <= tol, form
 
 
 def test_image_bytes_through_the_ensemble(small_stack, small_prepared):
@@ -207,9 +215,9 @@ def reference_stack(reference_export, tmp_path_factory):
     stack.close()
 
 
-def _ensemble_accuracy(stack: Stack, files: list[Path]) -> float:
-    """Top-1 over ``files`` sent as 8 requests in flight (tritonclient's async HTTP; one thread)."""
-    hits = []
+def _ensemble_predictions(stack: Stack, files: list[Path]) -> dict[Path, int]:
+    """Served class index per file, 8 requests in flight (tritonclient's async HTTP; one thread)."""
+    predicted = {}
     for i in range(0, len(files), 8):
         pending = []
         for f in files[i : i + 8]:
@@ -218,26 +226,34 @@ def _ensemble_accuracy(stack: Stack, files: list[Path]) -> float:
             inp.set_data_from_numpy(blob)
             pending.append((f, stack.http.async_infer("cifar10", [inp])))
         for f, request in pending:
-            label = request.get_result().as_numpy("LABELS")[0][0]
-            hits.append((label.decode() if isinstance(label, bytes) else label) == f.parent.name)
-    return float(np.mean(hits))
+            predicted[f] = int(request.get_result().as_numpy("CLASS_INDEX").reshape(-1)[0])
+    return predicted
+
+
+def _check(stack: Stack, files: list[Path], prepared: Path, logits: np.ndarray) -> None:
+    predicted = _ensemble_predictions(stack, files)
+    stats = assert_served_like_pytorch(predicted, prepared, logits)
+    acc = np.mean([DataConfig().classes[c] == f.parent.name for f, c in predicted.items()])
+    (Path(stack.repo).parent / "accuracy.json").write_text(json.dumps({"accuracy": acc, **stats}))
+    print(f"reference WRN-28-10 via Triton ensemble: {acc:.2%} on {len(files)} images; {stats}")
 
 
 @pytest.mark.data
-def test_reference_model_through_the_ensemble_scores_at_least_92_5_percent(reference_stack, prepared_mirror):
+def test_reference_model_through_the_ensemble_answers_like_pytorch(
+    reference_stack, prepared_mirror, reference_test_logits
+):
     root = prepared_mirror / "test_images"
     files = [f for c in DataConfig().classes for f in sorted((root / c).iterdir())[:100]]
-    acc = _ensemble_accuracy(reference_stack, files)
-    print(f"reference WRN-28-10 via Triton ensemble: {acc:.2%} on {len(files)} images")
-    assert len(files) == 1000 and acc >= 0.925
+    assert len(files) == 1000
+    _check(reference_stack, files, prepared_mirror, reference_test_logits)
 
 
 @pytest.mark.slow
 @pytest.mark.full
 @pytest.mark.data
-def test_reference_model_through_the_ensemble_on_all_5000(reference_stack, prepared_mirror):
+def test_reference_model_through_the_ensemble_on_all_5000(
+    reference_stack, prepared_mirror, reference_test_logits
+):
     files = sorted((prepared_mirror / "test_images").rglob("*.jpg"))
-    acc = _ensemble_accuracy(reference_stack, files)
-    (Path(reference_stack.repo).parent / "accuracy.json").write_text(json.dumps({"accuracy": acc}))
-    print(f"reference WRN-28-10 via Triton ensemble: {acc:.2%} on {len(files)} images")
-    assert len(files) == 5000 and acc >= 0.93
+    assert len(files) == 5000
+    _check(reference_stack, files, prepared_mirror, reference_test_logits)

@@ -15,27 +15,23 @@ from pathlib import Path
 
 import pytest
 
+from tests.prerequisites import need
 from tests.serving.conftest import CLASSES, export_tiny_wrn, launch  # noqa: F401 - fixture re-export
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
 
 
-def binary_or_skip(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} not on PATH (Debian: apt-get install prometheus)")
-    return path
-
-
 @pytest.fixture(scope="session")
 def promtool() -> str:
-    return binary_or_skip("promtool")
+    need("prometheus")
+    return shutil.which("promtool")
 
 
 @pytest.fixture(scope="session")
 def prometheus_bin() -> str:
-    return binary_or_skip("prometheus")
+    need("prometheus")
+    return shutil.which("prometheus")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Registry commands against a real MLflow sqlite store, on real (small) exports."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,16 +28,35 @@ def registry(small_export, monkeypatch, tmp_path):
 
 def test_register_is_idempotent_and_tags_versions(registry):
     manifest, cfg = registry
-    rows = store.register_manifest(manifest, cfg, {"accuracy": 0.5})
+    rows = store.register_manifest(manifest, cfg)
     assert [(r["name"], r["version"], r["status"]) for r in rows] == [
         (cfg.registered_name("fp32"), 1, "created"),
         (cfg.registered_name("int8"), 1, "created"),
     ]
     again = store.register_manifest(manifest, cfg)
     assert {r["status"] for r in again} == {"already registered"}
-    info = store.resolve(cfg.registered_name("fp32"), version=1)
-    assert info.tags["parity_passed"] == "true" and info.tags["test_accuracy"] == "0.5000"
-    assert {"sha256", "run_id", "git_commit", "parity_max_abs_logit", "export_command"} <= set(info.tags)
+    data = json.loads(manifest.read_text())
+    for art in data["artifacts"]:
+        info = store.resolve(cfg.registered_name(art["precision"]), version=1)
+        assert info.tags["parity_passed"] == "true"
+        # each version carries what its own artifact scored at export, not a training-run figure
+        assert info.tags["test_accuracy"] == f"{art['test']['accuracy']:.4f}"
+        assert info.tags["test_images"] == str(art["test"]["images"]) and art["test"]["images"] > 0
+        assert info.tags["test_runtime"].startswith("onnxruntime ")
+        assert {"sha256", "run_id", "git_commit", "parity_max_abs_logit", "export_command"} <= set(info.tags)
+    shown = store.describe(cfg.registered_name("int8"))["versions"][0]
+    assert shown["test_accuracy"] == f"{data['artifacts'][1]['test']['accuracy']:.4f}"
+
+
+def test_a_version_without_a_measured_accuracy_says_unknown(registry):
+    manifest, cfg = registry
+    data = json.loads(manifest.read_text())
+    for art in data["artifacts"]:
+        art.pop("test")  # a manifest written before exports measured their artifacts
+    manifest.write_text(json.dumps(data))
+    store.register_manifest(manifest, cfg)
+    row = store.describe(cfg.registered_name("fp32"))["versions"][0]
+    assert row["test_accuracy"] == "unknown" and row["test_images"] is None
 
 
 def test_failed_artifact_is_never_registered(registry):
@@ -63,7 +83,7 @@ def test_tampered_artifact_is_refused(registry):
         store.register_manifest(manifest, cfg)
 
 
-def test_promote_rollback_history_and_fallback(registry, caplog):
+def test_promote_rollback_history_and_fallback_only_when_asked(registry, caplog):
     manifest, cfg = registry
     name = cfg.registered_name("fp32")
     store.register_manifest(manifest, cfg)
@@ -72,10 +92,13 @@ def test_promote_rollback_history_and_fallback(registry, caplog):
     v1 = client.get_model_version(name, "1")
     for _ in range(2):
         client.create_model_version(
-            name, v1.source, run_id=v1.run_id, tags=dict(v1.tags) | {"sha256": uuid.uuid4().hex}
+            name, v1.source, run_id=v1.run_id, tags=dict(v1.tags) | {"sha256": uuid.uuid4().hex * 2}
         )
+    with pytest.raises(store.RegistryError, match="has no alias 'production'"):
+        store.resolve(name)  # strict: whoever changes what serves never gets a guess
     with caplog.at_level("WARNING"):
-        assert store.resolve(name).version == 3 and store.resolve(name).alias is None
+        newest = store.resolve(name, allow_newest=True)
+    assert newest.version == 3 and newest.alias is None
     assert "falling back to the newest version" in caplog.text
     for v in (1, 2, 3):
         store.promote(name, "production", v)
@@ -87,6 +110,37 @@ def test_promote_rollback_history_and_fallback(registry, caplog):
     assert store.describe(name)["aliases"] == {"production": 1}
     with pytest.raises(store.RegistryError, match="has no version 9"):
         store.promote(name, "production", 9)
+    assert store.alias_version(name, "staging") is None
+
+
+def test_history_follows_an_alias_moved_by_hand(registry):
+    """The alias is the truth; a history tag that lags it (someone used the MLflow UI) is completed."""
+    manifest, cfg = registry
+    name = cfg.registered_name("fp32")
+    store.register_manifest(manifest, cfg)
+    client = store.client()
+    v1 = client.get_model_version(name, "1")
+    client.create_model_version(name, v1.source, run_id=v1.run_id, tags=dict(v1.tags))
+    store.promote(name, "production", 1)
+    client.set_registered_model_alias(name, "production", "2")  # not through promote
+    assert store.rollback(name) == {"name": name, "alias": "production", "version": 1, "rolled_back_from": 2}
+
+
+def test_registry_errors_are_not_mistaken_for_missing_things(tmp_path, monkeypatch):
+    """An unreachable tracking server is RegistryUnavailable (exit 3), never "no alias" or a guess."""
+    from tests.client.conftest import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    for call in (
+        lambda: store.resolve("cifar10-wrn-fp32"),
+        lambda: store.resolve("cifar10-wrn-fp32", allow_newest=True),
+        lambda: store.promote("cifar10-wrn-fp32", "production", 1),
+        lambda: store.rollback("cifar10-wrn-fp32"),
+    ):
+        with pytest.raises(store.RegistryUnavailable, match="registry error while"):
+            call()
 
 
 def test_unvalidated_version_cannot_be_promoted(registry):
@@ -129,3 +183,20 @@ def test_cli_promote_with_stage_and_clear_exit_codes(registry, tmp_path):
     missing = cli("promote", "--precision", "fp16", "--version", "1")
     assert missing.returncode == 2 and "error:" in missing.stderr and "fp16" in missing.stderr
     assert cli("rollback").returncode == 2
+
+
+def test_cli_exit_3_when_the_registry_is_unreachable(tmp_path):
+    from tests.client.conftest import free_port
+
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "MLFLOW_REGISTRY_URI"},  # set by earlier tests
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "registry.cli", "--params", str(ROOT / "params.yaml"), "rollback"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: registry error while")

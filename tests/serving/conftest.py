@@ -12,15 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.embedded import (
-    EmbeddedServer,
-    ServerConfig,
-    TritonNotFoundError,
-    find_tritonserver,
-    free_ports,
-)
+from serving.embedded import EmbeddedServer, ServerConfig, free_ports
 from serving.spec import RepositorySpec, ServedModel, ServedVersion
-from serving.triton_env import server_env
+from tests.prerequisites import need
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -97,10 +91,7 @@ def ort_session(path: Path):
 
 
 def triton_or_skip() -> None:
-    try:
-        server_env(find_tritonserver())
-    except TritonNotFoundError as exc:
-        pytest.skip(f"tritonserver not available: {exc}")
+    need("triton")
 
 
 @pytest.fixture(scope="module")

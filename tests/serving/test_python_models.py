@@ -21,6 +21,7 @@ from PIL import Image
 
 import serving
 from serving.configs import classifier_config, postprocess_config, preprocess_config
+from tests.conftest import fp32_tolerance
 from tests.serving.conftest import encode, make_spec, pack, random_image, reference_preprocess
 
 PACKAGE = Path(serving.__file__).parent
@@ -197,8 +198,9 @@ def test_ort_backend_runs_a_dynamic_batch_in_one_session_call(ort_model):
     responses = ort_model.execute([{"input": FakeTensor("input", x)} for x in inputs])
     assert calls == [{"input": (6, 3, 32, 32)}]
     for x, response in zip(inputs, responses, strict=True):
+        # batch of 6 vs batch of n: ORT may pick other kernels; the export's fp32 tolerance bounds it
         np.testing.assert_allclose(
-            response.outputs["logits"], session.run(["logits"], {"input": x})[0], atol=1e-5
+            response.outputs["logits"], session.run(["logits"], {"input": x})[0], atol=fp32_tolerance()
         )
 
 

@@ -244,3 +244,27 @@ def test_fingerprints_change_only_for_affected_models(artifacts):
     assert {k for k in staged if staged[k] != switched[k]} == {"postprocess", "cifar10"}
     os.utime(artifacts[1], ns=(0, 0))  # an artifact rewritten in place reads as a change
     assert model_fingerprints(make_spec({1: artifacts[1]}, production=1))[CLASSIFIER] != v1[CLASSIFIER]
+
+
+def test_a_mount_of_the_parent_folder_sees_every_swap_a_mount_of_the_repository_does_not(artifacts, tmp_path):
+    """What compose.yaml relies on, reproduced without Docker.
+
+    A bind mount pins the directory it was given, exactly like a directory file descriptor opened
+    before the swap. Through a descriptor of the folder holding the repository (what compose mounts)
+    the next sync's tree is visible; through one of the repository itself, the old tree stays.
+    """
+    parent = tmp_path / "triton"
+    repo = parent / "model_repository"
+    build_repository(make_spec({1: artifacts[1]}, production=1), repo)
+    parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    repo_fd = os.open(repo, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert build_repository(make_spec({2: artifacts[2]}, production=2), repo)
+        via_parent = Path(f"/proc/self/fd/{parent_fd}") / "model_repository"
+        via_repo = Path(f"/proc/self/fd/{repo_fd}")
+        assert (via_parent / CLASSIFIER / "2" / "model.onnx").read_bytes() == artifacts[2].read_bytes()
+        assert read_deployed_spec(via_parent).target.production == 2
+        assert not (via_repo / CLASSIFIER / "2").exists()  # the pinned view never gets version 2
+    finally:
+        os.close(parent_fd)
+        os.close(repo_fd)

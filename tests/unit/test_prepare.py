@@ -3,6 +3,7 @@
 import functools
 import hashlib
 import http.server
+import io
 import json
 import socket
 import threading
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from common.config import DataConfig
-from tests.conftest import CLASSES, make_image_folder, tar_folder
+from tests.conftest import CLASSES, huge_png, make_image_folder, tar_folder
 from training.cli import prepare_main
 from training.prepare import prepare, stratified_split
 from training.sources import DataError, download
@@ -141,3 +142,34 @@ def test_checksum_mismatch_names_the_url(tmp_path):
         assert good.read_bytes() == b"tampered"
     finally:
         httpd.shutdown()
+
+
+def test_archive_limits_are_checked_before_anything_is_unpacked(image_folder, tmp_path):
+    """A zip or tar bomb costs an error naming the limit, not the disk (sizes come from the index)."""
+    import tarfile
+    import zipfile
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("cifar/train/cat/0000.png", b"\0" * (8 << 20))  # 8 MiB of zeros: ~8 KiB packed
+    assert bomb.stat().st_size < 64 << 10
+    with pytest.raises(DataError, match=r"unpacks to 8,388,608 bytes, more than data.archive_max_bytes"):
+        prepare(DataConfig(source=str(bomb), archive_max_bytes=1 << 20), tmp_path / "a")
+    many = tar_folder(image_folder, tmp_path / "many.tar.gz")
+    with pytest.raises(DataError, match=r"entries, more than data.archive_max_files \(100\)"):
+        prepare(DataConfig(source=str(many), archive_max_files=100), tmp_path / "b")
+    escape = tmp_path / "escape.tar"
+    with tarfile.open(escape, "w") as tar:
+        info = tarfile.TarInfo("../outside.txt")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    with pytest.raises(DataError, match="corrupt archive"):
+        prepare(DataConfig(source=str(escape)), tmp_path / "c")
+    assert not (tmp_path / "outside.txt").exists()
+    assert not any(p.exists() for p in (tmp_path / "a", tmp_path / "b", tmp_path / "c"))
+
+
+def test_a_huge_image_is_refused_from_its_header(image_folder, tmp_path):
+    (image_folder / "train" / "cat" / "huge.png").write_bytes(huge_png(20_000, 20_000))  # 400 Mpx
+    with pytest.raises(DataError, match=r"wrong image size.*huge\.png"):
+        prepare(_cfg(image_folder), tmp_path / "out")

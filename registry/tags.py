@@ -1,0 +1,81 @@
+"""What the registry hands back is untrusted input: tags are validated before anything acts on them.
+
+Anyone with write access to the tracking server can set a tag, and a tag ends up in a file path
+(``file``), a checksum comparison (``sha256``), a Triton backend (``format``) or a config.pbtxt
+(``input``/``output``, classes, mean/std). A value that does not look exactly like what this tool
+writes at registration is refused with the tag named, before any download or file operation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+FORMATS = ("onnx", "tensorrt_plan")
+# A bare file name as the export stage writes it: no separators, no leading dot, nothing like "..".
+_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)+$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_TENSOR = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
+
+
+class TagError(ValueError):
+    """A registry tag that this tool did not write or that was tampered with; names the tag."""
+
+
+def _where(name: str, version: int | None) -> str:
+    return f"{name} v{version}" if version is not None else name
+
+
+def artifact_file(tags: dict[str, str], name: str, version: int) -> str:
+    """The ``file`` tag as a bare file name, safe to join onto a cache folder."""
+    value = tags.get("file", "")
+    if not _FILE.fullmatch(value) or len(value) > 128:
+        raise TagError(f"{_where(name, version)}: tag file={value!r} is not a plain artifact file name")
+    return value
+
+
+def artifact_sha256(tags: dict[str, str], name: str, version: int) -> str:
+    value = tags.get("sha256", "")
+    if not _SHA256.fullmatch(value):
+        raise TagError(f"{_where(name, version)}: tag sha256={value!r} is not a lowercase hex SHA-256")
+    return value
+
+
+def artifact_format(tags: dict[str, str], name: str, version: int) -> str:
+    value = tags.get("format", "onnx")
+    if value not in FORMATS:
+        raise TagError(f"{_where(name, version)}: tag format={value!r} is not one of {FORMATS}")
+    return value
+
+
+def tensor_name(tags: dict[str, str], key: str, default: str, name: str) -> str:
+    value = tags.get(key, default)
+    if not _TENSOR.fullmatch(value):
+        raise TagError(f"{name}: tag {key}={value!r} is not a valid tensor name")
+    return value
+
+
+def json_list(tags: dict[str, str], key: str, name: str, item: type = str) -> tuple:
+    """A JSON list tag (``classes``: str, ``mean``/``std``: float); the spec checks the values."""
+    try:
+        value = json.loads(tags[key])
+    except (KeyError, ValueError) as exc:
+        raise TagError(f"{name}: tag {key} is missing or not JSON") from exc
+    if not isinstance(value, list) or not value:
+        raise TagError(f"{name}: tag {key}={tags[key]!r} is not a non-empty JSON list")
+    wanted = (int, float) if item is float else item
+    if not all(isinstance(v, wanted) and not isinstance(v, bool) for v in value):
+        raise TagError(f"{name}: tag {key}={tags[key]!r} must list {item.__name__} values")
+    return tuple(item(v) for v in value)
+
+
+def accuracy(tags: dict[str, str]) -> tuple[float, int] | None:
+    """``(test_accuracy, test_images)`` measured at export, or ``None`` when unknown or malformed."""
+    try:
+        acc, images = float(tags["test_accuracy"]), int(tags["test_images"])
+    except (KeyError, ValueError):
+        return None
+    if not (math.isfinite(acc) and 0.0 <= acc <= 1.0 and images > 0):
+        return None
+    return acc, images

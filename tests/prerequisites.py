@@ -1,0 +1,98 @@
+"""What the suite needs from the machine, and the difference between a local run and CI.
+
+Locally, a test whose requirement is missing skips with the reason. CI declares what it must have in
+``CIFAR10_REQUIRE`` (``.ci/run`` sets it): a missing declared requirement fails the whole run at
+start-up with one line naming it, and any test that would have skipped for it fails instead, so a
+green CI run can never be a run that quietly skipped the real server, the mirror or Prometheus.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+REQUIRE_ENV = "CIFAR10_REQUIRE"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CIFAR10_SHARED", ROOT.parent / "shared"))
+MIRROR = SHARED / "data" / "cifar10-jpeg.tar.gz"
+REFERENCE = SHARED / "models" / "wrn28_10_cifar10_jpeg.fp16.safetensors"
+
+
+def _file(path: Path, what: str) -> Callable[[], str | None]:
+    return lambda: None if path.is_file() else f"{what} not found at {path} (set CIFAR10_SHARED)"
+
+
+def _triton() -> str | None:
+    from serving.triton_env import TritonNotFoundError, find_tritonserver, server_env
+
+    try:
+        server_env(find_tritonserver())
+    except TritonNotFoundError as exc:
+        return f"no usable tritonserver: {exc}"
+    return None
+
+
+def _binaries(*names: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        missing = [n for n in names if shutil.which(n) is None]
+        return f"{', '.join(missing)} not on PATH (Debian: apt-get install prometheus)" if missing else None
+
+    return check
+
+
+def _dvc() -> str | None:
+    if shutil.which("dvc") or (Path(sys.executable).parent / "dvc").exists():
+        return None
+    return "dvc is not installed (pip install dvc)"
+
+
+CHECKS: dict[str, Callable[[], str | None]] = {
+    "mirror": _file(MIRROR, "offline CIFAR-10 mirror"),
+    "reference": _file(REFERENCE, "reference weights"),
+    "triton": _triton,
+    "prometheus": _binaries("prometheus", "promtool"),
+    "dvc": _dvc,
+}
+
+
+def declared() -> list[str]:
+    """The requirements CI declared; an unknown name is itself an error (a typo must not pass)."""
+    names = [n.strip() for n in os.environ.get(REQUIRE_ENV, "").split(",") if n.strip()]
+    unknown = sorted(set(names) - set(CHECKS))
+    if unknown:
+        raise pytest.UsageError(
+            f"{REQUIRE_ENV} names unknown requirement(s) {unknown}; known: {sorted(CHECKS)}"
+        )
+    return names
+
+
+def missing(name: str) -> str | None:
+    """Why ``name`` is unavailable here, or ``None`` when it is available."""
+    return CHECKS[name]()
+
+
+def unavailable(name: str, reason: str) -> NoReturn:
+    """Skip locally; fail where CI declared ``name`` required."""
+    if name in declared():
+        pytest.fail(f"required by {REQUIRE_ENV}: {name}: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def need(name: str) -> None:
+    """Continue if ``name`` is available, else skip (locally) or fail (CI)."""
+    reason = missing(name)
+    if reason is not None:
+        unavailable(name, reason)
+
+
+def check_declared() -> None:
+    """At session start: stop the run (exit code 4) with one line naming what is missing."""
+    problems = [f"missing requirement {n}: {r}" for n in declared() if (r := missing(n)) is not None]
+    if problems:
+        raise pytest.UsageError("; ".join(problems))

@@ -1,0 +1,141 @@
+"""``sync`` treats the registry as untrusted input and never writes a repository from a guess."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from registry import store
+from registry.config import RegistryConfig
+from registry.sync import ServingConfig, sync
+from registry.tags import TagError
+
+SERVING = ServingConfig(max_batch_size=64, preferred_batch_sizes=(8, 32))
+
+
+def tree_digest(root: Path) -> str:
+    """Paths and bytes of every file below ``root``: equal digests mean nothing was touched."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file() and not path.is_symlink():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def synced(small_export, monkeypatch, tmp_path):
+    """A registry with fp32 v1 in production and a repository synced from it."""
+    folder, uri = small_export
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    cfg = RegistryConfig(model_prefix=f"s{uuid.uuid4().hex[:8]}", serve=("fp32",), ensemble_target="fp32")
+    store.register_manifest(folder / "manifest.json", cfg)
+    name = cfg.registered_name("fp32")
+    store.promote(name, "production", 1)
+    repo, cache = tmp_path / "model_repository", tmp_path / "cache"
+    assert sync(cfg, SERVING, repo, cache)["changed"] is True
+    return cfg, name, repo, cache
+
+
+def add_version(name: str, **tags: str) -> int:
+    """A new version of ``name`` pointing at v1's artifacts, with some tags replaced."""
+    client = store.client()
+    v1 = client.get_model_version(name, "1")
+    mv = client.create_model_version(name, v1.source, run_id=v1.run_id, tags=dict(v1.tags) | tags)
+    return int(mv.version)
+
+
+@pytest.mark.parametrize(
+    "planted", ["../../victim.txt", "/tmp/victim.txt", "..", "sub/model.onnx", ".hidden", "a\\..\\b"]
+)
+def test_a_traversal_tag_touches_nothing_outside_the_cache(synced, tmp_path, planted):
+    cfg, name, repo, cache = synced
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    before = tree_digest(repo)
+    version = add_version(name, file=planted, sha256="0" * 64)  # a wrong hash would unlink the file
+    store.promote(name, "production", version)
+    with pytest.raises(TagError, match=r"tag file=.* is not a plain artifact file name"):
+        sync(cfg, SERVING, repo, cache)
+    assert victim.read_text() == "precious"
+    assert not (cache / name / str(version)).exists()  # refused before any download
+    assert tree_digest(repo) == before
+
+
+def test_a_symlink_planted_in_the_cache_is_refused_not_followed(synced, tmp_path):
+    cfg, name, repo, cache = synced
+    victim = tmp_path / "victim.onnx"
+    victim.write_text("precious")
+    version = add_version(name)
+    filename = store.client().get_model_version(name, "1").tags["file"]
+    folder = cache / name / str(version)
+    folder.mkdir(parents=True)
+    (folder / filename).symlink_to(victim)
+    store.promote(name, "production", version)
+    with pytest.raises(store.RegistryError):
+        sync(cfg, SERVING, repo, cache)
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [{"sha256": "../../etc"}, {"format": "python"}, {"sha256": "A" * 64}],
+    ids=["sha256-path", "unknown-format", "uppercase-sha"],
+)
+def test_malformed_version_tags_stop_the_sync(synced, tags):
+    cfg, name, repo, cache = synced
+    before = tree_digest(repo)
+    store.promote(name, "production", add_version(name, **tags))
+    with pytest.raises(TagError):
+        sync(cfg, SERVING, repo, cache)
+    assert tree_digest(repo) == before
+
+
+def test_malformed_model_tags_stop_the_sync(synced):
+    cfg, name, repo, cache = synced
+    before = tree_digest(repo)
+    store.client().set_registered_model_tag(name, "input", "input; rm -rf /")
+    with pytest.raises(TagError, match="not a valid tensor name"):
+        sync(cfg, SERVING, repo, cache)
+    store.client().set_registered_model_tag(name, "input", "input")
+    store.client().set_registered_model_tag(name, "classes", '["a", 3]')
+    with pytest.raises(TagError, match="must list str values"):
+        sync(cfg, SERVING, repo, cache)
+    assert tree_digest(repo) == before
+
+
+def test_a_missing_production_alias_stops_the_sync_and_leaves_the_repository(synced):
+    cfg, name, repo, cache = synced
+    before = tree_digest(repo)
+    add_version(name)  # a newer version exists: the old code would have served it
+    store.client().delete_registered_model_alias(name, "production")
+    with pytest.raises(store.RegistryError, match="has no alias 'production'"):
+        sync(cfg, SERVING, repo, cache)
+    assert tree_digest(repo) == before
+
+
+def test_an_unreachable_registry_stops_the_sync_and_leaves_the_repository(synced, monkeypatch):
+    from tests.client.conftest import free_port
+
+    cfg, _, repo, cache = synced
+    before = tree_digest(repo)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(store.RegistryUnavailable):
+        sync(cfg, SERVING, repo, cache)
+    assert tree_digest(repo) == before
+
+
+def test_a_corrupt_cached_artifact_is_replaced_inside_the_cache(synced):
+    cfg, name, repo, cache = synced
+    cached = next((cache / name / "1").iterdir())
+    cached.write_bytes(b"bit rot")
+    shutil.rmtree(repo)
+    sync(cfg, SERVING, repo, cache)
+    assert cached.read_bytes() != b"bit rot" and os.path.getsize(cached) > 1000
