@@ -71,15 +71,13 @@ def resolve_target(cfg: EvalConfig) -> Target:
 
     rcfg = load_registry_config(cfg.params) if Path(cfg.params).is_file() else RegistryConfig()
     name = rcfg.registered_name(cfg.precision)
-    try:
-        resolved = resolve(name, cfg.alias, cfg.version)
+    try:  # read-only: the newest version stands in for a missing alias only if the caller says so
+        resolved = resolve(name, cfg.alias, cfg.version, allow_newest=cfg.allow_newest)
     except (RegistryError, MlflowException) as exc:
-        raise RegistryMissing(str(exc).splitlines()[0]) from exc
-    if cfg.version is None and resolved.alias is None and not cfg.allow_newest:
-        raise RegistryMissing(
-            f"{name} has no alias {cfg.alias!r} (newest version is {resolved.version}); "
-            f"promote one, pass --version, or --allow-newest"
-        )
+        message = str(exc).splitlines()[0]
+        if "has no alias" in message:
+            message += "; or pass --version N, or --allow-newest"
+        raise RegistryMissing(message) from exc
     return Target(name, resolved.version, resolved.alias, rcfg.triton_name(cfg.precision))
 
 

@@ -139,7 +139,7 @@ def decode(
     except UnidentifiedImageError:
         allowed = f"a {'/'.join(formats)}" if formats else "an"
         raise UnreadableImage(f"not {allowed} image file") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImage(f"cannot decode image: {exc}") from None
 
 

@@ -1,0 +1,147 @@
+"""compose.yaml's control plane, run for real without Docker: the same commands, flags and config files.
+
+No Docker engine runs here, but MLflow and Prometheus do. Each is started with the command line
+compose.yaml gives it (only addresses and paths rewritten for this machine), and checked for what
+the stack promises: MLflow refuses anonymous and wrong credentials and serves the registry to the
+right ones; Prometheus has no lifecycle or admin API.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.client.conftest import free_port
+from tests.prerequisites import need
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+PASSWORD = "compose-test-password"  # MLflow refuses an admin password under 12 characters
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def status(url: str, method: str = "GET", auth: tuple[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, method=method)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def wait_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            status(url)
+            return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+    raise AssertionError(f"{url} not up after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(compose, tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
+    """``mlflow server`` with compose's arguments, auth config and environment (secrets filled in)."""
+    svc = compose["services"]["mlflow"]
+    tmp, port = tmp_path_factory.mktemp("mlflow-auth"), free_port()
+    ini_host = next(v for v in svc["volumes"] if v.endswith("basic_auth.ini:ro")).split(":")[0]
+    auth_db = next(v for v in svc["volumes"] if v.startswith("mlflow-auth:")).split(":")[1]
+    ini = tmp / "basic_auth.ini"
+    ini.write_text((ROOT / ini_host).read_text().replace(auth_db, str(tmp)))
+    args = []
+    for arg in svc["command"][1:]:
+        arg = arg.replace("${PWD}", str(tmp))
+        if arg.startswith("--host="):
+            arg = "--host=127.0.0.1"
+        elif arg.startswith("--port="):
+            arg = f"--port={port}"
+        args.append(arg)
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": "admin"}
+    env |= {"MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD, "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = tmp / "mlflow.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), *args], cwd=tmp, env=env, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(f"{url}/health", proc, log)
+        yield url, env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_mlflow_refuses_anonymous_and_wrong_credentials(mlflow_server):
+    url, _ = mlflow_server
+    search = f"{url}/api/2.0/mlflow/registered-models/search"
+    assert status(search) == 401
+    assert status(search, auth=("admin", "not-the-password")) == 401
+    assert status(search, auth=("admin", PASSWORD)) == 200
+
+
+def test_the_registry_cli_works_with_credentials_and_stops_cleanly_without(mlflow_server, tmp_path):
+    url, _ = mlflow_server
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env |= {"MLFLOW_TRACKING_URI": url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+
+    def cli(extra: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "registry.cli", "--params", str(ROOT / "params.yaml"), "list"],
+            cwd=tmp_path, env=env | extra, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    anonymous = cli({})
+    assert anonymous.returncode == 3, anonymous.stderr
+    assert "401" in anonymous.stderr or "credentials" in anonymous.stderr.lower(), anonymous.stderr
+    allowed = cli({"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": PASSWORD})
+    assert allowed.returncode == 0 and allowed.stdout.strip() == "[]", allowed.stderr
+
+
+def test_prometheus_runs_without_lifecycle_or_admin_api(compose, tmp_path):
+    need("prometheus")
+    svc = compose["services"]["prometheus"]
+    config = (ROOT / "monitoring" / "prometheus.compose.yml").read_text()
+    (tmp_path / "prometheus.yml").write_text(
+        config.replace("/etc/prometheus/rules", str(ROOT / "monitoring/rules"))
+    )
+    port = free_port()
+    args = [a for a in svc["command"] if not a.startswith("--config.file=")]
+    log = tmp_path / "prometheus.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", *args,
+             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=out, stderr=out,
+        )  # fmt: skip
+    try:
+        wait_up(f"http://127.0.0.1:{port}/-/ready", proc, log)
+        assert status(f"http://127.0.0.1:{port}/-/reload", "POST") == 403
+        assert status(f"http://127.0.0.1:{port}/-/quit", "POST") == 403
+        assert status(f"http://127.0.0.1:{port}/api/v1/admin/tsdb/snapshot", "POST") >= 400
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
