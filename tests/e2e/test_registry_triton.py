@@ -206,6 +206,40 @@ def test_corrupt_new_version_fails_to_load_and_the_old_one_keeps_serving(
     store.rollback(small_stack.name)
 
 
+def test_a_rollout_without_a_chosen_version_changes_nothing_on_the_live_server(small_stack, monkeypatch):
+    """A missing alias or a failing registry stops ``sync --server`` before any write or load.
+
+    The old behaviour fell back to the newest version and loaded it into the live server: a
+    version nobody chose would have started serving.
+    """
+    from tests.client.conftest import free_port
+    from tests.registry.test_sync import tree_digest
+
+    client = store.client()
+    v1 = client.get_model_version(small_stack.name, "1")
+    newest = client.create_model_version(small_stack.name, v1.source, run_id=v1.run_id, tags=dict(v1.tags))
+    before, routed = tree_digest(small_stack.repo), small_stack.routed_version()
+    client.delete_registered_model_alias(small_stack.name, "production")
+    try:
+        with pytest.raises(store.RegistryError, match="has no alias 'production'"):
+            small_stack.roll()
+        with monkeypatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+            mp.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            mp.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+            with pytest.raises(store.RegistryUnavailable):
+                small_stack.roll()
+    finally:
+        client.set_registered_model_alias(small_stack.name, "production", "1")
+    assert tree_digest(small_stack.repo) == before
+    assert small_stack.routed_version() == routed
+    states = {
+        (m["name"], m.get("version")): m.get("state")
+        for m in small_stack.http.get_model_repository_index(headers=small_stack.server.admin_headers)
+    }
+    assert ("wrn_fp32", newest.version) not in states  # never loaded
+
+
 @pytest.fixture(scope="module")
 def reference_stack(reference_export, tmp_path_factory):
     triton_or_skip()
