@@ -25,10 +25,10 @@ repro: install ## Run the DVC pipeline (prepare -> train -> evaluate -> export -
 	PATH=$(CURDIR)/$(BIN):$$PATH dvc repro
 
 demo: repro ## The main job: dvc repro, then promote, sync, serve, first request, offline evaluation
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m serving.demo
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m scripts.demo
 
 serve: install ## Serve model_repository/ with the embedded tritonserver (Ctrl-C stops)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m serving.cli serve --model-repository model_repository
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/cifar10-serve serve --model-repository model_repository
 
 system-deps: ## Debian's prometheus + promtool for the monitoring tests (apt, needs root)
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
@@ -45,9 +45,10 @@ test-full: install system-deps ## Every test, including the 5,000-image accuracy
 test-fast: install ## Unit tests only, no slow end-to-end runs
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: install ## ruff check and format check
+lint: install ## ruff check, format check and the import-linter layering contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

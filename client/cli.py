@@ -1,18 +1,19 @@
 """Thin CLI: ``python -m client.cli batch|offline-eval|confusion|bench``; see ``--help`` of each.
 
-Arguments become the dataclass configs of :mod:`client.batch`, :mod:`client.evaluate` and
-:mod:`client.bench`; every expected failure becomes one ``error: ...`` line and a documented exit code.
+Arguments become the dataclass configs of :mod:`client.jobs.folder_batch`,
+:mod:`client.jobs.offline_eval` and :mod:`client.tools.load_bench`; every expected failure becomes
+one ``error: ...`` line and an exit code from the project-wide table (:mod:`common.exit_codes`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-from client import drift, errors
-from client.errors import EXIT_CODES_HELP, ClientError, UsageError
+from client.core.errors import EXIT_CODES_HELP
+from common import exit_codes
+from monitoring import drift_cli as drift
 
 ENV_HTTP, ENV_GRPC, ENV_METRICS = "TRITON_HTTP_URL", "TRITON_GRPC_URL", "TRITON_METRICS_URL"
 
@@ -190,14 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _endpoint(args: argparse.Namespace):
-    from client.transport import Endpoint
+    from client.core.transport import Endpoint
 
     return Endpoint(args.protocol, args.url, args.grpc_url, args.request_timeout)
 
 
 def _batch_config(args: argparse.Namespace, **over):
-    from client.batch import BatchConfig
-    from client.engine import RetryPolicy
+    from client.core.request_loop import RetryPolicy
+    from client.jobs.folder_batch import BatchConfig
 
     return BatchConfig(
         endpoint=_endpoint(args),
@@ -214,8 +215,8 @@ def _batch_config(args: argparse.Namespace, **over):
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from client import images
-    from client.batch import run_batch, write_outputs
+    from client.core import images
+    from client.jobs.folder_batch import run_batch, write_outputs
 
     items = (
         images.synthetic(args.random, args.seed)
@@ -232,11 +233,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
         f"{n['total']} images: {n['ok']} ok, {n['error']} error, {n['skipped']} skipped; "
         f"{s['throughput_img_per_s']} img/s, p50 {lat['p50']} ms, p99 {lat['p99']} ms -> {args.out}"
     )
-    return errors.PARTIAL if n["error"] else errors.OK
+    return exit_codes.FAILED if n["error"] else exit_codes.OK
 
 
 def cmd_offline_eval(args: argparse.Namespace) -> int:
-    from client.evaluate import EvalConfig, offline_eval
+    from client.jobs.offline_eval import EvalConfig, offline_eval
 
     cfg = EvalConfig(
         images=args.images,
@@ -259,20 +260,20 @@ def cmd_offline_eval(args: argparse.Namespace) -> int:
         f"{m['tested_samples']} images ({m['failed_samples']} failed, {m['skipped_samples']} skipped) "
         f"-> {args.out}" + (f", MLflow run {m['mlflow_run_id']}" if m.get("mlflow_run_id") else "")
     )
-    return errors.PARTIAL if m["failed_samples"] else errors.OK
+    return exit_codes.FAILED if m["failed_samples"] else exit_codes.OK
 
 
 def cmd_confusion(args: argparse.Namespace) -> int:
-    from client.evaluate import confusion_from_csv
+    from client.jobs.offline_eval import confusion_from_csv
 
     out = args.out or args.csv.with_name("confusion_matrix.png")
     s = confusion_from_csv(args.csv, out, run_id=args.mlflow_run_id, label=args.title)
     print(f"accuracy {s['accuracy'] * 100:.2f}% (n={s['tested_samples']}) -> {out}")
-    return errors.OK
+    return exit_codes.OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from client.bench import BenchConfig, run_bench
+    from client.tools.load_bench import BenchConfig, run_bench
 
     cfg = BenchConfig(
         http_url=args.url,
@@ -305,7 +306,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"-> {args.out / 'bench.json'}, {args.out / 'bench.png'}")
     failed = any(r["errors"] for r in report["results"])
-    return errors.PARTIAL if failed else errors.OK
+    return exit_codes.FAILED if failed else exit_codes.OK
 
 
 COMMANDS = {
@@ -323,14 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     setup_logging(getattr(args, "verbose", False))
 
-    def go() -> int:
-        try:
-            return COMMANDS[args.command](args)
-        except ClientError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return exc.exit_code
-
-    run_cli(go, expected=(UsageError, ValueError, FileNotFoundError))
+    run_cli(lambda: COMMANDS[args.command](args), expected=(ValueError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ from collections.abc import Callable
 
 from rich.logging import RichHandler
 
+from common import exit_codes
+from common.exit_codes import ExitError
+
 
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
@@ -32,24 +35,21 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_cli(
-    fn: Callable[[], int | None],
-    expected: tuple[type[BaseException], ...] = (),
-    unavailable: tuple[type[BaseException], ...] = (),
-) -> None:
-    """Run ``fn``; an expected error becomes ``error: ...`` on stderr and exit code 2, not a traceback.
+def run_cli(fn: Callable[[], int | None], expected: tuple[type[BaseException], ...] = ()) -> None:
+    """Run ``fn`` and exit with its code; failures become one ``error: ...`` line, not a traceback.
 
-    ``unavailable`` errors (a service that failed or could not be reached) exit with code 3.
+    An :class:`~common.exit_codes.ExitError` exits with its own code (the project-wide table);
+    other ``expected`` exceptions are bad usage or input (code 2).
     """
     try:
         code = fn()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except unavailable as exc:
+        sys.exit(exit_codes.INTERRUPTED)
+    except ExitError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(3)
+        sys.exit(exc.exit_code)
     except expected as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exit_codes.USAGE)
     sys.exit(code or 0)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
 from pathlib import Path
 
 from common.cli import run_cli, setup_logging
-from common.config import load_params
 from common.fsutil import write_json
+from common.params import load_params
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,13 +42,12 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m export.cli " + shlex.join(argv if argv is not None else sys.argv[1:])
 
     def go() -> None:
-        from export.config import ExportConfig, load_export_config
         from export.stage import export_model
 
-        cfg = load_export_config(args.params)
-        if args.precisions:
-            cfg = ExportConfig(**{**cfg.__dict__, "precisions": tuple(args.precisions.split(","))})
         params = load_params(args.params)
+        cfg = params.export
+        if args.precisions:
+            cfg = dataclasses.replace(cfg, precisions=tuple(args.precisions.split(",")))
         manifest = export_model(
             args.checkpoint,
             args.data,
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
             command,
             args.depth,
             args.width,
+            experiment=params.mlflow.experiment,
         )
         write_json(
             args.report,

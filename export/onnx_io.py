@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export.config import INPUT_NAME, OUTPUT_NAME
+INPUT_NAME, OUTPUT_NAME = "input", "logits"  # the classifier's interface in every artifact
 
 
 def export_fp32(model, path: Path, opset: int, max_batch: int) -> Path:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from export.config import Tolerance
+from common.params import Tolerance
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.config import INPUT_NAME
+from export.onnx_io import INPUT_NAME
 
 
 class _Reader:

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from common import tracking
-from common.config import DataConfig
+from common.exit_codes import ExitError
 from common.fsutil import atomic_dir, sha256_file
+from common.params import DataConfig, ExportConfig
 from export import onnx_io, tensorrt_engine
-from export.config import INPUT_NAME, OUTPUT_NAME, ExportConfig
+from export.onnx_io import INPUT_NAME, OUTPUT_NAME
 from export.parity import ParityResult, compare, render_table
 from export.quantize import quantize_int8
 from training.augment import balanced_subset, normalize_batch
@@ -37,8 +38,8 @@ FILES = {
 }
 
 
-class ExportError(RuntimeError):
-    """A required artifact failed its parity gate (the report says which bound)."""
+class ExportError(ExitError):
+    """A required artifact failed its parity gate (the report says which bound): exit code 1."""
 
 
 def _source_info(weights: Path, run_file: Path | None) -> dict:
@@ -63,6 +64,7 @@ def export_model(
     command: str = "",
     depth: int | None = None,
     width: int | None = None,
+    experiment: str = "cifar10-wrn",
 ) -> dict:
     """Export ``weights`` in every configured precision into ``out_dir``; returns the manifest."""
     model = load_model(weights, depth, width, len(data.classes))
@@ -169,7 +171,7 @@ def export_model(
             "skipped": skipped,
         }
         (tmp / "parity.txt").write_text(f"{table}\nreproduce with: {command}\n")
-        manifest["mlflow_run_id"] = _log_to_mlflow(tmp, manifest, results, source["run_id"])
+        manifest["mlflow_run_id"] = _log_to_mlflow(tmp, manifest, results, source["run_id"], experiment)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(table)
     failed = [p for p in cfg.required if p in results and not results[p].passed]
@@ -192,14 +194,16 @@ def _calibration(prepared: Path, data: DataConfig, n: int) -> np.ndarray:
     return normalize_batch(np.asarray(train_x[balanced_subset(train_y, n, seed=1)]), data).numpy()
 
 
-def _log_to_mlflow(folder: Path, manifest: dict, results: dict[str, ParityResult], run_id: str | None) -> str:
+def _log_to_mlflow(
+    folder: Path, manifest: dict, results: dict[str, ParityResult], run_id: str | None, experiment: str
+) -> str:
     """Log passed artifacts and the reports to the training run, or to a new run for outside weights."""
     import mlflow
 
     tracking.configure()
     if run_id is None:
-        tracking.ensure_experiment("cifar10-wrn")
-        mlflow.set_experiment("cifar10-wrn")
+        tracking.ensure_experiment(experiment)
+        mlflow.set_experiment(experiment)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else "export-external-weights") as run:
         if run_id is None:
             mlflow.set_tags(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.config import INPUT_NAME, OUTPUT_NAME
+from export.onnx_io import INPUT_NAME, OUTPUT_NAME
 
 
 def availability() -> str | None:

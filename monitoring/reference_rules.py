@@ -21,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from client.drift import DEFAULT_REFERENCE, ClientError, load_reference
+from common.exit_codes import ExitError
+from monitoring.drift import DEFAULT_REFERENCE, load_reference
 
 RULE = "cifar10:reference_class_ratio"
 GROUP = "cifar10-reference-distribution"
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         text = render(load_reference(args.reference), args.reference.as_posix())
-    except ClientError as exc:
+    except ExitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     current = args.out.read_text() if args.out.is_file() else None

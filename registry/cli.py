@@ -1,7 +1,8 @@
 """``python -m registry.cli``: register exports, promote, roll back, list and show versions.
 
-Exit codes a script can test: 0 done, 2 bad request (unknown model, version or alias, a missing
-``production`` alias for ``sync``, a malformed registry tag), 3 registry unreachable or failing.
+Exit codes (the project-wide table, :mod:`common.exit_codes`): 0 done, 1 promotion refused (no
+passed parity gate), 2 bad usage or a malformed registry tag, 3 registry unreachable or failing,
+5 no such model, version or alias (including a missing ``production`` alias for ``sync``).
 Commands that change what serves (``promote``, ``rollback``, ``sync``) never fall back to a guess:
 on any of these errors they stop before writing anything.
 """
@@ -21,24 +22,21 @@ def _name(args, cfg) -> str:
     return args.model or cfg.registered_name(args.precision)
 
 
-def _sync(args, cfg) -> dict:
+def _sync(args, params) -> dict:
     import dataclasses
 
-    from registry.sync import load_serving_config, sync
-    from serving.cli import admin_token
-    from serving.embedded import ADMIN_HEADER
+    from registry.sync import sync
+    from serving.server.cli import admin_token
+    from serving.server.embedded import ADMIN_HEADER
 
-    serving = load_serving_config(args.params)
     if args.kind:
-        serving = dataclasses.replace(serving, kind=args.kind)
+        params = dataclasses.replace(params, serving=dataclasses.replace(params.serving, kind=args.kind))
     token = admin_token(args.admin_token_file)
     if args.server and not token:
         raise ValueError(
             "rolling a live server needs its admin token (--admin-token-file or $CIFAR10_ADMIN_TOKEN)"
         )
-    return sync(
-        cfg, serving, args.repository, args.cache, args.server, (ADMIN_HEADER, token) if token else None
-    )
+    return sync(params, args.repository, args.cache, args.server, (ADMIN_HEADER, token) if token else None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,10 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(args.verbose)
 
     def go() -> None:
+        from common.params import load_params
         from registry import store
-        from registry.config import alias_for, load_registry_config
+        from registry.aliases import alias_for
 
-        cfg = load_registry_config(args.params)
+        params = load_params(args.params)
+        cfg = params.registry
         if args.command == "register":
             if args.metrics is not None:
                 logging.getLogger(__name__).warning(
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             alias = alias_for(args.alias or (None if args.stage else "production"), args.stage)
             out = store.rollback(_name(args, cfg), alias)
         elif args.command == "sync":
-            out = _sync(args, cfg)
+            out = _sync(args, params)
         elif args.command == "show":
             out = store.describe(_name(args, cfg))
         else:
@@ -141,13 +141,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from mlflow.exceptions import MlflowException
 
-    from registry.store import RegistryError, RegistryUnavailable
+    from common import exit_codes
 
     try:
-        run_cli(go, (RegistryError, ValueError, FileNotFoundError), unavailable=(RegistryUnavailable,))
+        run_cli(go, (ValueError, FileNotFoundError))
     except MlflowException as exc:
         print(f"error: MLflow registry unavailable: {str(exc).splitlines()[0]}", file=sys.stderr)
-        sys.exit(3)
+        sys.exit(exit_codes.UNAVAILABLE)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ numbers), so ``rollback`` is defined any number of times and survives across mac
 the tracking server. The alias itself is the truth about what serves; the history is its record.
 
 Two kinds of failure are kept apart, because callers act on them differently: :class:`RegistryError`
-(the request names something that does not exist: exit code 2) and :class:`RegistryUnavailable`
+(the request names something that does not exist: exit code 5) and :class:`RegistryUnavailable`
 (the tracking server failed or could not be reached: exit code 3). Neither is ever turned into a
 guess: :func:`resolve` falls back to the newest version only when a read-only caller asks for it.
 """
@@ -20,21 +20,32 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from common import tracking
+from common import exit_codes, tracking
+from common.exit_codes import ExitError
 from common.fsutil import sha256_file
+from common.params import RegistryConfig
 from registry import tags
-from registry.config import RegistryConfig
 
 log = logging.getLogger(__name__)
 HISTORY_TAG = "alias_history.{alias}"
 
 
-class RegistryError(RuntimeError):
-    """A registry request that cannot be satisfied; the message says what is missing."""
+class RegistryError(ExitError):
+    """A registry request that cannot be satisfied; the message says what is missing (exit code 5)."""
+
+    exit_code = exit_codes.NOT_FOUND
 
 
 class RegistryUnavailable(RegistryError):
-    """The tracking server failed or is unreachable; nothing was decided from a partial answer."""
+    """The tracking server failed or is unreachable; nothing was decided from a partial answer (3)."""
+
+    exit_code = exit_codes.UNAVAILABLE
+
+
+class PromotionRefused(RegistryError):
+    """The version exists but may not serve (no passed parity gate): exit code 1."""
+
+    exit_code = exit_codes.FAILED
 
 
 def _first_line(exc: BaseException) -> str:
@@ -217,7 +228,7 @@ def promote(name: str, alias: str, version: int) -> dict:
     c = client()
     mv = _version(c, name, version)
     if mv.tags.get("parity_passed") != "true":
-        raise RegistryError(f"{name} v{version} has no passed parity gate; it cannot be promoted")
+        raise PromotionRefused(f"{name} v{version} has no passed parity gate; it cannot be promoted")
     rm = registered_model(c, name)
     history = _history(rm, alias)
     previous = history[-1] if history else None

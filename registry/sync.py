@@ -6,41 +6,34 @@ without a ``production`` alias, or any registry failure, stops the sync before i
 Artifacts are downloaded from MLflow into a local cache and checked against the SHA-256 recorded at
 registration, so a corrupted download never reaches Triton; registry tags are validated before they
 name a file (:mod:`registry.tags`).
+
+The classifier's batch limit comes from the versions themselves (``max_batch``, recorded at export
+from ``export.max_batch``), so ``config.pbtxt`` never promises Triton more than the artifact takes;
+a serving setting above it (a preferred batch size) is refused with both values named.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from mlflow.exceptions import MlflowException
 
-from common.config import from_dict
+from common import exit_codes
+from common.exit_codes import ExitError
 from common.fsutil import sha256_file
+from common.params import Params
 from registry import store, tags
-from registry.config import RegistryConfig
-from serving.spec import RepositorySpec, ServedModel, ServedVersion
+from serving.repository.spec import RepositorySpec, ServedModel, ServedVersion
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ServingConfig:
-    max_batch_size: int = 256
-    preferred_batch_sizes: tuple[int, ...] = (8, 32, 64)
-    max_queue_delay_us: int = 2000
-    instance_count: int = 1
-    kind: str = "KIND_CPU"
-    top_k: int = 3
-    max_image_bytes: int = 1 << 20
-    max_image_pixels: int = 4096 * 4096
+class ServingSettingError(ExitError, ValueError):
+    """``params.yaml``'s serving section asks for more than a served artifact supports (exit code 2)."""
 
-
-def load_serving_config(path: str | Path = "params.yaml") -> ServingConfig:
-    return from_dict(ServingConfig, (yaml.safe_load(Path(path).read_text()) or {}).get("serving"))
+    exit_code = exit_codes.USAGE
 
 
 def fetch_artifact(name: str, version: int, cache: Path) -> Path:
@@ -78,44 +71,81 @@ def fetch_artifact(name: str, version: int, cache: Path) -> Path:
     return path
 
 
-def desired_spec(cfg: RegistryConfig, serving: ServingConfig, cache: Path) -> tuple[RepositorySpec, dict]:
+def max_batch(name: str, info: store.Resolved, fmt: str, params: Params) -> int:
+    """The batch limit a version's artifact supports: its ``max_batch`` tag, recorded at export.
+
+    A version registered before that tag existed: an ONNX file (dynamic batch) takes
+    ``export.max_batch``; a TensorRT plan's profile is unknown, so it is refused.
+    """
+    value = info.tags.get("max_batch")
+    if value is not None:
+        if not value.isdigit() or int(value) < 1:
+            raise tags.TagError(f"{name} v{info.version}: tag max_batch={value!r} is not a positive integer")
+        return int(value)
+    if fmt == "tensorrt_plan":
+        raise tags.TagError(
+            f"{name} v{info.version}: a TensorRT plan without a max_batch tag; re-register it"
+        )
+    log.warning(
+        "%s v%s has no max_batch tag; using export.max_batch (%d)",
+        name,
+        info.version,
+        params.export.max_batch,
+    )
+    return params.export.max_batch
+
+
+def _classifier(params: Params, precision: str, cache: Path) -> tuple[ServedModel, dict, dict]:
+    cfg, serving = params.registry, params.serving
+    name = cfg.registered_name(precision)
+    production = store.resolve(name, "production")
+    staging = store.alias_version(name, "staging")
+    numbers = sorted({production.version} | ({staging} if staging else set()))
+    resolved = {v: production if v == production.version else store.resolve(name, version=v) for v in numbers}
+    versions = tuple(ServedVersion(v, fetch_artifact(name, v, cache)) for v in numbers)
+    fmt = tags.artifact_format(production.tags, name, production.version)
+    limit = min(max_batch(name, info, fmt, params) for info in resolved.values())
+    too_big = [b for b in serving.preferred_batch_sizes if b > limit]
+    if too_big:
+        raise ServingSettingError(
+            f"serving.preferred_batch_sizes {list(serving.preferred_batch_sizes)} exceed what {name} "
+            f"v{numbers} supports: max_batch {limit} (export.max_batch when it was exported)"
+        )
+    model_tags = dict(store.registered_model(store.client(), name).tags)
+    model = ServedModel(
+        name=cfg.triton_name(precision),
+        backend="tensorrt" if fmt == "tensorrt_plan" else "onnxruntime",
+        versions=versions,
+        production=production.version,
+        input_name=tags.tensor_name(model_tags, "input", "input", name),
+        output_name=tags.tensor_name(model_tags, "output", "logits", name),
+        max_batch_size=limit,
+        preferred_batch_sizes=serving.preferred_batch_sizes,
+        max_queue_delay_us=serving.max_queue_delay_us,
+        instance_count=serving.instance_count,
+        kind=serving.kind,
+    )
+    summary = {
+        "triton_model": model.name,
+        "production": production.version,
+        "staging": staging,
+        "max_batch": limit,
+    }
+    return model, summary, model_tags
+
+
+def desired_spec(params: Params, cache: Path) -> tuple[RepositorySpec, dict]:
     """The repository spec the registry's aliases call for, and a summary of what was resolved.
 
     Strict: a form without a ``production`` alias, a registry failure or a malformed tag raises
     before anything is written, so the repository and the server stay exactly as they were.
     """
-    c = store.client()
-    models, summary = [], {}
-    meta: dict[str, str] = {}
+    cfg, serving = params.registry, params.serving
+    models, summary, meta = [], {}, {}
     for precision in cfg.serve:
-        name = cfg.registered_name(precision)
-        production = store.resolve(name, "production")
-        staging = store.alias_version(name, "staging")
-        numbers = sorted({production.version} | ({staging} if staging else set()))
-        versions = tuple(ServedVersion(v, fetch_artifact(name, v, cache)) for v in numbers)
-        fmt = tags.artifact_format(production.tags, name, production.version)
-        model_tags = dict(store.registered_model(c, name).tags)
+        model, summary[cfg.registered_name(precision)], model_tags = _classifier(params, precision, cache)
+        models.append(model)
         meta = meta or model_tags
-        models.append(
-            ServedModel(
-                name=cfg.triton_name(precision),
-                backend="tensorrt" if fmt == "tensorrt_plan" else "onnxruntime",
-                versions=versions,
-                production=production.version,
-                input_name=tags.tensor_name(model_tags, "input", "input", name),
-                output_name=tags.tensor_name(model_tags, "output", "logits", name),
-                max_batch_size=serving.max_batch_size,
-                preferred_batch_sizes=serving.preferred_batch_sizes,
-                max_queue_delay_us=serving.max_queue_delay_us,
-                instance_count=serving.instance_count,
-                kind=serving.kind,
-            )
-        )
-        summary[name] = {
-            "triton_model": cfg.triton_name(precision),
-            "production": production.version,
-            "staging": staging,
-        }
     spec = RepositorySpec(
         classifiers=tuple(models),
         ensemble_target=cfg.triton_name(cfg.ensemble_target),
@@ -125,25 +155,27 @@ def desired_spec(cfg: RegistryConfig, serving: ServingConfig, cache: Path) -> tu
         top_k=serving.top_k,
         max_image_bytes=serving.max_image_bytes,
         max_image_pixels=serving.max_image_pixels,
+        preprocess_max_batch=serving.preprocess_max_batch,
+        postprocess_max_batch=serving.postprocess_max_batch,
+        python_queue_delay_us=serving.python_queue_delay_us,
     )
     spec.validate()
     return spec, summary
 
 
 def sync(
-    cfg: RegistryConfig,
-    serving: ServingConfig,
+    params: Params,
     repository: Path,
     cache: Path,
     server_url: str | None = None,
     header: tuple[str, str] | None = None,
 ) -> dict:
     """Write ``repository`` from the registry; with ``server_url``, roll the live server over too."""
-    from serving import control
-    from serving.repository import build_repository, read_deployed_spec
+    from serving.repository.build import build_repository, read_deployed_spec
+    from serving.rollout.apply import apply
 
-    spec, summary = desired_spec(cfg, serving, cache)
+    spec, summary = desired_spec(params, cache)
     if server_url:
-        phases = control.apply(server_url, read_deployed_spec(repository), spec, header, repository)
+        phases = apply(server_url, read_deployed_spec(repository), spec, header, repository)
         return {"models": summary, "changed": bool(phases), "phases": phases}
     return {"models": summary, "changed": build_repository(spec, repository)}

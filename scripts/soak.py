@@ -64,7 +64,7 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 
 
 async def send_one(client, blob: bytes, record: Request, policy, rng) -> None:
-    from client.transport import classify
+    from client.core.transport import classify
 
     while True:
         record.attempts += 1
@@ -85,8 +85,8 @@ async def load(endpoint, blobs: list[bytes], rate: float, seconds: float, record
     """Open loop at ``rate``/s for ``seconds``; returns how many requests were still open at the end."""
     import random
 
-    from client.engine import RetryPolicy
-    from client.transport import AsyncTriton
+    from client.core.request_loop import RetryPolicy
+    from client.core.transport import AsyncTriton
 
     policy, rng = RetryPolicy(deadline_s=60.0), random.Random(0)
     async with AsyncTriton(endpoint, conn_limit=64) as client:
@@ -114,11 +114,11 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("reports/soak.json"))
     args = p.parse_args()
 
-    from client.transport import Endpoint
+    from client.core.transport import Endpoint
+    from common.params import Params, RegistryConfig
     from registry import store
-    from registry.config import RegistryConfig
-    from registry.sync import ServingConfig, sync
-    from serving.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig, free_ports
+    from registry.sync import sync
+    from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig, free_ports
 
     blobs = [f.read_bytes() for f in sorted(args.images.rglob("*.*"))[:200]]
     if not blobs:
@@ -148,8 +148,8 @@ def main() -> int:
     v1 = store.client().get_model_version(name, "1")
     store.client().create_model_version(name, v1.source, run_id=v1.run_id, tags=dict(v1.tags))
     store.promote(name, "production", 1)
-    serving, repo, cache = ServingConfig(), work / "model_repository", work / "cache"
-    sync(cfg, serving, repo, cache)
+    params, repo, cache = Params(profile="soak", registry=cfg), work / "model_repository", work / "cache"
+    sync(params, repo, cache)
 
     http, grpc, metrics = free_ports(3)
     header = (ADMIN_HEADER, secrets.token_hex(8))
@@ -188,7 +188,7 @@ def main() -> int:
                 window.detail = store.promote(name, "production", 2)
             else:
                 window.detail = store.rollback(name)
-            out = await asyncio.to_thread(sync, cfg, serving, repo, cache, server.url_grpc, header)
+            out = await asyncio.to_thread(sync, params, repo, cache, server.url_grpc, header)
             window.end, window.detail["phases"] = time.monotonic(), out["phases"]
 
     async def run() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,41 @@ def make_image_folder(root: Path, per_class: dict[str, int], classes=CLASSES, si
                 img = np.clip(base + rng.normal(0, 40, (*size[::-1], 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(img).save(folder / f"{i:04d}.{'png' if i % 2 else 'jpg'}")
     return root
+
+
+def export_tiny_wrn(path: Path, seed: int) -> Path:
+    """A WRN-10-1 with non-trivial BatchNorm statistics, exported with a dynamic batch dimension."""
+    import torch
+
+    from training.model import WideResNet
+
+    torch.manual_seed(seed)
+    model = WideResNet(10, 1)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(16, 3, 32, 32))
+    model.eval()
+    batch = torch.export.Dim("batch", min=1, max=256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (torch.zeros(2, 3, 32, 32),),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: batch}},
+            dynamo=True,
+            verbose=False,
+        )
+    program.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One WRN-10-1 classifier as ONNX: predictions arbitrary but deterministic; the serving path real."""
+    return export_tiny_wrn(tmp_path_factory.mktemp("tiny-onnx") / "wrn.onnx", seed=3)
 
 
 @pytest.fixture
@@ -62,7 +98,7 @@ def reference_weights() -> Path:
 @pytest.fixture(scope="session")
 def prepared_mirror(mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The mirror run through the project's own ``prepare`` stage, once per test session."""
-    from common.config import DataConfig
+    from common.params import DataConfig
     from training.prepare import prepare
 
     out = tmp_path_factory.mktemp("mirror") / "prepared"
@@ -79,7 +115,7 @@ def tar_folder(src: Path, dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def small_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic data through the real prepare stage: 300 train (40 val), 20 test images."""
-    from common.config import DataConfig
+    from common.params import DataConfig
     from training.prepare import prepare
 
     tmp = tmp_path_factory.mktemp("small")
@@ -98,7 +134,7 @@ def small_weights(small_prepared: Path, tmp_path_factory: pytest.TempPathFactory
     import torch
     import torch.nn.functional as F
 
-    from common.config import DataConfig
+    from common.params import DataConfig
     from training.augment import normalize_batch
     from training.checkpoint import model_metadata, save_weights
     from training.model import WideResNet
@@ -129,8 +165,7 @@ def small_export(small_prepared: Path, small_weights: Path, tmp_path_factory: py
 
     Returns (export folder, tracking URI); tests that register from it point MLflow at that URI.
     """
-    from common.config import DataConfig
-    from export.config import ExportConfig
+    from common.params import DataConfig, ExportConfig
     from export.stage import export_model
 
     tmp = tmp_path_factory.mktemp("small_export")
@@ -157,7 +192,7 @@ def reference_test_logits(prepared_mirror: Path, reference_weights: Path) -> np.
     """PyTorch logits of the reference weights on the mirror's 5,000 test images (no TTA), once."""
     import torch
 
-    from common.config import DataConfig
+    from common.params import DataConfig
     from training.checkpoint import load_model
     from training.engine import predict_logits
 
@@ -174,8 +209,7 @@ def reference_export(
     Returns (export folder, manifest, tracking URI). Exporting WRN-28-10 costs minutes on 2 cores,
     so every test that needs the served reference model shares this one export.
     """
-    from common.config import DataConfig
-    from export.config import ExportConfig
+    from common.params import DataConfig, ExportConfig
     from export.stage import export_model
 
     tmp = tmp_path_factory.mktemp("refexp")
@@ -190,9 +224,9 @@ def reference_export(
 
 def fp32_tolerance() -> float:
     """The largest |Δlogit| the export promises between ONNX fp32 and PyTorch (params.yaml)."""
-    from export.config import load_export_config
+    from common.params import load_params
 
-    return load_export_config(ROOT / "params.yaml").tolerances["fp32"].max_abs_logit
+    return load_params(ROOT / "params.yaml").export.tolerances["fp32"].max_abs_logit
 
 
 def near_ties(logits: np.ndarray, margin: float) -> np.ndarray:
@@ -203,7 +237,7 @@ def near_ties(logits: np.ndarray, margin: float) -> np.ndarray:
 
 def mirror_row(prepared: Path, path: Path) -> int:
     """Row of ``test_x.npy`` that ``test_images/<class>/NNNN.ext`` was written from (see prepare)."""
-    from common.config import DataConfig
+    from common.params import DataConfig
 
     labels = np.load(prepared / "test_y.npy")
     label = DataConfig().classes.index(path.parent.name)

@@ -29,7 +29,7 @@ def _file(path: Path, what: str) -> Callable[[], str | None]:
 
 
 def _triton() -> str | None:
-    from serving.triton_env import TritonNotFoundError, find_tritonserver, server_env
+    from serving.server.environment import TritonNotFoundError, find_tritonserver, server_env
 
     try:
         server_env(find_tritonserver())

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from common.config import DataConfig, TrainConfig
+from common.params import DataConfig, TrainConfig
 
 
 def train_transform(cfg: TrainConfig, data: DataConfig) -> v2.Compose:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from common.cli import run_cli, setup_logging
-from common.config import load_params
+from common.params import load_params
 
 
 def _parser(description: str) -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from common.config import DataConfig, TrainConfig
+from common.params import DataConfig, TrainConfig
 from training.augment import normalize_batch
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.config import DataConfig
 from common.fsutil import atomic_path, write_json
 from common.metrics import classification_summary, confusion_title, plot_confusion
+from common.params import DataConfig
 from training.checkpoint import load_model
 from training.engine import predict_logits
 

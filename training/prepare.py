@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.config import DataConfig
 from common.fsutil import atomic_dir, sha256_file
+from common.params import DataConfig
 from training.sources import (
     OFFICIAL_MD5,
     OFFICIAL_URL,

@@ -20,14 +20,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from common import exit_codes
+from common.exit_codes import ExitError
+
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
-class DataError(RuntimeError):
-    """The source is unusable; the message names the file, folder or URL at fault."""
+class DataError(ExitError):
+    """The source is unusable; the message names the file, folder or URL at fault (exit code 2)."""
+
+    exit_code = exit_codes.USAGE
+
+
+class SourceUnreachable(DataError):
+    """The download failed: the network or the server, not the data (exit code 3)."""
+
+    exit_code = exit_codes.UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,7 @@ def download(url: str, dest: Path, md5: str, timeout: float = 60.0) -> Path:
                 out.write(block)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         tmp.unlink(missing_ok=True)
-        raise DataError(
+        raise SourceUnreachable(
             f"could not download {url}: {exc}. Without internet access, point CIFAR10_SOURCE (or "
             "data.source in params.yaml) at a local image-folder archive."
         ) from exc

@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from common import tracking
-from common.config import Params
 from common.fsutil import atomic_path, write_json
+from common.params import Params
 from training.augment import ArrayDataset, balanced_subset, train_transform
 from training.checkpoint import load_checkpoint, model_metadata, save_checkpoint, save_weights
 from training.engine import build_optimizer, lr_factor, predict_logits, train_epoch
@@ -63,8 +63,8 @@ def fingerprint(params: Params, data_digest: str) -> str:
 def _start_run(params: Params, run_id: str | None, digest: str, n_params: int, n_train: int, source: str):
     import mlflow
 
-    tracking.ensure_experiment(params.experiment)
-    mlflow.set_experiment(params.experiment)
+    tracking.ensure_experiment(params.mlflow.experiment)
+    mlflow.set_experiment(params.mlflow.experiment)
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else f"train-{params.profile}")
     if run_id is None:
         flat = {f"model.{k}": v for k, v in dataclasses.asdict(params.model).items()}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.embedded import free_ports
+from serving.server.embedded import free_ports
 from tests.conftest import CLASSES, make_image_folder
 from tests.prerequisites import need
 
@@ -29,33 +29,14 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def tritonserver() -> Path:
     """The ``tritonserver`` binary; skips where it (or a shared libpython) is missing, fails in CI."""
-    from serving.embedded import find_tritonserver
+    from serving.server.embedded import find_tritonserver
 
     need("triton")
     return find_tritonserver()
 
 
-@pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch")
-    from training.model import WideResNet
-
-    torch.manual_seed(0)
-    model = WideResNet(10, 1).eval()
-    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    torch.onnx.export(
-        model,
-        (torch.zeros(2, 3, 32, 32),),
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=256)}},
-        dynamo=True,
-    ).save(str(path))
-    return path
-
-
 def make_spec(onnx: Path, versions: tuple[int, ...] = (1, PRODUCTION), production: int = PRODUCTION):
-    from serving.spec import RepositorySpec, ServedModel, ServedVersion
+    from serving.repository.spec import RepositorySpec, ServedModel, ServedVersion
 
     model = ServedModel(
         name="wrn_fp32",
@@ -72,7 +53,7 @@ def make_spec(onnx: Path, versions: tuple[int, ...] = (1, PRODUCTION), productio
 
 
 def server_config(repo: Path, log_dir: Path, ort_threads: int | None = 1):
-    from serving.embedded import ServerConfig
+    from serving.server.embedded import ServerConfig
 
     http, grpc, metrics = free_ports(3)
     return ServerConfig(
@@ -88,8 +69,8 @@ def server_config(repo: Path, log_dir: Path, ort_threads: int | None = 1):
 
 def start_server(tritonserver: Path, onnx: Path | None, tmp: Path, ort_threads: int | None = 1):
     """A started, ready :class:`EmbeddedServer` on ``tmp/repo`` (built from ``onnx`` if given)."""
-    from serving.embedded import EmbeddedServer
-    from serving.repository import build_repository
+    from serving.repository.build import build_repository
+    from serving.server.embedded import EmbeddedServer
 
     if onnx is not None:
         build_repository(make_spec(onnx), tmp / "repo")

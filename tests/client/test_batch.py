@@ -72,13 +72,13 @@ def test_bytes_and_tensor_predictions_agree(triton, labelled_images):
     """
     import math
 
-    from client.batch import BatchConfig, run_batch
-    from client.images import discover
-    from client.transport import Endpoint
-    from export.config import load_export_config
+    from client.core.images import discover
+    from client.core.transport import Endpoint
+    from client.jobs.folder_batch import BatchConfig, run_batch
+    from common.params import load_params
     from tests.prerequisites import ROOT
 
-    tol = load_export_config(ROOT / "params.yaml").tolerances["fp32"].max_abs_logit
+    tol = load_params(ROOT / "params.yaml").export.tolerances["fp32"].max_abs_logit
     bound = math.expm1(2 * tol) + 2e-6  # + the 6-decimal rounding of each recorded probability
     endpoint = Endpoint("http", triton.http_endpoint, triton.url_grpc, request_timeout_s=10)
     items = discover(labelled_images)

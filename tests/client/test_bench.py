@@ -49,7 +49,7 @@ def _row(protocol: str, concurrency: int, rps: float, p99: float) -> dict:
 
 
 def test_notes_read_saturation_from_the_numbers():
-    from client.bench import notes
+    from client.tools.load_bench import notes
 
     server = [
         _row("http", 1, 100.0, 10.0), _row("http", 2, 180.0, 11.0), _row("http", 4, 181.0, 22.0),

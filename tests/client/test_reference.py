@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import DataConfig
+from common.params import DataConfig
 from tests.client.conftest import cli_args, start_server
 from tests.client.test_cli import run_cli
 from tests.conftest import assert_served_like_pytorch
@@ -29,9 +29,9 @@ def test_reference_model_via_offline_eval(
 ):
     import mlflow
 
-    from registry.config import RegistryConfig
+    from common.params import Params, RegistryConfig
     from registry.store import promote, register_manifest
-    from registry.sync import ServingConfig, sync
+    from registry.sync import sync
 
     folder, _, uri = reference_export
     # A private copy of the export's store (its artifacts stay where they are, read-only), so this
@@ -47,7 +47,7 @@ def test_reference_model_via_offline_eval(
         rows = register_manifest(Path(folder) / "manifest.json", cfg)
         version = next(r["version"] for r in rows if r["name"] == NAME)
         promote(NAME, "production", version)
-        sync(cfg, ServingConfig(), tmp_path / "repo", tmp_path / "cache")
+        sync(Params(profile="test", registry=cfg), tmp_path / "repo", tmp_path / "cache")
 
         server = start_server(tritonserver, None, tmp_path, ort_threads=None)
         try:

@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from client import images, promscrape
-from client.batch import BatchConfig, run_batch, write_outputs
-from client.engine import RetryPolicy
-from client.transport import Endpoint
+from client.core import images
+from client.core.request_loop import RetryPolicy
+from client.core.transport import Endpoint
+from client.jobs.folder_batch import BatchConfig, run_batch, write_outputs
+from common import prom_text as promscrape
 from tests.client.conftest import start_server
 from tests.client.test_batch import read_rows
 
@@ -36,7 +37,7 @@ def test_batch_survives_server_restart(tritonserver, tiny_onnx, tmp_path, protoc
     import os
     import signal
 
-    from serving.embedded import EmbeddedServer
+    from serving.server.embedded import EmbeddedServer
 
     server = start_server(tritonserver, tiny_onnx, tmp_path)
     restarted = None

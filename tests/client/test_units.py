@@ -12,17 +12,20 @@ import pytest
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from client import images, promscrape
-from client.engine import RetryPolicy, run_all
-from client.errors import UsageError
-from client.transport import classify
+from client.core import images
+from client.core.errors import UsageError
+from client.core.request_loop import RetryPolicy, run_all
+from client.core.transport import classify
+from common import prom_text as promscrape
+from tests.conftest import CLASSES
 
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 FAST = RetryPolicy(deadline_s=2.0, initial_backoff_s=0.01, max_backoff_s=0.05)
 
 
 def test_discover_labelled_flat_and_bad_layout(tmp_path, labelled_images):
     items = images.discover(labelled_images)
-    assert len(items) == 40 and {i.label for i in items} == set(images.DEFAULT_CLASSES)
+    assert len(items) == 40 and {i.label for i in items} == set(CLASSES)
     assert len(images.discover(labelled_images, per_class=2)) == 20
     sample = images.discover(labelled_images, limit=7, seed=3)
     assert len(sample) == 7 and sample == images.discover(labelled_images, limit=7, seed=3)
@@ -33,8 +36,10 @@ def test_discover_labelled_flat_and_bad_layout(tmp_path, labelled_images):
     assert [i.label for i in images.discover(flat)] == [None]
 
     (tmp_path / "bad" / "giraffe").mkdir(parents=True)
+    (tmp_path / "bad" / "giraffe" / "g.png").write_bytes(b"x")
     with pytest.raises(UsageError, match="giraffe"):
-        images.discover(tmp_path / "bad")
+        images.discover(tmp_path / "bad", classes=CLASSES)
+    assert [i.label for i in images.discover(tmp_path / "bad")] == ["giraffe"]  # checked against the server
     with pytest.raises(UsageError, match="not found"):
         images.discover(tmp_path / "missing")
 
@@ -43,15 +48,13 @@ def test_to_tensor_matches_the_documented_normalisation():
     rgb = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "PNG")
-    x = images.to_tensor(buf.getvalue())
-    expected = (rgb.transpose(2, 0, 1) / 255.0 - np.array(images.MEAN)[:, None, None]) / np.array(images.STD)[
-        :, None, None
-    ]
+    x = images.to_tensor(buf.getvalue(), MEAN, STD)
+    expected = (rgb.transpose(2, 0, 1) / 255.0 - np.array(MEAN)[:, None, None]) / np.array(STD)[:, None, None]
     assert x.shape == (3, 32, 32) and x.dtype == np.float32
     np.testing.assert_allclose(x, expected, atol=1e-5)
     big = io.BytesIO()
     Image.fromarray(rgb).resize((64, 48)).save(big, "JPEG")
-    assert images.to_tensor(big.getvalue()).shape == (3, 32, 32)
+    assert images.to_tensor(big.getvalue(), MEAN, STD).shape == (3, 32, 32)
 
 
 def test_unreadable_and_unsupported_images():
@@ -63,7 +66,7 @@ def test_unreadable_and_unsupported_images():
     Image.new("RGB", (8, 8)).save(gif, "GIF")
     with pytest.raises(images.UnreadableImage):
         images.check_encoded(gif.getvalue())  # the server's preprocess only decodes PNG/JPEG
-    assert images.to_tensor(gif.getvalue()).shape == (3, 32, 32)  # tensor mode decodes it here
+    assert images.to_tensor(gif.getvalue(), MEAN, STD).shape == (3, 32, 32)  # tensor mode decodes it here
 
 
 def test_softmax_topk_ranks_like_the_server():
@@ -204,7 +207,7 @@ def test_confusion_command_from_csv(tmp_path, capsys):
 
 
 def test_oversized_files_are_refused_before_they_are_read_or_decoded(tmp_path):
-    from client.images import MAX_IMAGE_BYTES, ImageItem, UnreadableImage, check_encoded, to_tensor
+    from client.core.images import MAX_IMAGE_BYTES, ImageItem, UnreadableImage, check_encoded, to_tensor
     from tests.conftest import huge_png
 
     big = tmp_path / "big.png"
@@ -216,6 +219,6 @@ def test_oversized_files_are_refused_before_they_are_read_or_decoded(tmp_path):
         (huge_png(5_000, 5_000), "too large: 5000x5000 pixels > 16,777,216"),  # our limit
         (huge_png(40_000, 40_000), "too large: Image size"),  # beyond PIL's own: refused at open()
     ):
-        for check in (check_encoded, to_tensor):
+        for check in (check_encoded, lambda b: to_tensor(b, MEAN, STD)):
             with pytest.raises(UnreadableImage, match=message):
                 check(blob)

@@ -18,18 +18,17 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from common.config import DataConfig
+from common.params import DataConfig, Params, RegistryConfig, ServingConfig
 from export import onnx_io
 from registry import store
-from registry.config import RegistryConfig
-from registry.sync import ServingConfig, sync
-from serving.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig
+from registry.sync import sync
+from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig
 from tests.conftest import assert_served_like_pytorch, fp32_tolerance
 from tests.serving.conftest import free_ports, triton_or_skip
 from training.augment import normalize_batch
 
 pytestmark = pytest.mark.triton
-SERVING = ServingConfig(max_batch_size=64, preferred_batch_sizes=(8, 32), max_queue_delay_us=1000)
+SERVING = ServingConfig(preferred_batch_sizes=(8, 32), max_queue_delay_us=1000)
 
 
 class Stack:
@@ -46,7 +45,8 @@ class Stack:
         for form in serve:  # sync serves what production names, and nothing without it
             store.promote(self.cfg.registered_name(form), "production", 1)
         self.repo, self.cache = tmp / "model_repository", tmp / "cache"
-        sync(self.cfg, SERVING, self.repo, self.cache)
+        self.params = Params(profile="test", registry=self.cfg, serving=SERVING)
+        sync(self.params, self.repo, self.cache)
         http, grpc, metrics = free_ports(3)
         self.header = (ADMIN_HEADER, secrets.token_hex(8))
         self.server = (
@@ -68,7 +68,7 @@ class Stack:
         self.grpc = grpcclient.InferenceServerClient(self.server.url_grpc.removeprefix("grpc://"))
 
     def roll(self) -> dict:
-        return sync(self.cfg, SERVING, self.repo, self.cache, self.server.url_grpc, self.header)
+        return sync(self.params, self.repo, self.cache, self.server.url_grpc, self.header)
 
     def routed_version(self) -> int:
         config = self.http.get_model_config("cifar10")

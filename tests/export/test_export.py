@@ -8,9 +8,8 @@ import onnx
 import pytest
 import torch
 
-from common.config import DataConfig
+from common.params import DataConfig, ExportConfig, Tolerance, load_params
 from export import onnx_io, tensorrt_engine
-from export.config import ExportConfig, Tolerance, load_export_config
 from export.parity import compare
 from export.stage import ExportError, export_model
 from training.checkpoint import WeightsError, model_metadata, save_weights
@@ -144,9 +143,9 @@ def test_unknown_precision_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown precision"):
         ExportConfig(precisions=("fp32", "fp8"))
     params = tmp_path / "params.yaml"
-    params.write_text("export:\n  tolerances:\n    bf16: {min_agreement: 1}\n")
+    params.write_text("profiles: {cpu: {}}\nexport:\n  tolerances:\n    bf16: {min_agreement: 1}\n")
     with pytest.raises(ValueError, match="unknown precision 'bf16'"):
-        load_export_config(params)
+        load_params(params)
 
 
 @pytest.mark.gpu

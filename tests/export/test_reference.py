@@ -8,7 +8,7 @@ against PyTorch on the same 5,000 images, within the tolerances the export itsel
 import numpy as np
 import pytest
 
-from export.config import load_export_config
+from common.params import load_params
 from tests.conftest import ROOT, fp32_tolerance, near_ties
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
@@ -31,5 +31,5 @@ def test_fp32_and_int8_onnx_keep_accuracy_on_5000_test_images(
     fragile = int(near_ties(reference_test_logits, 2 * fp32_tolerance()).sum())
     assert abs(round(measured["fp32"]["accuracy"] * 5000) - torch_correct) <= fragile
     # int8 keeps what its gate promises (params.yaml), here on the test split too.
-    drop = load_export_config(ROOT / "params.yaml").tolerances["int8"].max_accuracy_drop
+    drop = load_params(ROOT / "params.yaml").export.tolerances["int8"].max_accuracy_drop
     assert measured["int8"]["accuracy"] >= torch_correct / 5000 - drop

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.prerequisites import need
-from tests.serving.conftest import CLASSES, export_tiny_wrn, launch  # noqa: F401 - fixture re-export
+from tests.serving.conftest import CLASSES, launch  # noqa: F401 - fixture re-export
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
@@ -32,12 +32,6 @@ def promtool() -> str:
 def prometheus_bin() -> str:
     need("prometheus")
     return shutil.which("prometheus")
-
-
-@pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One random WRN-10-1 classifier; its predictions are arbitrary but deterministic."""
-    return export_tiny_wrn(tmp_path_factory.mktemp("mon-onnx") / "wrn.onnx", seed=3)
 
 
 @pytest.fixture

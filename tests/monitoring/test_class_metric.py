@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.configs import postprocess_config
-from serving.spec import RepositorySpec, ServedModel, ServedVersion, SpecError, spec_from_dict, spec_to_dict
+from serving.repository.model_configs import postprocess_config
+from serving.repository.spec import (
+    RepositorySpec,
+    ServedModel,
+    ServedVersion,
+    SpecError,
+    spec_from_dict,
+    spec_to_dict,
+)
 from tests.serving.conftest import CLASSES, MEAN, STD
 from tests.serving.test_python_models import PACKAGE, FakeFamily, FakeTensor, load, pb_utils  # noqa: F401
 
@@ -14,7 +21,9 @@ from tests.serving.test_python_models import PACKAGE, FakeFamily, FakeTensor, lo
 def make(tmp_path, **kw) -> RepositorySpec:
     artifact = tmp_path / "model.onnx"
     artifact.write_bytes(b"onnx")
-    model = ServedModel("wrn_fp32", "onnxruntime", (ServedVersion(1, artifact),), production=1)
+    model = ServedModel(
+        "wrn_fp32", "onnxruntime", (ServedVersion(1, artifact),), production=1, max_batch_size=64
+    )
     return RepositorySpec((model,), "wrn_fp32", CLASSES, MEAN, STD, **kw)
 
 

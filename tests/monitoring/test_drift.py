@@ -1,4 +1,4 @@
-"""``client.drift`` without Triton: the PSI, every exit code, and both data sources (stubbed)."""
+"""``monitoring.drift`` without Triton: the PSI, every exit code, and both data sources (stubbed)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import urllib.parse
 
 import pytest
 
-from client import drift
+from monitoring import drift, drift_cli
 from tests.monitoring.conftest import CLASSES, ROOT, metrics_text
 from tests.serving.conftest import free_ports
 
@@ -54,7 +54,7 @@ def test_reference_from_meta_json_and_its_failures(tmp_path, reference_file):
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = drift.main(list(argv))
+    code = drift_cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -75,16 +75,16 @@ def test_balanced_counts_pass_and_skewed_counts_fail(http_stub, reference_file, 
     # a higher threshold accepts the same counts; a filter that matches nothing has nothing to judge
     assert _run(capsys, *args, "--threshold", "1000")[0] == 0
     code, _, err = _run(capsys, *args, "--version", "7")
-    assert code == 4 and err.startswith("error: too few predictions")
+    assert code == 7 and err.startswith("error: too few predictions")
 
 
 def test_too_few_predictions_exit_4(http_stub, reference_file, capsys):
     url = http_stub(lambda path: (200, "text/plain", metrics_text({"cat": 20})))
     code, _, err = _run(capsys, "--metrics-url", f"{url}/metrics", "--reference", str(reference_file))
-    assert code == 4 and "need 200" in err and "wrn_fp32 v1: 20" in err
+    assert code == 7 and "need 200" in err and "wrn_fp32 v1: 20" in err
     empty = http_stub(lambda path: (200, "text/plain", metrics_text({})))
     code, _, err = _run(capsys, "--metrics-url", f"{empty}/metrics", "--reference", str(reference_file))
-    assert code == 4
+    assert code == 7
     args = ["--metrics-url", f"{url}/metrics", "--reference", str(reference_file), "--min-count", "10"]
     assert _run(capsys, *args)[0] == 1
 
@@ -136,7 +136,7 @@ def test_not_a_metrics_page_is_a_source_error(http_stub, reference_file, capsys)
 
 
 def test_standalone_command_gives_one_line_errors(reference_file, tmp_path):
-    """``python -m client.drift`` as a user runs it: exit codes 3 and 2, no traceback."""
+    """``python -m monitoring.drift_cli`` as a user runs it: exit codes 3 and 2, no traceback."""
     (port,) = free_ports(1)  # nothing listens there
     cases = [
         (["--metrics-url", f"http://127.0.0.1:{port}/metrics", "--reference", str(reference_file)], 3,
@@ -146,7 +146,7 @@ def test_standalone_command_gives_one_line_errors(reference_file, tmp_path):
         (["--reference", str(tmp_path / "nope.json")], 2, "error: reference file not found"),
     ]  # fmt: skip
     for argv, code, message in cases:
-        command = [sys.executable, "-m", "client.drift", *argv]
+        command = [sys.executable, "-m", "monitoring.drift_cli", *argv]
         proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert proc.returncode == code, proc.stderr
         assert proc.stderr.startswith(message) and len(proc.stderr.strip().splitlines()) == 1
@@ -156,9 +156,9 @@ def test_standalone_command_gives_one_line_errors(reference_file, tmp_path):
 def test_add_parser_wires_a_drift_subcommand():
     parser = argparse.ArgumentParser(prog="client")
     sub = parser.add_subparsers(dest="command", required=True)
-    drift.add_parser(sub)
+    drift_cli.add_parser(sub)
     args = parser.parse_args(["drift", "--threshold", "0.5", "--prometheus", "http://p:9090"])
-    assert args.command == "drift" and args.func is drift.run and args.threshold == 0.5
+    assert args.command == "drift" and args.func is drift_cli.run and args.threshold == 0.5
     with pytest.raises(SystemExit):  # one source or the other
         parser.parse_args(
             ["drift", "--prometheus", "http://p:9090", "--metrics-url", "http://t:8002/metrics"]

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from common.params import RegistryConfig
 from registry import store
-from registry.config import RegistryConfig, alias_for
+from registry.aliases import alias_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -181,8 +182,9 @@ def test_cli_promote_with_stage_and_clear_exit_codes(registry, tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["alias"] == "production"
     missing = cli("promote", "--precision", "fp16", "--version", "1")
-    assert missing.returncode == 2 and "error:" in missing.stderr and "fp16" in missing.stderr
-    assert cli("rollback").returncode == 2
+    # the project-wide exit codes: 5 = no such model, version or alias
+    assert missing.returncode == 5 and "error:" in missing.stderr and "fp16" in missing.stderr
+    assert cli("rollback").returncode == 5
 
 
 def test_cli_exit_3_when_the_registry_is_unreachable(tmp_path):

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from common.params import Params, RegistryConfig, ServingConfig
 from registry import store
-from registry.config import RegistryConfig
-from registry.sync import ServingConfig, sync
+from registry.sync import ServingSettingError, sync
 from registry.tags import TagError
 
-SERVING = ServingConfig(max_batch_size=64, preferred_batch_sizes=(8, 32))
+SERVING = ServingConfig(preferred_batch_sizes=(8, 32))
 
 
 def tree_digest(root: Path) -> str:
@@ -33,12 +33,18 @@ def synced(small_export, monkeypatch, tmp_path):
     """A registry with fp32 v1 in production and a repository synced from it."""
     folder, uri = small_export
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    cfg = RegistryConfig(model_prefix=f"s{uuid.uuid4().hex[:8]}", serve=("fp32",), ensemble_target="fp32")
-    store.register_manifest(folder / "manifest.json", cfg)
-    name = cfg.registered_name("fp32")
+    cfg = Params(
+        profile="test",
+        registry=RegistryConfig(
+            model_prefix=f"s{uuid.uuid4().hex[:8]}", serve=("fp32",), ensemble_target="fp32"
+        ),
+        serving=SERVING,
+    )
+    store.register_manifest(folder / "manifest.json", cfg.registry)
+    name = cfg.registry.registered_name("fp32")
     store.promote(name, "production", 1)
     repo, cache = tmp_path / "model_repository", tmp_path / "cache"
-    assert sync(cfg, SERVING, repo, cache)["changed"] is True
+    assert sync(cfg, repo, cache)["changed"] is True
     return cfg, name, repo, cache
 
 
@@ -61,7 +67,7 @@ def test_a_traversal_tag_touches_nothing_outside_the_cache(synced, tmp_path, pla
     version = add_version(name, file=planted, sha256="0" * 64)  # a wrong hash would unlink the file
     store.promote(name, "production", version)
     with pytest.raises(TagError, match=r"tag file=.* is not a plain artifact file name"):
-        sync(cfg, SERVING, repo, cache)
+        sync(cfg, repo, cache)
     assert victim.read_text() == "precious"
     assert not (cache / name / str(version)).exists()  # refused before any download
     assert tree_digest(repo) == before
@@ -78,7 +84,7 @@ def test_a_symlink_planted_in_the_cache_is_refused_not_followed(synced, tmp_path
     (folder / filename).symlink_to(victim)
     store.promote(name, "production", version)
     with pytest.raises(store.RegistryError):
-        sync(cfg, SERVING, repo, cache)
+        sync(cfg, repo, cache)
     assert victim.read_text() == "precious"
 
 
@@ -92,7 +98,7 @@ def test_malformed_version_tags_stop_the_sync(synced, tags):
     before = tree_digest(repo)
     store.promote(name, "production", add_version(name, **tags))
     with pytest.raises(TagError):
-        sync(cfg, SERVING, repo, cache)
+        sync(cfg, repo, cache)
     assert tree_digest(repo) == before
 
 
@@ -101,11 +107,11 @@ def test_malformed_model_tags_stop_the_sync(synced):
     before = tree_digest(repo)
     store.client().set_registered_model_tag(name, "input", "input; rm -rf /")
     with pytest.raises(TagError, match="not a valid tensor name"):
-        sync(cfg, SERVING, repo, cache)
+        sync(cfg, repo, cache)
     store.client().set_registered_model_tag(name, "input", "input")
     store.client().set_registered_model_tag(name, "classes", '["a", 3]')
     with pytest.raises(TagError, match="must list str values"):
-        sync(cfg, SERVING, repo, cache)
+        sync(cfg, repo, cache)
     assert tree_digest(repo) == before
 
 
@@ -115,7 +121,7 @@ def test_a_missing_production_alias_stops_the_sync_and_leaves_the_repository(syn
     add_version(name)  # a newer version exists: the old code would have served it
     store.client().delete_registered_model_alias(name, "production")
     with pytest.raises(store.RegistryError, match="has no alias 'production'"):
-        sync(cfg, SERVING, repo, cache)
+        sync(cfg, repo, cache)
     assert tree_digest(repo) == before
 
 
@@ -128,7 +134,7 @@ def test_an_unreachable_registry_stops_the_sync_and_leaves_the_repository(synced
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     with pytest.raises(store.RegistryUnavailable):
-        sync(cfg, SERVING, repo, cache)
+        sync(cfg, repo, cache)
     assert tree_digest(repo) == before
 
 
@@ -137,5 +143,22 @@ def test_a_corrupt_cached_artifact_is_replaced_inside_the_cache(synced):
     cached = next((cache / name / "1").iterdir())
     cached.write_bytes(b"bit rot")
     shutil.rmtree(repo)
-    sync(cfg, SERVING, repo, cache)
+    sync(cfg, repo, cache)
     assert cached.read_bytes() != b"bit rot" and os.path.getsize(cached) > 1000
+
+
+def test_the_served_batch_limit_comes_from_the_version_and_a_larger_setting_is_refused(synced):
+    """One fact, one key: export.max_batch, recorded on the version, is what config.pbtxt promises."""
+    import dataclasses
+
+    from serving.repository.build import read_deployed_spec
+
+    cfg, name, repo, cache = synced
+    recorded = int(store.client().get_model_version(name, "1").tags["max_batch"])
+    assert read_deployed_spec(repo).target.max_batch_size == recorded
+    too_big = dataclasses.replace(cfg.serving, preferred_batch_sizes=(8, recorded + 1))
+    before = tree_digest(repo)
+    with pytest.raises(ServingSettingError) as refused:
+        sync(dataclasses.replace(cfg, serving=too_big), repo, cache)
+    assert f"[8, {recorded + 1}]" in str(refused.value) and f"max_batch {recorded}" in str(refused.value)
+    assert tree_digest(repo) == before

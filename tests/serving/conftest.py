@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import secrets
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,42 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.embedded import EmbeddedServer, ServerConfig, free_ports
-from serving.spec import RepositorySpec, ServedModel, ServedVersion
+from serving.repository.spec import RepositorySpec, ServedModel, ServedVersion
+from serving.server.embedded import EmbeddedServer, ServerConfig, free_ports
+from tests.conftest import export_tiny_wrn
 from tests.prerequisites import need
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 CLASSIFIER = "wrn_fp32"
-
-
-def export_tiny_wrn(path: Path, seed: int) -> Path:
-    """A WRN-10-1 with non-trivial BatchNorm statistics, exported with a dynamic batch dimension."""
-    torch = pytest.importorskip("torch")
-    from training.model import WideResNet
-
-    torch.manual_seed(seed)
-    model = WideResNet(10, 1)
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(16, 3, 32, 32))
-    model.eval()
-    batch = torch.export.Dim("batch", min=1, max=256)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model,
-            (torch.zeros(2, 3, 32, 32),),
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_shapes={"x": {0: batch}},
-            dynamo=True,
-            verbose=False,
-        )
-    program.save(str(path))
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +44,7 @@ def make_spec(
         backend="onnxruntime",
         versions=tuple(ServedVersion(v, p) for v, p in sorted(artifacts.items())),
         production=production,
+        max_batch_size=256,
         preferred_batch_sizes=(4, 8),
         max_queue_delay_us=1000,
     )

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from serving.control import ApplyError, apply
-from serving.repository import build_repository, read_deployed_spec
+from serving.repository.build import build_repository, read_deployed_spec
+from serving.rollout.apply import ApplyError, apply
 from tests.conftest import fp32_tolerance
 from tests.serving.conftest import (
     CLASSIFIER,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from serving import supervisor
-from serving.embedded import EmbeddedServer, ServerConfig, free_ports
-from serving.repository import build_repository
+from serving.repository.build import build_repository
+from serving.server import supervisor
+from serving.server.embedded import EmbeddedServer, ServerConfig, free_ports
 from tests.serving.conftest import make_spec, triton_or_skip
 
 pytestmark = pytest.mark.triton
@@ -93,7 +93,7 @@ def test_no_server_survives_its_killed_owner(repository, tmp_path):
         """
         import json, sys, time
         from pathlib import Path
-        from serving.embedded import EmbeddedServer, ServerConfig
+        from serving.server.embedded import EmbeddedServer, ServerConfig
         cfg = ServerConfig(**json.loads(sys.argv[1]))
         server = EmbeddedServer(cfg).start().wait_ready(120)
         print(json.dumps({"supervisor": server.process.pid, "triton": server.triton_pid}), flush=True)

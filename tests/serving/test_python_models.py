@@ -20,11 +20,11 @@ from google.protobuf import json_format
 from PIL import Image
 
 import serving
-from serving.configs import classifier_config, postprocess_config, preprocess_config
+from serving.repository.model_configs import classifier_config, postprocess_config, preprocess_config
 from tests.conftest import fp32_tolerance
 from tests.serving.conftest import encode, make_spec, pack, random_image, reference_preprocess
 
-PACKAGE = Path(serving.__file__).parent
+PACKAGE = Path(serving.__file__).parent / "triton"  # the code that runs inside Triton
 TYPES = {"TYPE_FP32": np.float32, "TYPE_UINT8": np.uint8, "TYPE_INT32": np.int32, "TYPE_STRING": np.object_}
 
 
@@ -179,7 +179,7 @@ def ort_model(pb_utils, spec, tmp_path):
     version_dir = tmp_path / "wrn" / "1"
     version_dir.mkdir(parents=True)
     (version_dir / "model.onnx").write_bytes(spec.target.versions[0].artifact.read_bytes())
-    config = classifier_config(spec.target, len(spec.classes))
+    config = classifier_config(spec.target, spec)
     return load(PACKAGE / "backends/onnxruntime/model.py", config, tmp_path / "wrn", name="wrn")
 
 
@@ -227,7 +227,7 @@ def test_ort_backend_rejects_bad_requests_individually(ort_model):
 def test_ort_backend_reports_a_corrupt_model_clearly(pb_utils, spec, tmp_path, corrupt_model):
     (tmp_path / "wrn" / "3").mkdir(parents=True)
     (tmp_path / "wrn" / "3" / "model.onnx").write_bytes(corrupt_model.read_bytes())
-    config = classifier_config(spec.target, len(spec.classes))
+    config = classifier_config(spec.target, spec)
     with pytest.raises(RuntimeError, match=r"cannot load wrn:3 from .*model\.onnx"):
         load(PACKAGE / "backends/onnxruntime/model.py", config, tmp_path / "wrn", version=3, name="wrn")
     with pytest.raises(FileNotFoundError, match="model file for wrn:4 not found"):

@@ -10,18 +10,18 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from serving import atomic
-from serving import repository as repo_mod
-from serving.configs import parse
-from serving.plan import rollout_plan
-from serving.repository import (
+from serving.repository import atomic_fs as atomic
+from serving.repository import build as repo_mod
+from serving.repository.build import (
     RepositoryError,
     build_repository,
     model_fingerprints,
     read_deployed_spec,
     repository_lock,
 )
-from serving.spec import ServedModel, ServedVersion, SpecError, spec_from_dict, spec_to_dict
+from serving.repository.model_configs import parse
+from serving.repository.spec import ServedModel, ServedVersion, SpecError, spec_from_dict, spec_to_dict
+from serving.rollout.plan import rollout_plan
 from tests.serving.conftest import CLASSES, CLASSIFIER, make_spec
 
 
@@ -99,7 +99,7 @@ def test_python_model_configs_carry_their_parameters(tmp_path, artifacts):
 
 
 def test_tensorrt_classifier_uses_plan_files(tmp_path, artifacts):
-    trt = ServedModel("wrn_trt", "tensorrt", (ServedVersion(3, artifacts[3]),), 3, kind="KIND_GPU")
+    trt = ServedModel("wrn_trt", "tensorrt", (ServedVersion(3, artifacts[3]),), 3, 64, kind="KIND_GPU")
     build_repository(make_spec({1: artifacts[1]}, production=1, extra=(trt,)), tmp_path / "repo")
     cfg = config(tmp_path / "repo", "wrn_trt")
     assert (cfg.platform, cfg.backend, cfg.default_model_filename) == (

@@ -14,9 +14,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from serving.embedded import EmbeddedServer, ServerConfig, ServerError
-from serving.repository import build_repository
-from serving.spec import ServedModel, ServedVersion
+from serving.repository.build import build_repository
+from serving.repository.spec import ServedModel, ServedVersion
+from serving.server.embedded import EmbeddedServer, ServerConfig, ServerError
 from tests.conftest import fp32_tolerance, huge_png
 from tests.serving.conftest import (
     CLASSIFIER,
@@ -36,7 +36,7 @@ SPARE = "wrn_spare"
 
 @pytest.fixture(scope="module")
 def server(launch, onnx_models, tmp_path_factory) -> EmbeddedServer:
-    spare = ServedModel(SPARE, "onnxruntime", (ServedVersion(1, onnx_models[2]),), 1)
+    spare = ServedModel(SPARE, "onnxruntime", (ServedVersion(1, onnx_models[2]),), 1, 256)
     repo = tmp_path_factory.mktemp("served") / "model_repository"
     build_repository(make_spec({1: onnx_models[1]}, production=1, extra=(spare,)), repo)
     return launch(repo)
@@ -229,7 +229,7 @@ def test_cli_serve_starts_and_stops_on_sigterm(tmp_path, server):
     cmd = [
         sys.executable,
         "-m",
-        "serving.cli",
+        "serving.server.cli",
         "serve",
         "--model-repository",
         str(server.config.model_repository),

@@ -1,0 +1,239 @@
+"""The one typed loader of ``params.yaml``: every section a frozen dataclass, unknown keys refused.
+
+Stages receive these dataclasses rather than raw dicts so that a typo in ``params.yaml`` fails at load
+time with the offending key named, instead of deep inside a training loop. Each package reads its own
+section (``params.export``, ``params.serving``, ...) from the :class:`Params` that
+:func:`load_params` returns, and no package parses ``params.yaml`` itself. One fact, one key: the
+classifier's maximum batch, for example, is ``export.max_batch`` only; the registry records it per
+version and ``sync`` writes it into ``config.pbtxt`` from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+SOURCE_ENV = "CIFAR10_SOURCE"
+PROFILE_ENV = "CIFAR10_PROFILE"
+ONNX_PRECISIONS = ("fp32", "fp16", "int8")
+ALL_PRECISIONS = (*ONNX_PRECISIONS, "trt_fp16")
+KINDS = ("KIND_CPU", "KIND_GPU")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "cifar10"
+    classes: tuple[str, ...] = (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    )  # fmt: skip
+    val_per_class: int = 500
+    seed: int = 0
+    mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+    std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+    archive_max_bytes: int = 2 << 30  # what a source archive may unpack to, checked before unpacking
+    archive_max_files: int = 250_000
+
+    def resolved_source(self) -> str:
+        """The data source after the environment override (CI points it at the offline mirror)."""
+        return os.environ.get(SOURCE_ENV) or self.source
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    depth: int = 28
+    width: int = 10
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 128
+    train_subset: int = 0
+    lr: float = 0.1
+    warmup_epochs: float = 1.0
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    crop_padding: int = 4
+    hflip: bool = True
+    trivial_augment: bool = False
+    cutout: int = 0
+    amp: str = "none"
+    channels_last: bool = False
+    num_workers: int = 0
+    seed: int = 0
+    eval_batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        if self.amp not in {"none", "bf16", "fp16"}:
+            raise ValueError(f"train.amp must be none, bf16 or fp16, got {self.amp!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("train.epochs and train.batch_size must be positive")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    tta_flip: bool = True
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    experiment: str = "cifar10-wrn"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A precision passes its parity gate when every bound that is set holds (None = not checked)."""
+
+    max_abs_logit: float | None = None
+    min_agreement: float | None = None
+    max_accuracy_drop: float | None = None
+
+
+DEFAULT_TOLERANCES = {
+    "fp32": Tolerance(max_abs_logit=1e-3, min_agreement=1.0),
+    "fp16": Tolerance(min_agreement=0.995),
+    "int8": Tolerance(max_accuracy_drop=0.005),
+    "trt_fp16": Tolerance(min_agreement=0.995),
+}
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """``max_batch`` is the classifier's batch limit: ONNX axis, TensorRT profile, served config."""
+
+    precisions: tuple[str, ...] = ONNX_PRECISIONS
+    required: tuple[str, ...] = ("fp32",)
+    opset: int = 18
+    max_batch: int = 256
+    parity_images: int = 1000
+    calibration_images: int = 512
+    accuracy_images: int = 0
+    tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.precisions) - set(ONNX_PRECISIONS))
+        if unknown:
+            raise ValueError(
+                f"unknown precision(s) {', '.join(unknown)}; choose from {', '.join(ONNX_PRECISIONS)}"
+            )
+        if self.opset < 17:
+            raise ValueError(f"export.opset must be 17 or newer, got {self.opset}")
+        if self.max_batch < 1:
+            raise ValueError("export.max_batch must be positive")
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """One registered model per served form (``cifar10-wrn-fp32`` ...), each one Triton model."""
+
+    model_prefix: str = "cifar10-wrn"
+    serve: tuple[str, ...] = ("fp32",)
+    ensemble_target: str = "fp32"
+
+    def registered_name(self, precision: str) -> str:
+        return f"{self.model_prefix}-{precision.replace('_', '-')}"
+
+    def triton_name(self, precision: str) -> str:
+        return f"wrn_{precision}"
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """How Triton serves; the classifiers' batch limit is not here but ``export.max_batch``."""
+
+    preferred_batch_sizes: tuple[int, ...] = (8, 32, 64)
+    max_queue_delay_us: int = 2000
+    instance_count: int = 1
+    kind: str = "KIND_CPU"
+    top_k: int = 3
+    max_image_bytes: int = 1 << 20
+    max_image_pixels: int = 4096 * 4096
+    preprocess_max_batch: int = 64  # decoding is the costly python step: one stub, bounded memory
+    postprocess_max_batch: int = 256
+    python_queue_delay_us: int = 500
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"serving.kind must be one of {KINDS}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Params:
+    """Everything ``params.yaml`` holds, with the active training profile already selected."""
+
+    profile: str
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+def from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "") -> T:
+    """Build a dataclass from a mapping, refusing keys it does not know (named with their section)."""
+    values = dict(values or {})
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown key(s) in {where or cls.__name__}: {', '.join(unknown)}")
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in values and isinstance(values[f.name], list):
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)
+
+
+def _export(raw: dict[str, Any] | None) -> ExportConfig:
+    raw = dict(raw or {})
+    tolerances = dict(DEFAULT_TOLERANCES)
+    for name, bounds in (raw.pop("tolerances", None) or {}).items():
+        if name not in ALL_PRECISIONS:
+            raise ValueError(f"export.tolerances: unknown precision {name!r}")
+        tolerances[name] = from_dict(Tolerance, bounds, f"export.tolerances.{name}")
+    return dataclasses.replace(from_dict(ExportConfig, raw, "export"), tolerances=tolerances)
+
+
+SECTIONS = ("profile", "profiles", "data", "evaluate", "mlflow", "export", "registry", "serving")
+
+
+def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
+    """Read ``params.yaml`` and resolve the active profile (argument, then env, then the file's key)."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown section(s) in {path}: {', '.join(unknown)}")
+    name = profile or os.environ.get(PROFILE_ENV) or raw.get("profile", "cpu")
+    profiles = raw.get("profiles") or {}
+    if not profiles and profile is None and not os.environ.get(PROFILE_ENV):
+        profiles = {name: {}}  # a file without training profiles (say, for the registry alone)
+    if name not in profiles:
+        raise ValueError(f"profile {name!r} not in {path} (have: {', '.join(profiles) or 'none'})")
+    chosen = dict(profiles[name] or {})
+    extra = sorted(set(chosen) - {"model", "train"})
+    if extra:
+        raise ValueError(f"unknown key(s) in profiles.{name}: {', '.join(extra)}")
+    return Params(
+        profile=name,
+        data=from_dict(DataConfig, raw.get("data"), "data"),
+        model=from_dict(ModelConfig, chosen.get("model"), f"profiles.{name}.model"),
+        train=from_dict(TrainConfig, chosen.get("train"), f"profiles.{name}.train"),
+        evaluate=from_dict(EvaluateConfig, raw.get("evaluate"), "evaluate"),
+        mlflow=from_dict(MlflowConfig, raw.get("mlflow"), "mlflow"),
+        export=_export(raw.get("export")),
+        registry=from_dict(RegistryConfig, raw.get("registry"), "registry"),
+        serving=from_dict(ServingConfig, raw.get("serving"), "serving"),
+        raw=raw,
+    )

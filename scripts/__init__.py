@@ -1,0 +1,1 @@
+"""Operator scripts built on the library packages: the demo after ``dvc repro``, the soak run."""

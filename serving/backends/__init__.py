@@ -1,1 +1,0 @@
-"""Python-based Triton backends, installed into a backend directory by :mod:`serving.embedded`."""

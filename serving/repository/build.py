@@ -1,0 +1,199 @@
+"""Write a Triton model repository from a :class:`~serving.repository.spec.RepositorySpec`, atomically.
+
+The repository is a pure function of the spec. It is assembled in a hidden sibling directory and
+swapped in with one ``renameat2(RENAME_EXCHANGE)`` (two renames where the filesystem lacks it), so
+Triton - or a crashed build - never sees a half-written repository.
+
+Details that matter to a running server:
+
+* A build whose result is byte-identical to what is on disk changes nothing (returns ``False``), so
+  re-applying the same spec never makes Triton reload anything.
+* Files identical to the current ones are hard-linked from the current tree (artifacts from their
+  source), never copied twice and never symlinked out of the repository.
+* Triton 2.51 decides that a model changed from the newest mtime *or ctime* below its folder, so
+  after a swap every model looks modified and is reloaded when it is next loaded or polled; callers
+  (:mod:`serving.rollout.apply`) load only the models whose content changed. A python model ships its
+  bytecode, because the stub would otherwise write ``__pycache__`` on first import and make an
+  untouched model look modified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import py_compile
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from serving.repository.atomic_fs import (
+    RepositoryError,
+    link_or_copy,
+    repository_lock,
+    same_file,
+    same_tree,
+    swap_in,
+)
+from serving.repository.model_configs import (
+    LABELS_FILE,
+    classifier_config,
+    ensemble_config,
+    postprocess_config,
+    preprocess_config,
+    to_text,
+)
+from serving.repository.spec import POSTPROCESS, PREPROCESS, RepositorySpec, spec_from_dict, spec_to_dict
+
+SPEC_FILE = ".spec.json"
+__all__ = [
+    "SPEC_FILE",
+    "RepositoryError",
+    "build_repository",
+    "model_fingerprints",
+    "python_model_source",
+    "read_deployed_spec",
+    "repository_layout",
+    "repository_lock",
+]
+
+
+def python_model_source(name: str) -> bytes:
+    """Source of a python model shipped in :mod:`serving.triton.python_models`."""
+    return resources.files("serving.triton.python_models").joinpath(f"{name}.py").read_bytes()
+
+
+def repository_layout(spec: RepositorySpec) -> tuple[dict[str, bytes | Path], set[str]]:
+    """Relative path -> content (bytes, or a Path to link) and the empty directories Triton needs."""
+    labels = ("\n".join(spec.classes) + "\n").encode()
+    files: dict[str, bytes | Path] = {}
+    for model in spec.classifiers:
+        files[f"{model.name}/config.pbtxt"] = to_text(classifier_config(model, spec)).encode()
+        files[f"{model.name}/{LABELS_FILE}"] = labels
+        for served in model.versions:
+            files[f"{model.name}/{served.version}/{model.model_filename}"] = served.artifact
+    files[f"{PREPROCESS}/config.pbtxt"] = to_text(preprocess_config(spec)).encode()
+    files[f"{PREPROCESS}/1/model.py"] = python_model_source("preprocess")
+    files[f"{POSTPROCESS}/config.pbtxt"] = to_text(postprocess_config(spec)).encode()
+    files[f"{POSTPROCESS}/{LABELS_FILE}"] = labels
+    files[f"{POSTPROCESS}/1/model.py"] = python_model_source("postprocess")
+    files[f"{spec.ensemble_name}/config.pbtxt"] = to_text(ensemble_config(spec)).encode()
+    files[SPEC_FILE] = (json.dumps(spec_to_dict(spec), indent=2) + "\n").encode()
+    # Triton only loads an ensemble that has a (here empty) version directory.
+    return files, {f"{spec.ensemble_name}/1"}
+
+
+def model_fingerprints(spec: RepositorySpec) -> dict[str, str]:
+    """A digest per model folder of what :func:`build_repository` writes there.
+
+    Artifacts count by file identity (device, inode, size, mtime), not content, so this is cheap and
+    a registry file and its hard-linked repository copy are the same; a missing artifact reads as
+    changed. :mod:`serving.rollout.apply` loads only the models whose fingerprint moved.
+    """
+    files, dirs = repository_layout(spec)
+    digests: dict[str, hashlib._Hash] = {}
+    for rel, content in sorted([*files.items(), *((d, b"<dir>") for d in dirs)]):
+        model, _, inner = rel.partition("/")
+        if not inner:
+            continue  # SPEC_FILE at the root belongs to no model
+        digest = digests.setdefault(model, hashlib.sha256())
+        if isinstance(content, Path):
+            try:
+                st = content.stat()
+                content = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode()
+            except OSError:
+                content = f"missing:{content}".encode()
+        digest.update(inner.encode() + b"\0" + content + b"\0")
+    return {model: digest.hexdigest() for model, digest in digests.items()}
+
+
+def read_deployed_spec(dest: Path) -> RepositorySpec | None:
+    """The spec the repository at ``dest`` was built from, or ``None`` if there is none."""
+    path = Path(dest) / SPEC_FILE
+    if not path.is_file():
+        return None
+    return spec_from_dict(json.loads(path.read_text()))
+
+
+def build_repository(spec: RepositorySpec, dest: Path) -> bool:
+    """Make ``dest`` the repository for ``spec``; ``False`` (and nothing touched) if it already is.
+
+    Raises:
+        SpecError: the spec is inconsistent or an artifact is missing.
+        RepositoryError: ``dest`` holds something this function did not write.
+    """
+    spec.validate()
+    dest = Path(dest).absolute()
+    files, dirs = repository_layout(spec)
+    with repository_lock(dest):
+        for stale in dest.parent.glob(f".{dest.name}.build-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        old = dest if dest.is_dir() else None
+        if old is not None and any(old.iterdir()) and not (old / SPEC_FILE).is_file():
+            raise RepositoryError(
+                f"refusing to replace {dest}: it was not written by build_repository "
+                f"(no {SPEC_FILE}); move it away first"
+            )
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.build-", dir=dest.parent))
+        try:
+            _write_tree(tmp, files, dirs, old)
+            if old is not None and same_tree(tmp, old):
+                return False
+            os.chmod(tmp, 0o755)
+            swap_in(tmp, dest)
+            return True
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_tree(root: Path, files: dict[str, bytes | Path], dirs: set[str], old: Path | None) -> None:
+    reused: set[str] = set()
+    for rel in sorted(dirs):
+        (root / rel).mkdir(parents=True, exist_ok=True)
+    for rel, content in sorted(files.items()):
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        current = old / rel if old is not None else None
+        if current is not None and current.is_file() and not current.is_symlink():
+            if isinstance(content, Path):
+                same = same_file(content, current)
+            else:
+                same = current.read_bytes() == content
+            if same:  # keep the current inode, hence its mtime: Triton sees nothing new
+                link_or_copy(current, target)
+                reused.add(rel)
+                continue
+        if isinstance(content, Path):
+            link_or_copy(content.resolve(), target)
+        else:
+            target.write_bytes(content)
+    for rel in sorted(files):
+        if rel.endswith("/model.py"):
+            _add_bytecode(root, rel, old if rel in reused else None)
+
+
+def _add_bytecode(root: Path, rel: str, old: Path | None) -> None:
+    """Ship the bytecode of a python model in its ``__pycache__``.
+
+    Otherwise the python stub writes ``__pycache__`` into the version folder on first import (its
+    embedded interpreter ignores ``PYTHONDONTWRITEBYTECODE``). That bumps the folder's mtime, so Triton
+    treats the model as modified and reloads it on every later load request that polls it. A
+    checked-hash ``.pyc`` is valid whatever the file times, so the stub never rewrites it. Caches of
+    an unchanged source (including other Python versions' ones) are carried over from ``old``.
+    """
+    cache = root / importlib.util.cache_from_source(rel)
+    cache.parent.mkdir(exist_ok=True)
+    if old is not None:
+        stem = Path(rel).stem
+        for pyc in (old / rel).parent.joinpath("__pycache__").glob(f"{stem}.*.pyc"):
+            link_or_copy(pyc, cache.parent / pyc.name)
+    if not cache.exists():
+        py_compile.compile(
+            str(root / rel),
+            cfile=str(cache),
+            dfile=rel,
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+        )

@@ -1,0 +1,139 @@
+"""``config.pbtxt`` for every model in the repository, built as Triton's own protobuf messages.
+
+Building :class:`ModelConfig` messages (rather than formatting text) means a misspelt field fails here,
+in Python, and ``text_format`` prints fields in a fixed order, so the same spec always gives the same
+bytes - which is what lets :func:`serving.repository.build_repository` be idempotent.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from serving.repository.spec import POSTPROCESS, PREPROCESS, RepositorySpec, ServedModel
+
+IMAGE_SIZE = 32
+CHANNELS = 3
+LABELS_FILE = "labels.txt"
+
+
+def to_text(config: mc.ModelConfig) -> str:
+    return text_format.MessageToString(config)
+
+
+def parse(text: str) -> mc.ModelConfig:
+    """The inverse of :func:`to_text`; raises ``text_format.ParseError`` on unknown fields."""
+    return text_format.Parse(text, mc.ModelConfig())
+
+
+def _kind(kind: str) -> int:
+    return mc.ModelInstanceGroup.Kind.Value(kind)
+
+
+def _floats(values: tuple[float, ...]) -> str:
+    return ",".join(repr(float(v)) for v in values)
+
+
+def classifier_config(model: ServedModel, spec: RepositorySpec) -> mc.ModelConfig:
+    """A batching classifier; ``label_filename`` enables Triton's classification extension.
+
+    Its ``parameters`` say what the input means (classes, mean, std, layout), so a client that sends
+    tensors reads them from what is served instead of trusting its own defaults.
+    """
+    num_classes = len(spec.classes)
+    config = mc.ModelConfig(name=model.name, max_batch_size=model.max_batch_size)
+    if model.backend == "tensorrt":
+        config.platform = "tensorrt_plan"
+    config.backend = model.backend
+    config.default_model_filename = model.model_filename
+    config.version_policy.specific.versions.extend(model.version_numbers)
+    config.input.add(name=model.input_name, data_type=mc.TYPE_FP32, dims=[CHANNELS, IMAGE_SIZE, IMAGE_SIZE])
+    config.output.add(
+        name=model.output_name, data_type=mc.TYPE_FP32, dims=[num_classes], label_filename=LABELS_FILE
+    )
+    config.instance_group.add(count=model.instance_count, kind=_kind(model.kind))
+    config.dynamic_batching.preferred_batch_size.extend(model.preferred_batch_sizes)
+    config.dynamic_batching.max_queue_delay_microseconds = model.max_queue_delay_us
+    config.parameters["classes"].string_value = ",".join(spec.classes)
+    config.parameters["mean"].string_value = _floats(spec.mean)
+    config.parameters["std"].string_value = _floats(spec.std)
+    config.parameters["input_layout"].string_value = "NCHW float32 RGB, (pixel/255 - mean)/std"
+    return config
+
+
+def _python_config(name: str, max_batch_size: int, spec: RepositorySpec) -> mc.ModelConfig:
+    config = mc.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
+    config.version_policy.specific.versions.append(1)
+    config.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
+    config.dynamic_batching.max_queue_delay_microseconds = spec.python_queue_delay_us
+    return config
+
+
+def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
+    """Encoded image bytes in, a normalised ``3 x 32 x 32`` tensor out.
+
+    ``IMAGE`` allows ragged batches: requests carry differently sized files, and the python backend
+    hands each request to ``execute`` separately, so Triton need not pad them to one length.
+    """
+    config = _python_config(PREPROCESS, spec.preprocess_max_batch, spec)
+    config.input.add(name="IMAGE", data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=True)
+    config.output.add(name="INPUT", data_type=mc.TYPE_FP32, dims=[CHANNELS, IMAGE_SIZE, IMAGE_SIZE])
+    config.parameters["mean"].string_value = _floats(spec.mean)
+    config.parameters["std"].string_value = _floats(spec.std)
+    config.parameters["resample"].string_value = "bilinear"
+    config.parameters["max_bytes"].string_value = str(spec.max_image_bytes)
+    config.parameters["max_pixels"].string_value = str(spec.max_image_pixels)
+    return config
+
+
+def postprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
+    """Logits in, top-k labels and probabilities plus the arg-max index out.
+
+    ``target_model``/``target_version`` become labels of the ``predicted_class_total`` counter, so
+    a dashboard can split the prediction mix by the model version that produced it; ``class_metric``
+    (``true``/``false``) turns that counter off, which only the overhead benchmark does.
+    """
+    config = _python_config(POSTPROCESS, spec.postprocess_max_batch, spec)
+    config.input.add(name="LOGITS", data_type=mc.TYPE_FP32, dims=[len(spec.classes)])
+    config.output.add(name="LABELS", data_type=mc.TYPE_STRING, dims=[spec.top_k])
+    config.output.add(name="PROBABILITIES", data_type=mc.TYPE_FP32, dims=[spec.top_k])
+    config.output.add(name="CLASS_INDEX", data_type=mc.TYPE_INT32, dims=[1])
+    config.parameters["target_model"].string_value = spec.ensemble_target
+    config.parameters["target_version"].string_value = str(spec.target.production)
+    config.parameters["labels_file"].string_value = LABELS_FILE
+    config.parameters["class_metric"].string_value = "true" if spec.class_metric else "false"
+    return config
+
+
+def ensemble_max_batch(spec: RepositorySpec) -> int:
+    """Triton rejects an ensemble whose batch limit exceeds any composing model's."""
+    return min(spec.preprocess_max_batch, spec.target.max_batch_size, spec.postprocess_max_batch)
+
+
+def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
+    """``IMAGE -> preprocess -> classifier:production -> postprocess``.
+
+    Every step names its version explicitly. ``-1`` ("latest ready") would send traffic to a staging
+    version the moment it loads, because staging versions are usually the newest.
+    """
+    target = spec.target
+    config = mc.ModelConfig(
+        name=spec.ensemble_name, platform="ensemble", max_batch_size=ensemble_max_batch(spec)
+    )
+    config.input.add(name="IMAGE", data_type=mc.TYPE_UINT8, dims=[-1])
+    config.output.add(name="LABELS", data_type=mc.TYPE_STRING, dims=[spec.top_k])
+    config.output.add(name="PROBABILITIES", data_type=mc.TYPE_FP32, dims=[spec.top_k])
+    config.output.add(name="CLASS_INDEX", data_type=mc.TYPE_INT32, dims=[1])
+    config.parameters["classes"].string_value = ",".join(spec.classes)
+    steps = config.ensemble_scheduling.step
+    pre = steps.add(model_name=PREPROCESS, model_version=1)
+    pre.input_map["IMAGE"] = "IMAGE"
+    pre.output_map["INPUT"] = "preprocessed"
+    clf = steps.add(model_name=target.name, model_version=target.production)
+    clf.input_map[target.input_name] = "preprocessed"
+    clf.output_map[target.output_name] = "logits"
+    post = steps.add(model_name=POSTPROCESS, model_version=1)
+    post.input_map["LOGITS"] = "logits"
+    for name in ("LABELS", "PROBABILITIES", "CLASS_INDEX"):
+        post.output_map[name] = name
+    return config

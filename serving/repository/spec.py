@@ -1,0 +1,191 @@
+"""The desired state of the Triton model repository, as plain frozen dataclasses.
+
+Everything that decides what Triton serves (which classifiers, which versions, which version the
+public ensemble routes to, how images are normalised) lives in one :class:`RepositorySpec`. The
+repository on disk is a pure function of it (:func:`serving.repository.build_repository`), and a
+rollout is a transition between two of them (:func:`serving.rollout.apply.apply`), so validating the spec up
+front catches mistakes before Triton ever sees a half-sensible ``config.pbtxt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("onnxruntime", "tensorrt")
+KINDS = ("KIND_CPU", "KIND_GPU")  # as common.params.KINDS; serving must not import the config layer
+PREPROCESS = "preprocess"
+POSTPROCESS = "postprocess"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class SpecError(ValueError):
+    """A spec that cannot describe a working repository; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """One model version: the registry version number doubles as Triton's version folder name."""
+
+    version: int
+    artifact: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "artifact", Path(self.artifact))
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A classifier and every version of it that Triton should hold in memory.
+
+    ``versions`` usually holds production and staging; ``production`` is the one the ensemble uses.
+    Other versions stay reachable by explicit version number (shadow traffic, canary checks).
+    """
+
+    name: str
+    backend: str
+    versions: tuple[ServedVersion, ...]
+    production: int
+    max_batch_size: int  # what every served version's artifact supports (the export's max_batch)
+    input_name: str = "input"
+    output_name: str = "logits"
+    preferred_batch_sizes: tuple[int, ...] = (8, 32, 64)
+    max_queue_delay_us: int = 2000
+    instance_count: int = 1
+    kind: str = "KIND_CPU"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "versions", tuple(self.versions))
+        object.__setattr__(self, "preferred_batch_sizes", tuple(self.preferred_batch_sizes))
+
+    @property
+    def version_numbers(self) -> tuple[int, ...]:
+        return tuple(sorted(v.version for v in self.versions))
+
+    @property
+    def model_filename(self) -> str:
+        return "model.plan" if self.backend == "tensorrt" else "model.onnx"
+
+    def validate(self) -> None:
+        where = f"classifier {self.name!r}"
+        if not _NAME.match(self.name):
+            raise SpecError(f"{where}: name must match {_NAME.pattern}")
+        if self.backend not in BACKENDS:
+            raise SpecError(f"{where}: backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.kind not in KINDS:
+            raise SpecError(f"{where}: kind must be one of {KINDS}, got {self.kind!r}")
+        numbers = [v.version for v in self.versions]
+        if not numbers:
+            raise SpecError(f"{where}: at least one version must be served")
+        if len(set(numbers)) != len(numbers):
+            raise SpecError(f"{where}: duplicate version numbers {sorted(numbers)}")
+        if any(n < 1 for n in numbers):
+            raise SpecError(f"{where}: version numbers must be >= 1 (Triton folder names), got {numbers}")
+        if self.production not in numbers:
+            raise SpecError(f"{where}: production version {self.production} is not among served {numbers}")
+        if self.max_batch_size < 1:
+            raise SpecError(f"{where}: max_batch_size must be >= 1, got {self.max_batch_size}")
+        bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
+        if bad:
+            raise SpecError(f"{where}: preferred batch sizes {bad} outside 1..{self.max_batch_size}")
+        if self.instance_count < 1 or self.max_queue_delay_us < 0:
+            raise SpecError(f"{where}: instance_count must be >= 1 and max_queue_delay_us >= 0")
+        for v in self.versions:
+            if not v.artifact.is_file():
+                raise SpecError(f"{where}: artifact of version {v.version} not found: {v.artifact}")
+
+
+@dataclass(frozen=True)
+class RepositorySpec:
+    """Every classifier plus the public ensemble ``preprocess -> classifier -> postprocess``."""
+
+    classifiers: tuple[ServedModel, ...]
+    ensemble_target: str
+    classes: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    top_k: int = 3
+    ensemble_name: str = "cifar10"
+    # ``predicted_class_total`` in postprocess; off only to measure what it costs (monitoring/bench_*).
+    class_metric: bool = True
+    # What preprocess agrees to decode: encoded bytes per image and decoded pixels per image.
+    max_image_bytes: int = 1 << 20
+    max_image_pixels: int = 4096 * 4096
+    # The python models' own batching (params.yaml serving section).
+    preprocess_max_batch: int = 64
+    postprocess_max_batch: int = 256
+    python_queue_delay_us: int = 500
+
+    def __post_init__(self) -> None:
+        for name in ("classifiers", "classes", "mean", "std"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    def classifier(self, name: str) -> ServedModel:
+        for model in self.classifiers:
+            if model.name == name:
+                return model
+        raise SpecError(f"no classifier named {name!r}; have {[m.name for m in self.classifiers]}")
+
+    @property
+    def target(self) -> ServedModel:
+        """The classifier the ensemble routes to (its ``production`` version)."""
+        return self.classifier(self.ensemble_target)
+
+    def validate(self) -> None:
+        names = [m.name for m in self.classifiers]
+        if not names:
+            raise SpecError("a repository needs at least one classifier")
+        reserved = {PREPROCESS, POSTPROCESS, self.ensemble_name}
+        clash = sorted((set(names) & reserved) | {n for n in names if names.count(n) > 1})
+        if clash:
+            raise SpecError(f"model names must be unique and not one of {sorted(reserved)}: {clash}")
+        if not _NAME.match(self.ensemble_name):
+            raise SpecError(f"ensemble_name must match {_NAME.pattern}, got {self.ensemble_name!r}")
+        for model in self.classifiers:
+            model.validate()
+        self.target  # noqa: B018 - raises SpecError when the target is missing
+        if len(self.classes) < 2 or any(not c or "\n" in c for c in self.classes):
+            raise SpecError(f"classes must be >= 2 non-empty single-line names, got {self.classes}")
+        if not 1 <= self.top_k <= len(self.classes):
+            raise SpecError(f"top_k must be in 1..{len(self.classes)}, got {self.top_k}")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
+            raise SpecError(f"mean and std need 3 channels with std > 0, got {self.mean} / {self.std}")
+        if not isinstance(self.class_metric, bool):
+            raise SpecError(f"class_metric must be true or false, got {self.class_metric!r}")
+        if min(self.preprocess_max_batch, self.postprocess_max_batch) < 1 or self.python_queue_delay_us < 0:
+            raise SpecError("python models need max batch sizes >= 1 and a queue delay >= 0")
+        if self.max_image_bytes < 64 or self.max_image_pixels < 32 * 32:
+            raise SpecError(
+                f"max_image_bytes must be >= 64 and max_image_pixels >= 1024, "
+                f"got {self.max_image_bytes} / {self.max_image_pixels}"
+            )
+
+
+def spec_to_dict(spec: RepositorySpec) -> dict[str, Any]:
+    """JSON-ready form (paths as strings); stored beside the repository so tooling can diff states."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, tuple | list):
+            return [convert(v) for v in value]
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return value
+
+    return convert(spec)
+
+
+def spec_from_dict(data: dict[str, Any]) -> RepositorySpec:
+    """Inverse of :func:`spec_to_dict`; unknown keys raise so a format drift is never silent."""
+    try:
+        classifiers = tuple(
+            ServedModel(**{**m, "versions": tuple(ServedVersion(**v) for v in m["versions"])})
+            for m in data["classifiers"]
+        )
+        return RepositorySpec(**{**data, "classifiers": classifiers})
+    except (KeyError, TypeError) as exc:
+        raise SpecError(f"not a serialised RepositorySpec: {exc}") from exc

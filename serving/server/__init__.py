@@ -1,0 +1,1 @@
+"""The ``tritonserver`` process: locating it, its environment, its supervisor, and the CLI."""

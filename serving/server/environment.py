@@ -1,0 +1,172 @@
+"""Locate the ``tritonserver`` shipped in the ``nvidia-pytriton`` wheel and prepare what it needs.
+
+That is: the binary, a backend directory, the environment, and the command line (:class:`ServerConfig`).
+
+The wheel carries Triton 2.51 with only the python backend. :func:`prepare_backend_dir` assembles a
+backend directory with that backend plus our python-based ``onnxruntime`` backend, and
+:func:`server_env` builds the environment the binary and its python stubs need (see
+``../shared/notes/embedded-triton.md``): the wheel's bundled libraries and ``libpython`` on
+``LD_LIBRARY_PATH``, and this virtual environment's ``bin`` first on ``PATH`` so the stub imports
+numpy, PIL and onnxruntime from here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import secrets
+import shutil
+import sys
+import sysconfig
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+TRITONSERVER_ENV = "CIFAR10_TRITONSERVER"
+ORT_THREADS_ENV = "CIFAR10_ORT_THREADS"
+ADMIN_HEADER = "x-cifar10-admin"
+
+
+class TritonNotFoundError(FileNotFoundError):
+    """No usable ``tritonserver`` binary (install the ``serve`` extra: ``nvidia-pytriton``)."""
+
+
+def _pytriton_root() -> Path:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise TritonNotFoundError("nvidia-pytriton is not installed; `pip install nvidia-pytriton==0.7.0`")
+    return Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+
+
+def find_tritonserver() -> Path:
+    """The ``tritonserver`` binary: ``$CIFAR10_TRITONSERVER`` or the one inside nvidia-pytriton."""
+    override = os.environ.get(TRITONSERVER_ENV)
+    binary = Path(override) if override else _pytriton_root() / "bin" / "tritonserver"
+    if not binary.is_file() or not os.access(binary, os.X_OK):
+        raise TritonNotFoundError(f"tritonserver binary not found or not executable at {binary}")
+    return binary
+
+
+def _libs_dir(binary: Path) -> Path:
+    """``nvidia_pytriton.libs`` beside the ``pytriton`` package (bundled libtritonserver etc.)."""
+    return binary.parents[3] / "nvidia_pytriton.libs"
+
+
+def prepare_backend_dir(dest: Path, python_version: str | None = None) -> Path:
+    """``dest/python`` (Triton's python backend + the stub for this Python) and ``dest/onnxruntime``.
+
+    Files are copied, not linked, so the directory stays valid if the wheel is upgraded underneath a
+    running server. Returns ``dest``.
+    """
+    python_version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
+    root = _pytriton_root()
+    stub = root / "python_backend_stubs" / python_version / "triton_python_backend_stub"
+    if not stub.is_file():
+        have = sorted(p.name for p in (root / "python_backend_stubs").iterdir())
+        raise TritonNotFoundError(f"no python backend stub for Python {python_version} (have {have})")
+    python_dir, ort_dir = Path(dest) / "python", Path(dest) / "onnxruntime"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    ort_dir.mkdir(parents=True, exist_ok=True)
+    for src in (
+        root / "backends/python/libtriton_python.so",
+        root / "backends/python/triton_python_backend_utils.py",
+    ):
+        shutil.copy2(src, python_dir / src.name)
+    shutil.copy2(stub, python_dir / stub.name)
+    source = resources.files("serving.triton.backends.onnxruntime").joinpath("model.py").read_bytes()
+    (ort_dir / "model.py").write_bytes(source)
+    return Path(dest)
+
+
+def server_env(
+    binary: Path, ort_threads: int | None = None, base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Environment for ``tritonserver`` and the python stubs it spawns."""
+    env = dict(os.environ if base is None else base)
+    libpython_dir = sysconfig.get_config_var("LIBDIR") or ""
+    ldlibrary = sysconfig.get_config_var("LDLIBRARY") or ""
+    if not ldlibrary.endswith(".so") or not (Path(libpython_dir) / ldlibrary).exists():
+        raise TritonNotFoundError(
+            f"the python stub needs a shared libpython, but {sys.executable} has none "
+            f"(LIBDIR={libpython_dir}, LDLIBRARY={ldlibrary}); use a Python built with --enable-shared"
+        )
+    ld = [str(_libs_dir(binary)), libpython_dir, env.get("LD_LIBRARY_PATH", "")]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in ld if p)
+    # The stub takes sys.prefix from the first python3 on PATH; PYTHONPATH alone is not honoured.
+    env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p)
+    if ort_threads is not None:
+        env[ORT_THREADS_ENV] = str(ort_threads)
+    return env
+
+
+def admin_headers(header: tuple[str, str], protocol: str = "http") -> dict[str, str]:
+    """The header (HTTP) or metadata (gRPC) that passes ``--*-restricted-api`` for ``header``."""
+    key, value = header
+    return {f"triton-grpc-protocol-{key}" if protocol == "grpc" else key: value}
+
+
+@dataclass
+class ServerConfig:
+    """Command-line settings of one ``tritonserver`` process.
+
+    Attributes:
+        model_repository: the repository (:func:`serving.repository.build_repository` output).
+        http_port, grpc_port, metrics_port, address: where Triton listens; loopback by default.
+        log_file: Triton's ``--log-file`` (default: in a scratch dir that outlives the server).
+        backend_dir: a directory made by :func:`prepare_backend_dir` (default: a fresh one).
+        model_control_mode, load_models: explicit control with every model loaded at start-up
+            (``--load-model=*``), so rollouts are driven by :mod:`serving.rollout.apply`, not by polling.
+        restrict_repository_api, restricted_header: the model-repository API (index, load,
+            unload) needs this ``(header, token)`` on HTTP and, as ``triton-grpc-protocol-<header>``,
+            on gRPC; a plain client gets "This API is restricted". The default token is random,
+            so nobody can change models until a token is configured. The token is on Triton's
+            command line, i.e. visible to local users through ``ps``.
+        ort_threads: ``CIFAR10_ORT_THREADS`` for the onnxruntime backend (per model instance).
+        exit_timeout_s: how long Triton waits for in-flight requests and open connections on stop.
+        extra_args: appended verbatim to the command line.
+    """
+
+    model_repository: Path
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    address: str = "127.0.0.1"
+    log_file: Path | None = None
+    backend_dir: Path | None = None
+    model_control_mode: str = "explicit"
+    load_models: tuple[str, ...] = ("*",)
+    restrict_repository_api: bool = True
+    restricted_header: tuple[str, str] = field(
+        default_factory=lambda: (ADMIN_HEADER, secrets.token_urlsafe(24))
+    )
+    ort_threads: int | None = None
+    log_verbose: int = 0
+    exit_timeout_s: int = 30
+    extra_args: tuple[str, ...] = ()
+
+    def args(self, binary: Path, backend_dir: Path, log_file: Path) -> list[str]:
+        key, value = self.restricted_header
+        argv = [
+            str(binary),
+            f"--model-repository={Path(self.model_repository).absolute()}",
+            f"--backend-directory={backend_dir}",
+            f"--http-address={self.address}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.address}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.address}",
+            f"--metrics-port={self.metrics_port}",
+            "--metrics-config=summary_latencies=true",
+            f"--model-control-mode={self.model_control_mode}",
+            f"--log-file={log_file}",
+            f"--log-verbose={self.log_verbose}",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+        ]
+        if self.model_control_mode == "explicit":
+            argv += [f"--load-model={name}" for name in self.load_models]
+        if self.restrict_repository_api:
+            argv += [
+                f"--http-restricted-api=model-repository:{key}={value}",
+                f"--grpc-restricted-protocol=model-repository:{key}={value}",
+            ]
+        return argv + list(self.extra_args)

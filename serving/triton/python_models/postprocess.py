@@ -1,0 +1,142 @@
+"""Triton python model: logits -> top-k labels and probabilities, arg-max index, prediction counter.
+
+Runs inside Triton's python backend stub (stdlib, numpy and ``triton_python_backend_utils`` only) and
+is copied to ``<repository>/postprocess/1/model.py`` by :mod:`serving.repository.build`.
+
+It also counts predictions in ``predicted_class_total{model, version, class}``: a shift in that mix
+is the cheapest drift signal there is, and it needs no labels. ``model``/``version`` come from the
+config parameters ``target_model``/``target_version`` (the classifier and production version the
+ensemble routes to). The config parameter ``class_metric`` (``true``/``false``, default ``true``)
+switches the counter off; that exists to measure its overhead, not for production use.
+
+The metric objects are deliberately never released (:data:`_RETAINED`). Triton 2.51 reference-counts
+the Prometheus series per ``MetricFamily`` object, not per series: while a reload runs, the old and
+the new instance create separate families that share the same series, and when the old instance
+releases its metrics the server frees the series the new instance still increments (the series
+vanishes from ``/metrics``; under load we saw the server abort with heap corruption). Never releasing
+keeps the series alive and counting across reloads; the cost is a few bytes per reload and series of
+retired versions that stay exported, frozen, until the server restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+METRIC_NAME = "predicted_class_total"
+# Every MetricFamily/Metric this process created; see the module docstring for why nothing leaves.
+_RETAINED: list = []
+
+
+class InvalidLogits(ValueError):
+    """The classifier's output cannot be turned into probabilities."""
+
+
+def _param(params: dict, key: str) -> str:
+    value = params.get(key, {}).get("string_value", "")
+    if not value:
+        raise ValueError(f"postprocess: config parameter {key!r} is missing")
+    return value
+
+
+def _flag(params: dict, key: str, default: bool) -> bool:
+    value = params.get(key, {}).get("string_value", "").strip().lower()
+    if not value:
+        return default
+    if value not in ("true", "false"):
+        raise ValueError(f"postprocess: config parameter {key!r} must be true or false, got {value!r}")
+    return value == "true"
+
+
+def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and softmax probabilities of the ``k`` largest logits per row, largest first."""
+    if logits.ndim != 2:
+        raise InvalidLogits(f"expected [batch, classes] logits, got shape {list(logits.shape)}")
+    if not np.all(np.isfinite(logits)):
+        raise ValueError("the classifier produced non-finite logits")
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(axis=1, keepdims=True)
+    # Ranked on the logits, not the rounded probabilities; a stable sort keeps the lower class index
+    # first on ties, the same choice as numpy's argmax, so CLASS_INDEX == argmax(logits).
+    order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(probs, order, axis=1).astype(np.float32)
+
+
+class TritonPythonModel:
+    """Softmax, top-k and the prediction counter."""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        params = config.get("parameters", {})
+        labels_path = os.path.join(args["model_repository"], _param(params, "labels_file"))
+        with open(labels_path, encoding="utf-8") as fh:
+            self.labels = [line.rstrip("\n") for line in fh if line.strip()]
+        logits_dims = pb_utils.get_input_config_by_name(config, "LOGITS")["dims"]
+        if [len(self.labels)] != [int(d) for d in logits_dims]:
+            raise ValueError(
+                f"postprocess: {labels_path} has {len(self.labels)} labels, LOGITS is {logits_dims}"
+            )
+        self.k = int(pb_utils.get_output_config_by_name(config, "LABELS")["dims"][0])
+        self.encoded = np.array([label.encode("utf-8") for label in self.labels], dtype=np.object_)
+        target, version = _param(params, "target_model"), _param(params, "target_version")
+        self.counters = []
+        if not _flag(params, "class_metric", default=True):
+            return
+        # The family must outlive every Metric made from it: once it is garbage collected, each
+        # increment fails the request ("the corresponding 'MetricFamily' has been deleted").
+        # _RETAINED below also keeps it for the process lifetime.
+        self.family = pb_utils.MetricFamily(
+            name=METRIC_NAME,
+            description="Predictions served by the ensemble, by classifier, version and arg-max class",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.counters = [
+            self.family.Metric(labels={"model": target, "version": version, "class": label})
+            for label in self.labels
+        ]
+        _RETAINED.append((self.family, self.counters))
+
+    def _one(self, request) -> tuple[pb_utils.InferenceResponse, np.ndarray]:
+        logits = pb_utils.get_input_tensor_by_name(request, "LOGITS").as_numpy().astype(np.float32)
+        if logits.ndim != 2 or logits.shape[1] != len(self.labels):
+            raise InvalidLogits(f"expected [batch, {len(self.labels)}] logits, got {list(logits.shape)}")
+        order, probs = top_k(logits, self.k)
+        best = order[:, :1].astype(np.int32)
+        response = pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("LABELS", self.encoded[order]),
+                pb_utils.Tensor("PROBABILITIES", probs),
+                pb_utils.Tensor("CLASS_INDEX", best),
+            ]
+        )
+        return response, best
+
+    def execute(self, requests: list) -> list:
+        responses = []
+        counts = np.zeros(len(self.labels), dtype=np.int64)
+        for request in requests:
+            try:
+                response, best = self._one(request)
+                counts += np.bincount(best.ravel(), minlength=len(self.labels))
+                responses.append(response)
+            except InvalidLogits as exc:
+                error = pb_utils.TritonError(f"postprocess: {exc}", pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+            except Exception as exc:  # one broken request must not fail the whole batch
+                error = pb_utils.TritonError(
+                    f"postprocess: internal error: {exc!r}", pb_utils.TritonError.INTERNAL
+                )
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+        if self.counters:
+            # One increment per predicted class per batch, not per request: each increment is a
+            # round trip from the stub to the server process.
+            for index in np.flatnonzero(counts):
+                self.counters[int(index)].increment(int(counts[index]))
+        return responses
+
+    def finalize(self) -> None:
+        pass  # the metrics stay in _RETAINED on purpose (module docstring)

@@ -1,0 +1,68 @@
+"""One typed loader for all of params.yaml: every section a frozen dataclass, unknown keys refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common import exit_codes
+from common.params import load_params
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_repository_params_load_into_frozen_sections():
+    params = load_params(ROOT / "params.yaml")
+    for section in ("data", "model", "train", "evaluate", "mlflow", "export", "registry", "serving"):
+        value = getattr(params, section)
+        assert dataclasses.is_dataclass(value) and value.__dataclass_params__.frozen, section
+    assert params.profile == "cpu" and params.export.max_batch >= max(params.serving.preferred_batch_sizes)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.serving.top_k = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda raw: raw.update(servng={}), r"unknown section\(s\) in .*: servng"),
+        (
+            lambda raw: raw["serving"].update(max_batch_size=64),
+            r"unknown key\(s\) in serving: max_batch_size",
+        ),
+        (lambda raw: raw["export"]["tolerances"].update(bf16={}), "unknown precision 'bf16'"),
+        (lambda raw: raw["profiles"]["cpu"]["train"].update(epoch=3), r"in profiles.cpu.train: epoch"),
+        (lambda raw: raw["profiles"]["cpu"].update(optimizer={}), r"in profiles.cpu: optimizer"),
+        (lambda raw: raw["serving"].update(kind="KIND_TPU"), "serving.kind must be one of"),
+    ],
+)
+def test_a_typo_fails_at_load_time_with_its_place_named(tmp_path, edit, message):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=message):
+        load_params(path)
+
+
+def test_the_classifier_batch_limit_is_one_key():
+    """export.max_batch is the only place: the serving section must not state it a second time."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    keys = [
+        f"{section}.{key}" for section, values in raw.items() if isinstance(values, dict) for key in values
+    ]
+    assert [k for k in keys if k.endswith(".max_batch") or k.endswith(".max_batch_size")] == [
+        "export.max_batch"
+    ]
+    assert "max_batch_size" not in {
+        f.name for f in dataclasses.fields(load_params(ROOT / "params.yaml").serving)
+    }
+
+
+def test_the_readme_exit_code_table_is_the_code_table():
+    readme = (ROOT / "README.md").read_text()
+    table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, re.M))
+    assert {int(k): v for k, v in table.items()} == exit_codes.TABLE
