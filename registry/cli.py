@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def go() -> None:
         from common.params import load_params
-        from registry import store
+        from registry import aliases, store
         from registry.aliases import alias_for
 
         params = load_params(args.params)
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.promote:
                 for row in rows:
                     if row["version"] is not None:
-                        row[args.promote] = store.promote(row["name"], args.promote, row["version"])[
+                        row[args.promote] = aliases.promote(row["name"], args.promote, row["version"])[
                             "version"
                         ]
             if args.report:
@@ -126,10 +126,10 @@ def main(argv: list[str] | None = None) -> None:
             out = rows
         elif args.command == "promote":
             alias = alias_for(args.alias or (None if args.stage else "production"), args.stage)
-            out = store.promote(_name(args, cfg), alias, args.version)
+            out = aliases.promote(_name(args, cfg), alias, args.version)
         elif args.command == "rollback":
             alias = alias_for(args.alias or (None if args.stage else "production"), args.stage)
-            out = store.rollback(_name(args, cfg), alias)
+            out = aliases.rollback(_name(args, cfg), alias)
         elif args.command == "sync":
             out = _sync(args, params)
         elif args.command == "show":

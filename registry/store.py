@@ -1,8 +1,7 @@
-"""Registering exported artifacts and moving aliases, on top of ``MlflowClient``.
+"""The MLflow Model Registry as this project uses it: access, errors, registration, description.
 
-Alias history lives in registered-model tags (``alias_history.<alias>``: a JSON stack of version
-numbers), so ``rollback`` is defined any number of times and survives across machines that share
-the tracking server. The alias itself is the truth about what serves; the history is its record.
+Moving aliases (what serves) is :mod:`registry.aliases`; this module registers the versions they
+can point at and describes what is there.
 
 Two kinds of failure are kept apart, because callers act on them differently: :class:`RegistryError`
 (the request names something that does not exist: exit code 5) and :class:`RegistryUnavailable`
@@ -14,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
@@ -27,7 +25,6 @@ from common.params import RegistryConfig
 from registry import tags
 
 log = logging.getLogger(__name__)
-HISTORY_TAG = "alias_history.{alias}"
 
 
 class RegistryError(ExitError):
@@ -48,27 +45,18 @@ class PromotionRefused(RegistryError):
     exit_code = exit_codes.FAILED
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
-def _call(what: str, fn, *args, missing: str | None = None, **kwargs):
+def call_registry(what: str, fn, *args, missing: str | None = None, **kwargs):
     """``fn(*args)``; MLflow's "does not exist" becomes ``RegistryError(missing)``, all else unavailable."""
     try:
         return fn(*args, **kwargs)
     except MlflowException as exc:
         if missing is not None and exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise RegistryError(missing) from exc
-        raise RegistryUnavailable(f"registry error while {what}: {_first_line(exc)}") from exc
-
-
-@dataclass(frozen=True)
-class Resolved:
-    name: str
-    version: int
-    alias: str | None  # None when the alias was unset and the newest version was taken instead
-    source: str
-    tags: dict[str, str]
+        raise RegistryUnavailable(f"registry error while {what}: {first_line(exc)}") from exc
 
 
 def client() -> MlflowClient:
@@ -102,13 +90,13 @@ def register_manifest(manifest_path: Path, cfg: RegistryConfig) -> list[dict]:
         _ensure_model(c, name, manifest, art["precision"])
         existing = [
             v
-            for v in _call("listing versions", c.search_model_versions, f"name='{name}'")
+            for v in call_registry("listing versions", c.search_model_versions, f"name='{name}'")
             if v.tags.get("sha256") == art["sha256"]
         ]
         if existing:
             rows.append({"name": name, "version": int(existing[0].version), "status": "already registered"})
             continue
-        mv = _call(
+        mv = call_registry(
             f"registering {name}",
             c.create_model_version,
             name,
@@ -155,8 +143,8 @@ def _ensure_model(c: MlflowClient, name: str, manifest: dict, precision: str) ->
         return
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise RegistryUnavailable(f"registry error while reading {name}: {_first_line(exc)}") from exc
-    _call(
+            raise RegistryUnavailable(f"registry error while reading {name}: {first_line(exc)}") from exc
+    call_registry(
         f"creating {name}",
         c.create_registered_model,
         name,
@@ -173,13 +161,13 @@ def _ensure_model(c: MlflowClient, name: str, manifest: dict, precision: str) ->
 
 
 def registered_model(c: MlflowClient, name: str):
-    return _call(
+    return call_registry(
         f"reading {name}", c.get_registered_model, name, missing=f"no registered model named {name!r}"
     )
 
 
-def _version(c: MlflowClient, name: str, version: int):
-    return _call(
+def model_version(c: MlflowClient, name: str, version: int):
+    return call_registry(
         f"reading {name} v{version}",
         c.get_model_version,
         name,
@@ -188,114 +176,13 @@ def _version(c: MlflowClient, name: str, version: int):
     )
 
 
-def _history(rm, alias: str) -> list[int]:
-    try:
-        history = json.loads(rm.tags.get(HISTORY_TAG.format(alias=alias), "[]"))
-    except ValueError:
-        history = None
-    if not isinstance(history, list) or not all(isinstance(v, int) and v > 0 for v in history):
-        raise RegistryError(f"{rm.name}: tag {HISTORY_TAG.format(alias=alias)} is not a list of versions")
-    current = (rm.aliases or {}).get(alias)
-    if current is not None and (not history or history[-1] != int(current)):
-        history.append(int(current))  # the alias is the truth; a record that lags it is completed
-    return history
-
-
-def _move_alias(c: MlflowClient, name: str, alias: str, version: int, history: list[int], previous) -> None:
-    """Point the alias, then record it; if the record fails, the alias goes back (all or nothing)."""
-    _call(f"setting {name}@{alias}", c.set_registered_model_alias, name, alias, str(version))
-    try:
-        _call(
-            f"recording {name}@{alias} history",
-            c.set_registered_model_tag,
-            name,
-            HISTORY_TAG.format(alias=alias),
-            json.dumps(history),
-        )
-    except RegistryError:
-        try:
-            if previous is None:
-                c.delete_registered_model_alias(name, alias)
-            else:
-                c.set_registered_model_alias(name, alias, str(previous))
-        except MlflowException as undo:  # pragma: no cover - the server failed twice in a row
-            log.error("could not restore %s@%s to %s: %s", name, alias, previous, _first_line(undo))
-        raise
-
-
-def promote(name: str, alias: str, version: int) -> dict:
-    """Point ``alias`` at ``version`` and push it on the alias history."""
-    c = client()
-    mv = _version(c, name, version)
-    if mv.tags.get("parity_passed") != "true":
-        raise PromotionRefused(f"{name} v{version} has no passed parity gate; it cannot be promoted")
-    rm = registered_model(c, name)
-    history = _history(rm, alias)
-    previous = history[-1] if history else None
-    if previous != version:
-        history.append(version)
-    _move_alias(c, name, alias, version, history, (rm.aliases or {}).get(alias))
-    return {"name": name, "alias": alias, "version": version, "previous": previous}
-
-
-def rollback(name: str, alias: str = "production") -> dict:
-    """Re-point ``alias`` at the version it named before the current one (repeatable)."""
-    c = client()
-    rm = registered_model(c, name)
-    history = _history(rm, alias)
-    if len(history) < 2:
-        raise RegistryError(f"{name}@{alias} has no earlier version to roll back to (history: {history})")
-    current = history.pop()
-    _move_alias(c, name, alias, history[-1], history, (rm.aliases or {}).get(alias))
-    return {"name": name, "alias": alias, "version": history[-1], "rolled_back_from": current}
-
-
-def resolve(
-    name: str, alias: str = "production", version: int | None = None, *, allow_newest: bool = False
-) -> Resolved:
-    """The version ``alias`` names, or ``version`` when given.
-
-    Strict by default: a missing alias raises :class:`RegistryError`, so a command that changes what
-    serves never acts on a guess. ``allow_newest`` is for read-only callers: a missing alias then
-    yields the newest version with a warning (``Resolved.alias`` is ``None``). Registry failures
-    always raise :class:`RegistryUnavailable`, whatever the caller allows.
-    """
-    c = client()
-    if version is None:
-        aliases = registered_model(c, name).aliases or {}
-        if alias in aliases:
-            version = int(aliases[alias])
-        elif not allow_newest:
-            raise RegistryError(
-                f"{name} has no alias {alias!r}; choose a version first "
-                f"(cifar10-registry promote --model {name} --alias {alias} --version N)"
-            )
-        else:
-            versions = _call(f"listing {name}", c.search_model_versions, f"name='{name}'")
-            if not versions:
-                raise RegistryError(f"{name!r} has no version; run the register stage first")
-            newest = max(int(v.version) for v in versions)
-            log.warning("%s has no alias %r; falling back to the newest version, %s", name, alias, newest)
-            mv = _version(c, name, newest)
-            return Resolved(name, newest, None, mv.source, dict(mv.tags))
-        mv = _version(c, name, version)
-        return Resolved(name, version, alias, mv.source, dict(mv.tags))
-    mv = _version(c, name, version)
-    return Resolved(name, int(mv.version), None, mv.source, dict(mv.tags))
-
-
-def alias_version(name: str, alias: str) -> int | None:
-    """The version ``alias`` names, ``None`` when it is unset; registry failures raise."""
-    value = (registered_model(client(), name).aliases or {}).get(alias)
-    return int(value) if value is not None else None
-
-
 def describe(name: str) -> dict:
     """Versions, aliases and alias history of one registered model, with each version's accuracy."""
     c = client()
     rm = registered_model(c, name)
     versions = sorted(
-        _call(f"listing {name}", c.search_model_versions, f"name='{name}'"), key=lambda v: int(v.version)
+        call_registry(f"listing {name}", c.search_model_versions, f"name='{name}'"),
+        key=lambda v: int(v.version),
     )
     by_version: dict[int, list[str]] = {}
     for alias, v in (rm.aliases or {}).items():
@@ -328,5 +215,5 @@ def describe(name: str) -> dict:
 
 def list_models(cfg: RegistryConfig) -> list[dict]:
     c = client()
-    found = _call("listing models", c.search_registered_models, f"name LIKE '{cfg.model_prefix}-%'")
+    found = call_registry("listing models", c.search_registered_models, f"name LIKE '{cfg.model_prefix}-%'")
     return [describe(rm.name) for rm in found]

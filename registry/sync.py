@@ -24,7 +24,7 @@ from common import exit_codes
 from common.exit_codes import ExitError
 from common.fsutil import sha256_file
 from common.params import Params
-from registry import store, tags
+from registry import aliases, store, tags
 from serving.repository.spec import RepositorySpec, ServedModel, ServedVersion
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def fetch_artifact(name: str, version: int, cache: Path) -> Path:
     """
     import mlflow
 
-    info = store.resolve(name, version=version)
+    info = aliases.resolve(name, version=version)
     expected = tags.artifact_sha256(info.tags, name, version)
     filename = tags.artifact_file(info.tags, name, version)
     folder = (cache / name / str(version)).absolute()
@@ -71,7 +71,7 @@ def fetch_artifact(name: str, version: int, cache: Path) -> Path:
     return path
 
 
-def max_batch(name: str, info: store.Resolved, fmt: str, params: Params) -> int:
+def max_batch(name: str, info: aliases.Resolved, fmt: str, params: Params) -> int:
     """The batch limit a version's artifact supports: its ``max_batch`` tag, recorded at export.
 
     A version registered before that tag existed: an ONNX file (dynamic batch) takes
@@ -98,10 +98,12 @@ def max_batch(name: str, info: store.Resolved, fmt: str, params: Params) -> int:
 def _classifier(params: Params, precision: str, cache: Path) -> tuple[ServedModel, dict, dict]:
     cfg, serving = params.registry, params.serving
     name = cfg.registered_name(precision)
-    production = store.resolve(name, "production")
-    staging = store.alias_version(name, "staging")
+    production = aliases.resolve(name, "production")
+    staging = aliases.alias_version(name, "staging")
     numbers = sorted({production.version} | ({staging} if staging else set()))
-    resolved = {v: production if v == production.version else store.resolve(name, version=v) for v in numbers}
+    resolved = {
+        v: production if v == production.version else aliases.resolve(name, version=v) for v in numbers
+    }
     versions = tuple(ServedVersion(v, fetch_artifact(name, v, cache)) for v in numbers)
     fmt = tags.artifact_format(production.tags, name, production.version)
     limit = min(max_batch(name, info, fmt, params) for info in resolved.values())

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from common.cli import setup_logging
     from common.params import load_params
-    from registry import store
+    from registry import aliases
     from registry.sync import sync
     from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_names = {cfg.registered_name(form) for form in cfg.serve}
     for row in json.loads(args.registered.read_text())["versions"]:
         if row["version"] is not None and row["name"] in serve_names:
-            print(json.dumps(store.promote(row["name"], "production", row["version"])))
+            print(json.dumps(aliases.promote(row["name"], "production", row["version"])))
     print(json.dumps(sync(params, args.repository, Path("artifacts/registry_cache"))))
 
     token = secrets.token_urlsafe(16)

@@ -116,7 +116,7 @@ def main() -> int:
 
     from client.core.transport import Endpoint
     from common.params import Params, RegistryConfig
-    from registry import store
+    from registry import aliases, store
     from registry.sync import sync
     from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig, free_ports
 
@@ -147,7 +147,7 @@ def main() -> int:
     store.register_manifest(work / "export" / "manifest.json", cfg)
     v1 = store.client().get_model_version(name, "1")
     store.client().create_model_version(name, v1.source, run_id=v1.run_id, tags=dict(v1.tags))
-    store.promote(name, "production", 1)
+    aliases.promote(name, "production", 1)
     params, repo, cache = Params(profile="soak", registry=cfg), work / "model_repository", work / "cache"
     sync(params, repo, cache)
 
@@ -185,9 +185,9 @@ def main() -> int:
             window = Window("rollout", time.monotonic())
             windows.append(window)
             if n % 2:
-                window.detail = store.promote(name, "production", 2)
+                window.detail = aliases.promote(name, "production", 2)
             else:
-                window.detail = store.rollback(name)
+                window.detail = aliases.rollback(name)
             out = await asyncio.to_thread(sync, params, repo, cache, server.url_grpc, header)
             window.end, window.detail["phases"] = time.monotonic(), out["phases"]
 

@@ -67,7 +67,8 @@ def resolve_target(cfg: EvalConfig) -> Target:
     from mlflow.exceptions import MlflowException
 
     from common.params import RegistryConfig, load_params
-    from registry.store import RegistryError, resolve
+    from registry.aliases import resolve
+    from registry.store import RegistryError
 
     rcfg = load_params(cfg.params).registry if Path(cfg.params).is_file() else RegistryConfig()
     name = rcfg.registered_name(cfg.precision)

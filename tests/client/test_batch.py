@@ -133,15 +133,25 @@ def test_model_not_ready_exits_4(triton, labelled_images, tmp_path, capsys):
     assert "not ready" in capsys.readouterr().err
 
 
+def test_tensors_for_the_ensemble_are_refused_before_anything_is_sent(triton, labelled_images, capsys):
+    """The ensemble takes encoded images: it declares no mean/std, so tensor mode stops at once (4)."""
+    argv = ["batch", *cli_args(triton), "--images", str(labelled_images), "--mode", "tensor"]
+    assert run_cli([*argv, "--model", "cifar10", "--limit", "5"]) == 4
+    assert "cifar10 does not declare mean, std" in capsys.readouterr().err
+
+
 def test_permanent_errors_are_not_retried(triton, labelled_images, tmp_path):
-    """A tensor sent to the ensemble is rejected (400 / INVALID_ARGUMENT): one attempt, then reported."""
+    """Requests the server rejects (400 / INVALID_ARGUMENT: an input it does not have): one attempt each."""
+    from client.core.images import discover
+    from client.core.transport import Endpoint
+    from client.jobs.folder_batch import BatchConfig, run_batch, write_outputs
+
+    items = discover(labelled_images, limit=5)
     for protocol in ("http", "grpc"):
         out = tmp_path / protocol
-        argv = ["batch", *cli_args(triton), "--images", str(labelled_images), "--mode", "tensor"]
-        code = run_cli(
-            [*argv, "--model", "cifar10", "--protocol", protocol, "--limit", "5", "--out", str(out)]
-        )
-        assert code == 1  # finished, with failures
+        endpoint = Endpoint(protocol, triton.http_endpoint, triton.url_grpc, request_timeout_s=10)
+        cfg = BatchConfig(endpoint, "tensor", input_name="not_an_input", metrics_url=None, progress=False)
+        write_outputs(run_batch(items, cfg), out)
         rows = read_rows(out)
         assert len(rows) == 5
         assert all(r["status"] == "error" and r["attempts"] == "1" for r in rows)

@@ -30,7 +30,8 @@ def test_reference_model_via_offline_eval(
     import mlflow
 
     from common.params import Params, RegistryConfig
-    from registry.store import promote, register_manifest
+    from registry.aliases import promote
+    from registry.store import register_manifest
     from registry.sync import sync
 
     folder, _, uri = reference_export

@@ -20,7 +20,7 @@ import tritonclient.http as httpclient
 
 from common.params import DataConfig, Params, RegistryConfig, ServingConfig
 from export import onnx_io
-from registry import store
+from registry import aliases, store
 from registry.sync import sync
 from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig
 from tests.conftest import assert_served_like_pytorch, fp32_tolerance
@@ -43,7 +43,7 @@ class Stack:
         self.name = self.cfg.registered_name("fp32")
         store.register_manifest(export_dir / "manifest.json", self.cfg)
         for form in serve:  # sync serves what production names, and nothing without it
-            store.promote(self.cfg.registered_name(form), "production", 1)
+            aliases.promote(self.cfg.registered_name(form), "production", 1)
         self.repo, self.cache = tmp / "model_repository", tmp / "cache"
         self.params = Params(profile="test", registry=self.cfg, serving=SERVING)
         sync(self.params, self.repo, self.cache)
@@ -164,11 +164,11 @@ def test_promote_and_rollback_while_a_client_sends_requests(small_stack, small_p
     try:
         time.sleep(1)
         start = time.perf_counter()
-        store.promote(small_stack.name, "production", 2)
+        aliases.promote(small_stack.name, "production", 2)
         phases = small_stack.roll()["phases"]
         promote_s = time.perf_counter() - start
         assert small_stack.routed_version() == 2 and "switch" in phases
-        store.rollback(small_stack.name)
+        aliases.rollback(small_stack.name)
         small_stack.roll()
         assert small_stack.routed_version() == 1
         time.sleep(1)
@@ -197,13 +197,13 @@ def test_corrupt_new_version_fails_to_load_and_the_old_one_keeps_serving(
     mv = client.create_model_version(
         small_stack.name, f"runs:/{run.info.run_id}/export/fp32", run_id=run.info.run_id, tags=tags
     )
-    store.promote(small_stack.name, "production", int(mv.version))
+    aliases.promote(small_stack.name, "production", int(mv.version))
     blob = sorted((small_prepared / "test_images").rglob("*.*"))[0].read_bytes()
     with pytest.raises(Exception, match=r"(?i)load|unavailable|stage"):
         small_stack.roll()
     assert small_stack.routed_version() == 1
     assert classify_bytes(small_stack.http, blob)[1] in DataConfig().classes
-    store.rollback(small_stack.name)
+    aliases.rollback(small_stack.name)
 
 
 def test_a_rollout_without_a_chosen_version_changes_nothing_on_the_live_server(small_stack, monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.params import RegistryConfig
-from registry import store
+from registry import aliases, store
 from registry.aliases import alias_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def test_register_is_idempotent_and_tags_versions(registry):
     assert {r["status"] for r in again} == {"already registered"}
     data = json.loads(manifest.read_text())
     for art in data["artifacts"]:
-        info = store.resolve(cfg.registered_name(art["precision"]), version=1)
+        info = aliases.resolve(cfg.registered_name(art["precision"]), version=1)
         assert info.tags["parity_passed"] == "true"
         # each version carries what its own artifact scored at export, not a training-run figure
         assert info.tags["test_accuracy"] == f"{art['test']['accuracy']:.4f}"
@@ -96,22 +96,22 @@ def test_promote_rollback_history_and_fallback_only_when_asked(registry, caplog)
             name, v1.source, run_id=v1.run_id, tags=dict(v1.tags) | {"sha256": uuid.uuid4().hex * 2}
         )
     with pytest.raises(store.RegistryError, match="has no alias 'production'"):
-        store.resolve(name)  # strict: whoever changes what serves never gets a guess
+        aliases.resolve(name)  # strict: whoever changes what serves never gets a guess
     with caplog.at_level("WARNING"):
-        newest = store.resolve(name, allow_newest=True)
+        newest = aliases.resolve(name, allow_newest=True)
     assert newest.version == 3 and newest.alias is None
     assert "falling back to the newest version" in caplog.text
     for v in (1, 2, 3):
-        store.promote(name, "production", v)
-    assert store.resolve(name, "production").version == 3
-    assert store.rollback(name)["version"] == 2
-    assert store.rollback(name)["version"] == 1
+        aliases.promote(name, "production", v)
+    assert aliases.resolve(name, "production").version == 3
+    assert aliases.rollback(name)["version"] == 2
+    assert aliases.rollback(name)["version"] == 1
     with pytest.raises(store.RegistryError, match="no earlier version"):
-        store.rollback(name)
+        aliases.rollback(name)
     assert store.describe(name)["aliases"] == {"production": 1}
     with pytest.raises(store.RegistryError, match="has no version 9"):
-        store.promote(name, "production", 9)
-    assert store.alias_version(name, "staging") is None
+        aliases.promote(name, "production", 9)
+    assert aliases.alias_version(name, "staging") is None
 
 
 def test_history_follows_an_alias_moved_by_hand(registry):
@@ -122,9 +122,14 @@ def test_history_follows_an_alias_moved_by_hand(registry):
     client = store.client()
     v1 = client.get_model_version(name, "1")
     client.create_model_version(name, v1.source, run_id=v1.run_id, tags=dict(v1.tags))
-    store.promote(name, "production", 1)
+    aliases.promote(name, "production", 1)
     client.set_registered_model_alias(name, "production", "2")  # not through promote
-    assert store.rollback(name) == {"name": name, "alias": "production", "version": 1, "rolled_back_from": 2}
+    assert aliases.rollback(name) == {
+        "name": name,
+        "alias": "production",
+        "version": 1,
+        "rolled_back_from": 2,
+    }
 
 
 def test_registry_errors_are_not_mistaken_for_missing_things(tmp_path, monkeypatch):
@@ -135,10 +140,10 @@ def test_registry_errors_are_not_mistaken_for_missing_things(tmp_path, monkeypat
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     for call in (
-        lambda: store.resolve("cifar10-wrn-fp32"),
-        lambda: store.resolve("cifar10-wrn-fp32", allow_newest=True),
-        lambda: store.promote("cifar10-wrn-fp32", "production", 1),
-        lambda: store.rollback("cifar10-wrn-fp32"),
+        lambda: aliases.resolve("cifar10-wrn-fp32"),
+        lambda: aliases.resolve("cifar10-wrn-fp32", allow_newest=True),
+        lambda: aliases.promote("cifar10-wrn-fp32", "production", 1),
+        lambda: aliases.rollback("cifar10-wrn-fp32"),
     ):
         with pytest.raises(store.RegistryUnavailable, match="registry error while"):
             call()
@@ -151,7 +156,7 @@ def test_unvalidated_version_cannot_be_promoted(registry):
     v1 = store.client().get_model_version(name, "1")
     store.client().create_model_version(name, v1.source, run_id=v1.run_id, tags={"precision": "fp32"})
     with pytest.raises(store.RegistryError, match="no passed parity gate"):
-        store.promote(name, "production", 2)
+        aliases.promote(name, "production", 2)
 
 
 def test_stage_names_map_onto_aliases():

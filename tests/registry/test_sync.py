@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.params import Params, RegistryConfig, ServingConfig
-from registry import store
+from registry import aliases, store
 from registry.sync import ServingSettingError, sync
 from registry.tags import TagError
 
@@ -42,7 +42,7 @@ def synced(small_export, monkeypatch, tmp_path):
     )
     store.register_manifest(folder / "manifest.json", cfg.registry)
     name = cfg.registry.registered_name("fp32")
-    store.promote(name, "production", 1)
+    aliases.promote(name, "production", 1)
     repo, cache = tmp_path / "model_repository", tmp_path / "cache"
     assert sync(cfg, repo, cache)["changed"] is True
     return cfg, name, repo, cache
@@ -65,7 +65,7 @@ def test_a_traversal_tag_touches_nothing_outside_the_cache(synced, tmp_path, pla
     victim.write_text("precious")
     before = tree_digest(repo)
     version = add_version(name, file=planted, sha256="0" * 64)  # a wrong hash would unlink the file
-    store.promote(name, "production", version)
+    aliases.promote(name, "production", version)
     with pytest.raises(TagError, match=r"tag file=.* is not a plain artifact file name"):
         sync(cfg, repo, cache)
     assert victim.read_text() == "precious"
@@ -82,7 +82,7 @@ def test_a_symlink_planted_in_the_cache_is_refused_not_followed(synced, tmp_path
     folder = cache / name / str(version)
     folder.mkdir(parents=True)
     (folder / filename).symlink_to(victim)
-    store.promote(name, "production", version)
+    aliases.promote(name, "production", version)
     with pytest.raises(store.RegistryError):
         sync(cfg, repo, cache)
     assert victim.read_text() == "precious"
@@ -96,7 +96,7 @@ def test_a_symlink_planted_in_the_cache_is_refused_not_followed(synced, tmp_path
 def test_malformed_version_tags_stop_the_sync(synced, tags):
     cfg, name, repo, cache = synced
     before = tree_digest(repo)
-    store.promote(name, "production", add_version(name, **tags))
+    aliases.promote(name, "production", add_version(name, **tags))
     with pytest.raises(TagError):
         sync(cfg, repo, cache)
     assert tree_digest(repo) == before
