@@ -1,5 +1,4 @@
-"""Client for the CIFAR-10 Triton service: batch inference, offline evaluation and benchmarks.
-
-Installable without PyTorch (``pip install '.[client]'``): everything here is numpy, PIL and
-``tritonclient``. Entry point: ``python -m client.cli --help``.
+"""Client for the CIFAR-10 Triton service: ``core`` (the library), ``jobs`` (batch, offline-eval),
+``tools`` (bench). Installable without PyTorch (``pip install '.[client]'``): numpy, PIL and
+``tritonclient``. Entry point: ``cifar10-client --help``.
 """

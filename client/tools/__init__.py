@@ -1,0 +1,1 @@
+"""Tools that measure: the ``bench`` load generator and the fake server it calibrates itself against."""
