@@ -52,8 +52,10 @@ def start_server(repo: Path, log_dir: Path) -> EmbeddedServer:
 
 
 def png_batch(batch: int, seed: int) -> np.ndarray:
-    """``batch`` random 32x32 PNGs as one zero-padded ``[batch, bytes]`` uint8 tensor."""
+    """``batch`` random 32x32 PNGs as the ensemble's ``IMAGE``: ``BYTES [batch, 1]``."""
     from PIL import Image
+
+    from client.core.transport import image_batch
 
     rng = np.random.default_rng(seed)
     blobs = []
@@ -61,15 +63,12 @@ def png_batch(batch: int, seed: int) -> np.ndarray:
         buf = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="PNG")
         blobs.append(buf.getvalue())
-    out = np.zeros((batch, max(map(len, blobs))), dtype=np.uint8)
-    for i, blob in enumerate(blobs):
-        out[i, : len(blob)] = np.frombuffer(blob, dtype=np.uint8)
-    return out
+    return image_batch(blobs)
 
 
 def payload(target: str, batch: int, seed: int) -> tuple[str, np.ndarray, str]:
     if target == "cifar10":
-        return "IMAGE", png_batch(batch, seed), "UINT8"
+        return "IMAGE", png_batch(batch, seed), "BYTES"
     logits = np.random.default_rng(seed).normal(size=(batch, len(CLASSES))).astype(np.float32)
     return "LOGITS", logits, "FP32"
 

@@ -155,7 +155,6 @@ class ServingConfig:
     max_queue_delay_us: int = 2000
     instance_count: int = 1
     kind: str = "KIND_CPU"
-    top_k: int = 3
     max_image_bytes: int = 1 << 20
     max_image_pixels: int = 4096 * 4096
     preprocess_max_batch: int = 64  # decoding is the costly python step: one stub, bounded memory
@@ -165,6 +164,34 @@ class ServingConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"serving.kind must be one of {KINDS}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class OptimizeConfig:
+    """``cifar10-optimize``: the grid it measures per form, the load, and the objective."""
+
+    preferred_batch_sizes: tuple[tuple[int, ...], ...] = ((), (8, 32))  # () = batch what is queued
+    max_queue_delay_us: tuple[int, ...] = (0, 1000)
+    instance_counts: tuple[int, ...] = (1, 2)
+    images_per_request: int = 8
+    concurrency: int = 4
+    seconds: float = 5.0
+    warmup_s: float = 1.0
+    p99_budget_ms: float = 1000.0
+    accuracy_margin: float = 0.005  # 0.5 points below fp32's test accuracy at most
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "preferred_batch_sizes", tuple(tuple(s) for s in self.preferred_batch_sizes))
+        if not (self.preferred_batch_sizes and self.max_queue_delay_us and self.instance_counts):
+            raise ValueError(
+                "optimize: preferred_batch_sizes, max_queue_delay_us and instance_counts need values"
+            )
+        if any(d < 0 for d in self.max_queue_delay_us) or any(n < 1 for n in self.instance_counts):
+            raise ValueError("optimize: queue delays must be >= 0 and instance counts >= 1")
+        if self.images_per_request < 1 or self.concurrency < 1 or self.seconds <= 0:
+            raise ValueError("optimize: images_per_request, concurrency and seconds must be positive")
+        if not 0 <= self.accuracy_margin < 1 or self.p99_budget_ms <= 0:
+            raise ValueError("optimize: accuracy_margin must be in [0, 1) and p99_budget_ms positive")
 
 
 @dataclass(frozen=True)
@@ -180,6 +207,7 @@ class Params:
     export: ExportConfig = field(default_factory=ExportConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -206,7 +234,7 @@ def _export(raw: dict[str, Any] | None) -> ExportConfig:
     return dataclasses.replace(from_dict(ExportConfig, raw, "export"), tolerances=tolerances)
 
 
-SECTIONS = ("profile", "profiles", "data", "evaluate", "mlflow", "export", "registry", "serving")
+SECTIONS = ("profile", "profiles", "data", "evaluate", "mlflow", "export", "registry", "serving", "optimize")
 
 
 def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
@@ -235,5 +263,6 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
         export=_export(raw.get("export")),
         registry=from_dict(RegistryConfig, raw.get("registry"), "registry"),
         serving=from_dict(ServingConfig, raw.get("serving"), "serving"),
+        optimize=from_dict(OptimizeConfig, raw.get("optimize"), "optimize"),
         raw=raw,
     )

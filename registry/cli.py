@@ -22,7 +22,8 @@ def _name(args, cfg) -> str:
     return args.model or cfg.registered_name(args.precision)
 
 
-def _sync(args, params) -> dict:
+def sync_from_args(args, params) -> dict:
+    """``sync`` as the CLI asks for it (``cifar10-optimize`` reuses it after recording its choice)."""
     import dataclasses
 
     from registry.sync import sync
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             alias = alias_for(args.alias or (None if args.stage else "production"), args.stage)
             out = aliases.rollback(_name(args, cfg), alias)
         elif args.command == "sync":
-            out = _sync(args, params)
+            out = sync_from_args(args, params)
         elif args.command == "show":
             out = store.describe(_name(args, cfg))
         else:

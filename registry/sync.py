@@ -154,7 +154,6 @@ def desired_spec(params: Params, cache: Path) -> tuple[RepositorySpec, dict]:
         classes=tags.json_list(meta, "classes", "registered model"),
         mean=tags.json_list(meta, "mean", "registered model", float),
         std=tags.json_list(meta, "std", "registered model", float),
-        top_k=serving.top_k,
         max_image_bytes=serving.max_image_bytes,
         max_image_pixels=serving.max_image_pixels,
         preprocess_max_batch=serving.preprocess_max_batch,

@@ -18,23 +18,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def first_request(http_endpoint: str, grpc_endpoint: str, image: Path) -> dict:
-    """Classify one encoded image through the ``cifar10`` ensemble over both protocols."""
+    """Classify one encoded image through the ``cifar10`` ensemble over both protocols (top 3)."""
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
-    blob = np.frombuffer(image.read_bytes(), dtype=np.uint8)[None, :]
+    from client.core.transport import image_batch, parse_classification
+
+    blob = image_batch([image.read_bytes()])
     answers = {}
     for name, module, url in (("http", httpclient, http_endpoint), ("grpc", grpcclient, grpc_endpoint)):
         client = module.InferenceServerClient(url)
-        inp = module.InferInput("IMAGE", list(blob.shape), "UINT8")
+        inp = module.InferInput("IMAGE", list(blob.shape), "BYTES")
         inp.set_data_from_numpy(blob)
-        result = client.infer("cifar10", [inp])
-        labels = [x.decode() if isinstance(x, bytes) else str(x) for x in result.as_numpy("LABELS")[0]]
-        answers[name] = dict(zip(labels, result.as_numpy("PROBABILITIES")[0].round(4).tolist(), strict=True))
+        out = module.InferRequestedOutput("PROBABILITIES", class_count=3)
+        labels, probs, _ = parse_classification(
+            client.infer("cifar10", [inp], outputs=[out]).as_numpy("PROBABILITIES")[0]
+        )
+        answers[name] = dict(zip(labels, [round(p, 4) for p in probs], strict=True))
         client.close()
     return {"image": str(image), "true_class": image.parent.name, "top_k": answers}
 

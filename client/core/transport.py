@@ -114,6 +114,23 @@ def classify(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(f"client_{type(exc).__name__}", False, text)
 
 
+Prediction = tuple[list[str], list[float], int]  # top-k labels, their probabilities, top-1 index
+
+
+def image_batch(blobs: list[bytes]) -> np.ndarray:
+    """Encoded files as the ensemble's ``IMAGE``: ``BYTES [n, 1]``, one file per batch element."""
+    arr = np.empty((len(blobs), 1), dtype=np.object_)
+    arr[:, 0] = blobs
+    return arr
+
+
+def parse_classification(row) -> Prediction:
+    """One row of classification-extension results ("score:index:label", best first)."""
+    entries = [(x.decode() if isinstance(x, bytes) else str(x)).split(":", 2) for x in row]
+    labels = [label for _, _, label in entries]
+    return labels, [float(score) for score, _, _ in entries], int(entries[0][1])
+
+
 class AsyncTriton:
     """A tritonclient asyncio client for one protocol; create it inside the running event loop."""
 
@@ -178,15 +195,24 @@ class AsyncTriton:
             meta = await self._client.get_model_metadata(name, as_json=True)
         return sorted(int(v) for v in meta.get("versions", []))
 
-    async def infer_bytes(self, model: str, data: bytes, version: int | str = "") -> tuple[list, list, int]:
-        """One encoded image through the ensemble -> (top-k labels, top-k probabilities, class index)."""
-        arr = np.frombuffer(data, dtype=np.uint8)[None, :]
-        inp = self._mod.InferInput("IMAGE", list(arr.shape), "UINT8")
+    async def infer_images(
+        self, model: str, blobs: list[bytes], k: int = 3, version: int | str = ""
+    ) -> list[Prediction]:
+        """Encoded images, one per batch element of one request (Triton's common image protocol).
+
+        The top ``k`` come from the classification extension on ``PROBABILITIES``: the server ranks
+        and labels them ("score:index:label"), so the client needs no class list of its own.
+        """
+        arr = image_batch(blobs)
+        inp = self._mod.InferInput("IMAGE", list(arr.shape), "BYTES")
         inp.set_data_from_numpy(arr)
-        result = await self._client.infer(model, [inp], model_version=str(version), **self._kw)
-        labels = [x.decode() if isinstance(x, bytes) else str(x) for x in result.as_numpy("LABELS")[0]]
-        probs = [float(p) for p in result.as_numpy("PROBABILITIES")[0]]
-        return labels, probs, int(result.as_numpy("CLASS_INDEX").reshape(-1)[0])
+        out = self._mod.InferRequestedOutput("PROBABILITIES", class_count=k)
+        result = await self._client.infer(model, [inp], model_version=str(version), outputs=[out], **self._kw)
+        return [parse_classification(row) for row in result.as_numpy("PROBABILITIES")]
+
+    async def infer_bytes(self, model: str, data: bytes, version: int | str = "", k: int = 3) -> Prediction:
+        """One encoded image -> (top-k labels, top-k probabilities, class index)."""
+        return (await self.infer_images(model, [data], k, version))[0]
 
     async def infer_tensor(
         self,

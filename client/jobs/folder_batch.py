@@ -202,7 +202,7 @@ async def run_async(items: list[img.ImageItem], cfg: BatchConfig) -> BatchResult
                 return data
 
             async def send(data: bytes):
-                return await client.infer_bytes(cfg.model_name, data, cfg.model_version)
+                return await client.infer_bytes(cfg.model_name, data, cfg.model_version, cfg.top_k)
         else:
 
             def prepare(item: img.ImageItem) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 It speaks just enough of the KServe v2 protocol - HTTP/JSON (incl. the binary-tensor request
 extension tritonclient uses) and gRPC - for ``client bench`` to drive it exactly as it drives
-Triton: health and readiness, and ``infer`` returning canned ensemble outputs (``LABELS``,
-``PROBABILITIES``, ``CLASS_INDEX``) or classifier ``logits``. Whatever rate the generator reaches
-against it is an upper bound of what the generator can measure; a real server far below that bound
+Triton: health and readiness, and ``infer`` returning canned ensemble outputs (the classification
+extension's ranked ``PROBABILITIES`` strings) or classifier ``logits``. Whatever rate the generator
+reaches against it is an upper bound of what the generator can measure; a real server far below that bound
 is not limited by the client.
 
 Run it in its own process (``python -m client.tools.fake_server --http-port P --grpc-port Q``;
@@ -30,17 +30,9 @@ LABELS = ["airplane", "automobile", "bird"]
 
 
 def _outputs(image_request: bool, batch: int) -> list[tuple[str, str, list[int], np.ndarray]]:
-    if image_request:
-        return [
-            (
-                "LABELS",
-                "BYTES",
-                [batch, 3],
-                np.array([[s.encode() for s in LABELS]] * batch, dtype=np.object_),
-            ),
-            ("PROBABILITIES", "FP32", [batch, 3], np.full((batch, 3), 1 / 3, dtype=np.float32)),
-            ("CLASS_INDEX", "INT32", [batch, 1], np.zeros((batch, 1), dtype=np.int32)),
-        ]
+    if image_request:  # what the classification extension returns for class_count=3
+        ranked = [f"{1 / 3:.6f}:{i}:{label}".encode() for i, label in enumerate(LABELS)]
+        return [("PROBABILITIES", "BYTES", [batch, 3], np.array([ranked] * batch, dtype=np.object_))]
     return [("logits", "FP32", [batch, 10], np.zeros((batch, 10), dtype=np.float32))]
 
 

@@ -80,6 +80,7 @@ def repository_layout(spec: RepositorySpec) -> tuple[dict[str, bytes | Path], se
     files[f"{POSTPROCESS}/{LABELS_FILE}"] = labels
     files[f"{POSTPROCESS}/1/model.py"] = python_model_source("postprocess")
     files[f"{spec.ensemble_name}/config.pbtxt"] = to_text(ensemble_config(spec)).encode()
+    files[f"{spec.ensemble_name}/{LABELS_FILE}"] = labels  # the classification extension's labels
     files[SPEC_FILE] = (json.dumps(spec_to_dict(spec), indent=2) + "\n").encode()
     # Triton only loads an ensemble that has a (here empty) version directory.
     return files, {f"{spec.ensemble_name}/1"}

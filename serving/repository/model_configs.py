@@ -47,7 +47,12 @@ def classifier_config(model: ServedModel, spec: RepositorySpec) -> mc.ModelConfi
     config.backend = model.backend
     config.default_model_filename = model.model_filename
     config.version_policy.specific.versions.extend(model.version_numbers)
-    config.input.add(name=model.input_name, data_type=mc.TYPE_FP32, dims=[CHANNELS, IMAGE_SIZE, IMAGE_SIZE])
+    config.input.add(
+        name=model.input_name,
+        data_type=mc.TYPE_FP32,
+        format=mc.ModelInput.FORMAT_NCHW,  # what image clients (NVIDIA's image_client.py) read
+        dims=[CHANNELS, IMAGE_SIZE, IMAGE_SIZE],
+    )
     config.output.add(
         name=model.output_name, data_type=mc.TYPE_FP32, dims=[num_classes], label_filename=LABELS_FILE
     )
@@ -70,13 +75,13 @@ def _python_config(name: str, max_batch_size: int, spec: RepositorySpec) -> mc.M
 
 
 def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
-    """Encoded image bytes in, a normalised ``3 x 32 x 32`` tensor out.
+    """Encoded images in, one per batch element (``BYTES [1]``), normalised ``3 x 32 x 32`` tensors out.
 
-    ``IMAGE`` allows ragged batches: requests carry differently sized files, and the python backend
-    hands each request to ``execute`` separately, so Triton need not pad them to one length.
+    This is Triton's common image protocol: one request carries many files of different sizes, as
+    NVIDIA's ``ensemble_image_client.py`` sends them, with no padding to a common length.
     """
     config = _python_config(PREPROCESS, spec.preprocess_max_batch, spec)
-    config.input.add(name="IMAGE", data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=True)
+    config.input.add(name="IMAGE", data_type=mc.TYPE_STRING, dims=[1])
     config.output.add(name="INPUT", data_type=mc.TYPE_FP32, dims=[CHANNELS, IMAGE_SIZE, IMAGE_SIZE])
     config.parameters["mean"].string_value = _floats(spec.mean)
     config.parameters["std"].string_value = _floats(spec.std)
@@ -87,17 +92,19 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
 
 
 def postprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
-    """Logits in, top-k labels and probabilities plus the arg-max index out.
+    """Logits in, the softmax over every class out (labelled), and the prediction counter.
 
-    ``target_model``/``target_version`` become labels of the ``predicted_class_total`` counter, so
-    a dashboard can split the prediction mix by the model version that produced it; ``class_metric``
-    (``true``/``false``) turns that counter off, which only the overhead benchmark does.
+    Top-k is Triton's classification extension on ``PROBABILITIES`` (``class_count=k`` on the
+    requested output), so k is the caller's choice per request. ``target_model``/``target_version``
+    become labels of the ``predicted_class_total`` counter, so a dashboard can split the prediction mix
+    by the version that produced it; ``class_metric`` (``true``/``false``) turns that counter off,
+    which only the overhead benchmark does.
     """
     config = _python_config(POSTPROCESS, spec.postprocess_max_batch, spec)
     config.input.add(name="LOGITS", data_type=mc.TYPE_FP32, dims=[len(spec.classes)])
-    config.output.add(name="LABELS", data_type=mc.TYPE_STRING, dims=[spec.top_k])
-    config.output.add(name="PROBABILITIES", data_type=mc.TYPE_FP32, dims=[spec.top_k])
-    config.output.add(name="CLASS_INDEX", data_type=mc.TYPE_INT32, dims=[1])
+    config.output.add(
+        name="PROBABILITIES", data_type=mc.TYPE_FP32, dims=[len(spec.classes)], label_filename=LABELS_FILE
+    )
     config.parameters["target_model"].string_value = spec.ensemble_target
     config.parameters["target_version"].string_value = str(spec.target.production)
     config.parameters["labels_file"].string_value = LABELS_FILE
@@ -111,8 +118,11 @@ def ensemble_max_batch(spec: RepositorySpec) -> int:
 
 
 def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
-    """``IMAGE -> preprocess -> classifier:production -> postprocess``.
+    """``IMAGE -> preprocess -> classifier:production -> postprocess``: BYTES in, labelled softmax out.
 
+    One input and one labelled output is what Triton's image clients expect (NVIDIA's
+    ``ensemble_image_client.py`` runs unchanged): ``IMAGE`` is ``BYTES [1]``, one encoded file per
+    batch element, and ``PROBABILITIES`` answers ``class_count=k`` with "score:index:label".
     Every step names its version explicitly. ``-1`` ("latest ready") would send traffic to a staging
     version the moment it loads, because staging versions are usually the newest.
     """
@@ -120,10 +130,10 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     config = mc.ModelConfig(
         name=spec.ensemble_name, platform="ensemble", max_batch_size=ensemble_max_batch(spec)
     )
-    config.input.add(name="IMAGE", data_type=mc.TYPE_UINT8, dims=[-1])
-    config.output.add(name="LABELS", data_type=mc.TYPE_STRING, dims=[spec.top_k])
-    config.output.add(name="PROBABILITIES", data_type=mc.TYPE_FP32, dims=[spec.top_k])
-    config.output.add(name="CLASS_INDEX", data_type=mc.TYPE_INT32, dims=[1])
+    config.input.add(name="IMAGE", data_type=mc.TYPE_STRING, dims=[1])
+    config.output.add(
+        name="PROBABILITIES", data_type=mc.TYPE_FP32, dims=[len(spec.classes)], label_filename=LABELS_FILE
+    )
     config.parameters["classes"].string_value = ",".join(spec.classes)
     steps = config.ensemble_scheduling.step
     pre = steps.add(model_name=PREPROCESS, model_version=1)
@@ -134,6 +144,5 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     clf.output_map[target.output_name] = "logits"
     post = steps.add(model_name=POSTPROCESS, model_version=1)
     post.input_map["LOGITS"] = "logits"
-    for name in ("LABELS", "PROBABILITIES", "CLASS_INDEX"):
-        post.output_map[name] = name
+    post.output_map["PROBABILITIES"] = "PROBABILITIES"
     return config

@@ -19,6 +19,7 @@ BACKENDS = ("onnxruntime", "tensorrt")
 KINDS = ("KIND_CPU", "KIND_GPU")  # as common.params.KINDS; serving must not import the config layer
 PREPROCESS = "preprocess"
 POSTPROCESS = "postprocess"
+LEGACY_INTERFACE = "IMAGE UINT8[-1] -> LABELS, PROBABILITIES (top-k), CLASS_INDEX"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -107,13 +108,14 @@ class RepositorySpec:
     classes: tuple[str, ...]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    top_k: int = 3
     ensemble_name: str = "cifar10"
     # ``predicted_class_total`` in postprocess; off only to measure what it costs (monitoring/bench_*).
     class_metric: bool = True
     # What preprocess agrees to decode: encoded bytes per image and decoded pixels per image.
     max_image_bytes: int = 1 << 20
     max_image_pixels: int = 4096 * 4096
+    # What the public ensemble speaks; a rollout across a change of it can fail requests in flight.
+    interface: str = "IMAGE BYTES[1] -> PROBABILITIES FP32[classes], labelled"
     # The python models' own batching (params.yaml serving section).
     preprocess_max_batch: int = 64
     postprocess_max_batch: int = 256
@@ -149,8 +151,6 @@ class RepositorySpec:
         self.target  # noqa: B018 - raises SpecError when the target is missing
         if len(self.classes) < 2 or any(not c or "\n" in c for c in self.classes):
             raise SpecError(f"classes must be >= 2 non-empty single-line names, got {self.classes}")
-        if not 1 <= self.top_k <= len(self.classes):
-            raise SpecError(f"top_k must be in 1..{len(self.classes)}, got {self.top_k}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             raise SpecError(f"mean and std need 3 channels with std > 0, got {self.mean} / {self.std}")
         if not isinstance(self.class_metric, bool):
@@ -180,7 +180,13 @@ def spec_to_dict(spec: RepositorySpec) -> dict[str, Any]:
 
 
 def spec_from_dict(data: dict[str, Any]) -> RepositorySpec:
-    """Inverse of :func:`spec_to_dict`; unknown keys raise so a format drift is never silent."""
+    """Inverse of :func:`spec_to_dict`; unknown keys raise so a format drift is never silent.
+
+    A spec written before the BYTES interface (it has ``top_k``) reads as the old interface, so a
+    rollout from it warns that requests straddling the switch may fail.
+    """
+    if "top_k" in data:
+        data = {k: v for k, v in data.items() if k != "top_k"} | {"interface": LEGACY_INTERFACE}
     try:
         classifiers = tuple(
             ServedModel(**{**m, "versions": tuple(ServedVersion(**v) for v in m["versions"])})

@@ -22,7 +22,7 @@ match the spec, so rerunning an interrupted rollout completes it). Triton reload
 ensemble load polls, in the background as well. Model control goes over gRPC
 (see :mod:`serving.rollout.admin`).
 
-Not covered by the guarantee: a change of the ensemble's interface (class list, ``top_k``, ensemble
+Not covered by the guarantee: a change of the ensemble's interface (class list, input type, ensemble
 name) can fail requests that straddle the switch; :func:`apply` logs a warning for such a rollout.
 Between the postprocess reload and the ensemble reload in step 2 (milliseconds), a few predictions
 from the old version may be counted under the new version's metric label.
@@ -125,10 +125,10 @@ def apply(
             server keeps serving exactly ``old_spec``.
     """
     new_spec.validate()
-    interface = (new_spec.classes, new_spec.top_k, new_spec.ensemble_name)
-    if old_spec is not None and (old_spec.classes, old_spec.top_k, old_spec.ensemble_name) != interface:
+    interface = (new_spec.classes, new_spec.ensemble_name, new_spec.interface)
+    if old_spec is not None and (old_spec.classes, old_spec.ensemble_name, old_spec.interface) != interface:
         log.warning(
-            "the ensemble's interface changes (classes/top_k/name): requests during the switch may fail"
+            "the ensemble's interface changes (classes/name/inputs): requests during the switch may fail"
         )
     repository = Path(repository).absolute()
     with _exclusive(repository):

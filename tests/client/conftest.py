@@ -48,7 +48,7 @@ def make_spec(onnx: Path, versions: tuple[int, ...] = (1, PRODUCTION), productio
         max_queue_delay_us=1000,
     )
     return RepositorySpec(
-        classifiers=(model,), ensemble_target="wrn_fp32", classes=CLASSES, mean=MEAN, std=STD, top_k=3
+        classifiers=(model,), ensemble_target="wrn_fp32", classes=CLASSES, mean=MEAN, std=STD
     )
 
 

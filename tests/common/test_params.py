@@ -22,7 +22,7 @@ def test_the_repository_params_load_into_frozen_sections():
         assert dataclasses.is_dataclass(value) and value.__dataclass_params__.frozen, section
     assert params.profile == "cpu" and params.export.max_batch >= max(params.serving.preferred_batch_sizes)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        params.serving.top_k = 5  # type: ignore[misc]
+        params.serving.kind = "KIND_GPU"  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from client.core.transport import image_batch, parse_classification
 from common.params import DataConfig, Params, RegistryConfig, ServingConfig
 from export import onnx_io
 from registry import aliases, store
@@ -83,11 +84,14 @@ class Stack:
 
 
 def classify_bytes(client, blob: bytes, module=httpclient) -> tuple[int, str]:
-    inp = module.InferInput("IMAGE", [1, len(blob)], "UINT8")
-    inp.set_data_from_numpy(np.frombuffer(blob, dtype=np.uint8)[None, :])
-    result = client.infer("cifar10", [inp])
-    label = result.as_numpy("LABELS")[0][0]
-    return int(result.as_numpy("CLASS_INDEX")[0][0]), label.decode() if isinstance(label, bytes) else label
+    """(class index, label) of one image through the ensemble, via the classification extension."""
+    inp = module.InferInput("IMAGE", [1, 1], "BYTES")
+    inp.set_data_from_numpy(image_batch([blob]))
+    out = module.InferRequestedOutput("PROBABILITIES", class_count=1)
+    labels, _, index = parse_classification(
+        client.infer("cifar10", [inp], outputs=[out]).as_numpy("PROBABILITIES")[0]
+    )
+    return index, labels[0]
 
 
 @pytest.fixture(scope="module")
@@ -255,12 +259,12 @@ def _ensemble_predictions(stack: Stack, files: list[Path]) -> dict[Path, int]:
     for i in range(0, len(files), 8):
         pending = []
         for f in files[i : i + 8]:
-            blob = np.frombuffer(f.read_bytes(), dtype=np.uint8)[None, :]
-            inp = httpclient.InferInput("IMAGE", list(blob.shape), "UINT8")
+            blob = image_batch([f.read_bytes()])
+            inp = httpclient.InferInput("IMAGE", list(blob.shape), "BYTES")
             inp.set_data_from_numpy(blob)
             pending.append((f, stack.http.async_infer("cifar10", [inp])))
         for f, request in pending:
-            predicted[f] = int(request.get_result().as_numpy("CLASS_INDEX").reshape(-1)[0])
+            predicted[f] = int(request.get_result().as_numpy("PROBABILITIES")[0].argmax())
     return predicted
 
 

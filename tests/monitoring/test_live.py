@@ -130,7 +130,7 @@ def prometheus(prometheus_bin, triton, tmp_path_factory) -> Iterator[Prometheus]
 
 
 def _infer(http, images: np.ndarray) -> None:
-    tensor = httpclient.InferInput("IMAGE", list(images.shape), "UINT8")
+    tensor = httpclient.InferInput("IMAGE", list(images.shape), "BYTES")
     tensor.set_data_from_numpy(images)
     http.infer("cifar10", [tensor])
 
@@ -154,7 +154,7 @@ def traffic(triton, prometheus) -> float:
         for i in range(8):
             _infer(http, pack([encode(random_image(100 + 4 * i + j), "PNG") for j in range(4)]))
         with pytest.raises(InferenceServerException):
-            _infer(http, np.zeros((1, 16), dtype=np.uint8))  # no image bytes: a failed request
+            _infer(http, pack([b""]))  # no image bytes: a failed request
         same = pack([encode(random_image(7), "PNG")] * 16)
         for _ in range(SKEWED // 16):
             _infer(http, same)

@@ -106,11 +106,10 @@ def random_image(seed: int, height: int = 32, width: int = 32) -> np.ndarray:
 
 
 def pack(blobs: list[bytes]) -> np.ndarray:
-    """Encoded files as one ``[n, max_len]`` uint8 batch, right-padded with zeros."""
-    out = np.zeros((len(blobs), max(len(b) for b in blobs)), dtype=np.uint8)
-    for i, blob in enumerate(blobs):
-        out[i, : len(blob)] = np.frombuffer(blob, dtype=np.uint8)
-    return out
+    """Encoded files as the ensemble's ``IMAGE``: ``BYTES [n, 1]``, one file per batch element."""
+    from client.core.transport import image_batch
+
+    return image_batch(blobs)
 
 
 def reference_preprocess(blob: bytes) -> np.ndarray:

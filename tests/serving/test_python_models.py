@@ -108,7 +108,7 @@ def spec(onnx_models):
     return make_spec(onnx_models, production=1)
 
 
-def test_preprocess_decodes_padded_png_and_jpeg_batches(pb_utils, spec, tmp_path):
+def test_preprocess_decodes_a_batch_of_png_and_jpeg_of_any_size(pb_utils, spec, tmp_path):
     model = load(PACKAGE / "python_models/preprocess.py", preprocess_config(spec), tmp_path)
     blobs = [
         encode(random_image(1), "PNG"),
@@ -129,7 +129,7 @@ def test_preprocess_fails_only_the_bad_request(pb_utils, spec, tmp_path):
     requests = [
         {"IMAGE": FakeTensor("IMAGE", good)},
         {"IMAGE": FakeTensor("IMAGE", pack([b"GIF89a definitely not a png"]))},
-        {"IMAGE": FakeTensor("IMAGE", np.zeros((1, 0), np.uint8))},
+        {"IMAGE": FakeTensor("IMAGE", pack([b""]))},
         {"IMAGE": FakeTensor("IMAGE", pack([encode(random_image(1), "PNG")[:60]]))},
         {"IMAGE": FakeTensor("IMAGE", pack([encode(random_image(2), "PNG"), huge_png()]))},
         {"IMAGE": FakeTensor("IMAGE", good)},
@@ -150,18 +150,14 @@ def huge_png() -> bytes:
     return buf.getvalue()
 
 
-def test_postprocess_top_k_softmax_and_counter(pb_utils, spec, tmp_path):
+def test_postprocess_softmax_and_counter(pb_utils, spec, tmp_path):
     (tmp_path / "labels.txt").write_text("\n".join(spec.classes) + "\n")
     model = load(PACKAGE / "python_models/postprocess.py", postprocess_config(spec), tmp_path)
     logits = np.random.default_rng(0).normal(size=(4, 10)).astype(np.float32)
     (response,) = model.execute([{"LOGITS": FakeTensor("LOGITS", logits)}])
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    order = np.argsort(-logits, axis=1)[:, :3]
-    np.testing.assert_array_equal(response.outputs["CLASS_INDEX"][:, 0], logits.argmax(axis=1))
-    np.testing.assert_allclose(
-        response.outputs["PROBABILITIES"], np.take_along_axis(probs, order, 1), rtol=1e-5
-    )
-    assert response.outputs["LABELS"].tolist() == [[spec.classes[j].encode() for j in row] for row in order]
+    np.testing.assert_allclose(response.outputs["PROBABILITIES"], probs, rtol=1e-5)
+    assert set(response.outputs) == {"PROBABILITIES"}  # top-k is the classification extension's job
     (family,) = FakeFamily.created
     assert family.name == "predicted_class_total"
     counts = {m.labels["class"]: m.value for m in family.metrics}

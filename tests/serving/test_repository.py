@@ -57,6 +57,9 @@ def test_classifier_config_round_trips_with_expected_fields(tmp_path, artifacts)
     assert list(cfg.version_policy.specific.versions) == [1, 2]
     (inp,) = cfg.input
     assert (inp.name, inp.data_type, list(inp.dims)) == ("input", mc.TYPE_FP32, [3, 32, 32])
+    assert inp.format == mc.ModelInput.FORMAT_NCHW  # what NVIDIA's image_client.py reads
+    assert cfg.parameters["classes"].string_value.split(",") == list(CLASSES)
+    assert [float(v) for v in cfg.parameters["mean"].string_value.split(",")] == [0.4914, 0.4822, 0.4465]
     (out,) = cfg.output
     assert (out.name, out.data_type, list(out.dims)) == ("logits", mc.TYPE_FP32, [10])
     assert out.label_filename == "labels.txt"
@@ -68,25 +71,31 @@ def test_classifier_config_round_trips_with_expected_fields(tmp_path, artifacts)
 
 
 def test_ensemble_routes_to_the_explicit_production_version(tmp_path, artifacts):
-    spec = make_spec({1: artifacts[1], 2: artifacts[2]}, production=1, top_k=5)
+    spec = make_spec({1: artifacts[1], 2: artifacts[2]}, production=1)
     build_repository(spec, tmp_path / "repo")
     cfg = config(tmp_path / "repo", "cifar10")
     assert cfg.platform == "ensemble" and cfg.max_batch_size == 64
     steps = [(s.model_name, s.model_version) for s in cfg.ensemble_scheduling.step]
     assert steps == [("preprocess", 1), (CLASSIFIER, 1), ("postprocess", 1)]  # never -1
-    outputs = {o.name: (o.data_type, list(o.dims)) for o in cfg.output}
-    assert outputs == {
-        "LABELS": (mc.TYPE_STRING, [5]),
-        "PROBABILITIES": (mc.TYPE_FP32, [5]),
-        "CLASS_INDEX": (mc.TYPE_INT32, [1]),
-    }
+    # Triton's common image protocol: one BYTES input, one labelled output (classification extension).
+    (inp,) = cfg.input
+    assert (inp.name, inp.data_type, list(inp.dims)) == ("IMAGE", mc.TYPE_STRING, [1])
+    (out,) = cfg.output
+    assert (out.name, out.data_type, list(out.dims), out.label_filename) == (
+        "PROBABILITIES",
+        mc.TYPE_FP32,
+        [10],
+        "labels.txt",
+    )
+    assert (tmp_path / "repo" / "cifar10" / "labels.txt").read_text().splitlines() == list(CLASSES)
+    assert cfg.parameters["classes"].string_value.split(",") == list(CLASSES)
     assert (tmp_path / "repo" / "cifar10" / "1").is_dir()
 
 
 def test_python_model_configs_carry_their_parameters(tmp_path, artifacts):
     build_repository(make_spec({1: artifacts[1]}, production=1), tmp_path / "repo")
     pre = config(tmp_path / "repo", "preprocess")
-    assert pre.backend == "python" and pre.input[0].dims == [-1] and pre.input[0].allow_ragged_batch
+    assert pre.backend == "python" and pre.input[0].dims == [1] and pre.input[0].data_type == mc.TYPE_STRING
     assert [float(x) for x in pre.parameters["std"].string_value.split(",")] == [0.2470, 0.2435, 0.2616]
     post = config(tmp_path / "repo", "postprocess")
     assert post.parameters["target_model"].string_value == CLASSIFIER
@@ -212,8 +221,8 @@ def test_invalid_classifier_is_rejected_with_the_field_named(artifacts, change, 
 
 def test_invalid_repository_spec_is_rejected(tmp_path, artifacts):
     spec = make_spec({1: artifacts[1]}, production=1)
-    with pytest.raises(SpecError, match="top_k"):
-        dataclasses.replace(spec, top_k=11).validate()
+    with pytest.raises(SpecError, match="max_image_bytes"):
+        dataclasses.replace(spec, max_image_bytes=10).validate()
     with pytest.raises(SpecError, match="no classifier named"):
         dataclasses.replace(spec, ensemble_target="missing").validate()
     missing = make_spec({1: tmp_path / "gone.onnx"}, production=1)

@@ -14,10 +14,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from client.core.transport import parse_classification
 from serving.repository.build import build_repository
 from serving.repository.spec import ServedModel, ServedVersion
 from serving.server.embedded import EmbeddedServer, ServerConfig, ServerError
-from tests.conftest import fp32_tolerance, huge_png
+from tests.conftest import CLASSES, fp32_tolerance, huge_png
 from tests.serving.conftest import (
     CLASSIFIER,
     encode,
@@ -73,13 +74,15 @@ def grpc_input(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferI
     return tensor
 
 
-def ensemble(http, images: np.ndarray) -> httpclient.InferResult:
-    return http.infer("cifar10", [http_input("IMAGE", images, "UINT8")])
+def ensemble(http, images: np.ndarray, k: int = 0) -> httpclient.InferResult:
+    """``k`` > 0: the top k through the classification extension; 0: the full softmax."""
+    outputs = [httpclient.InferRequestedOutput("PROBABILITIES", class_count=k)] if k else None
+    return http.infer("cifar10", [http_input("IMAGE", images, "BYTES")], outputs=outputs)
 
 
 def assert_still_serving(http) -> None:
     result = ensemble(http, pack([encode(random_image(99), "PNG")]))
-    assert result.as_numpy("CLASS_INDEX").shape == (1, 1)
+    assert result.as_numpy("PROBABILITIES").shape == (1, 10)
 
 
 def test_classifier_over_http_and_grpc_matches_onnxruntime(http, grpc, session):
@@ -109,17 +112,20 @@ def test_ensemble_answers_png_and_jpeg_of_any_size_like_the_classifier(http, grp
         encode(random_image(3, 20, 28), "PNG"),
         encode(random_image(4), "JPEG"),
     ]
-    result = ensemble(http, pack(blobs))
-    labels, probs, index = (result.as_numpy(n) for n in ("LABELS", "PROBABILITIES", "CLASS_INDEX"))
-    assert labels.shape == (4, 3) and probs.shape == (4, 3) and index.shape == (4, 1)
-    assert np.all(np.diff(probs, axis=1) <= 0) and np.all((probs > 0) & (probs <= 1))
+    probs = ensemble(http, pack(blobs)).as_numpy("PROBABILITIES")  # one request, mixed sizes and formats
+    assert probs.shape == (4, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     logits = session.run(["logits"], {"input": np.stack([reference_preprocess(b) for b in blobs])})[0]
-    for row, idx in zip(logits, index[:, 0], strict=True):
+    for row, idx in zip(logits, probs.argmax(axis=1), strict=True):
         # equal, or a near-tie that a logit shift within the fp32 tolerance can flip
         assert idx == row.argmax() or row.max() - row[idx] <= 2 * fp32_tolerance()
-    single = grpc.infer("cifar10", [grpc_input("IMAGE", pack(blobs[1:2]), "UINT8")])
-    assert single.as_numpy("CLASS_INDEX")[0, 0] == index[1, 0]
-    assert single.as_numpy("LABELS")[0].tolist() == labels[1].tolist()
+    top = [parse_classification(row) for row in ensemble(http, pack(blobs), k=3).as_numpy("PROBABILITIES")]
+    assert [t[2] for t in top] == probs.argmax(axis=1).tolist()
+    assert all(t[0][0] == CLASSES[t[2]] and t[1] == sorted(t[1], reverse=True) for t in top)
+    # One image per request gives the same classes as the multi-image request.
+    for blob, (labels, _, _) in zip(blobs, top, strict=True):
+        out = grpcclient.InferRequestedOutput("PROBABILITIES", class_count=3)
+        single = grpc.infer("cifar10", [grpc_input("IMAGE", pack([blob]), "BYTES")], outputs=[out])
+        assert parse_classification(single.as_numpy("PROBABILITIES")[0])[0] == labels
 
 
 BAD_REQUESTS = {
@@ -132,19 +138,20 @@ BAD_REQUESTS = {
         "FP32",
         "must be <= 256",
     ),
-    "ensemble batch too large": ("cifar10", "IMAGE", np.full((65, 8), 1, np.uint8), "UINT8", "must be <= 64"),
-    "corrupt image": ("cifar10", "IMAGE", pack([b"\x89PNG garbage"]), "UINT8", "not a PNG or JPEG"),
-    "truncated image": ("cifar10", "IMAGE", pack([encode(random_image(5), "PNG")[:80]]), "UINT8", "decoded"),
-    "empty image": ("cifar10", "IMAGE", np.zeros((1, 0), np.uint8), "UINT8", "is empty"),
+    "ensemble batch too large": ("cifar10", "IMAGE", pack([b"x"] * 65), "BYTES", "must be <= 64"),
+    "the old UINT8 form": ("cifar10", "IMAGE", np.ones((1, 8), np.uint8), "UINT8", "expects 'BYTES'"),
+    "corrupt image": ("cifar10", "IMAGE", pack([b"\x89PNG garbage"]), "BYTES", "not a PNG or JPEG"),
+    "truncated image": ("cifar10", "IMAGE", pack([encode(random_image(5), "PNG")[:80]]), "BYTES", "decoded"),
+    "empty image": ("cifar10", "IMAGE", pack([b""]), "BYTES", "is empty"),
     # Limits from params.yaml serving.max_image_* (defaults: 1 MiB encoded, 4096 x 4096 decoded).
     "image bytes over the limit": (
         "cifar10",
         "IMAGE",
-        np.ones((1, (1 << 20) + 1), np.uint8),
-        "UINT8",
-        "more than the 1048576 allowed per image",
+        pack([b"\x89PNG" + bytes(1 << 20)]),
+        "BYTES",
+        "more than the 1048576 allowed",
     ),
-    "decompression bomb": ("cifar10", "IMAGE", pack([huge_png(50_000, 50_000)]), "UINT8", "is too large"),
+    "decompression bomb": ("cifar10", "IMAGE", pack([huge_png(50_000, 50_000)]), "BYTES", "is too large"),
 }
 
 
@@ -163,14 +170,14 @@ def test_bad_input_is_a_client_error_and_the_server_keeps_serving(http, grpc, ca
 def test_one_corrupt_request_among_concurrent_ones_fails_alone(http):
     images = [pack([encode(random_image(10 + i), "PNG" if i % 2 else "JPEG")]) for i in range(8)]
     images[3] = pack([b"corrupt bytes, not an image"])
-    pending = [http.async_infer("cifar10", [http_input("IMAGE", img, "UINT8")]) for img in images]
+    pending = [http.async_infer("cifar10", [http_input("IMAGE", img, "BYTES")]) for img in images]
     outcomes = []
     for request in pending:
         try:
-            outcomes.append(request.get_result().as_numpy("CLASS_INDEX").shape)
+            outcomes.append(request.get_result().as_numpy("PROBABILITIES").shape)
         except InferenceServerException as exc:
             outcomes.append(exc.status())
-    assert outcomes == [(1, 1)] * 3 + ["400"] + [(1, 1)] * 4
+    assert outcomes == [(1, 10)] * 3 + ["400"] + [(1, 10)] * 4
 
 
 def test_model_repository_api_needs_the_admin_header(server, http, grpc):
@@ -194,7 +201,7 @@ def test_model_repository_api_needs_the_admin_header(server, http, grpc):
 
 def test_prediction_counter_and_latency_summaries_are_exported(server, http):
     images = [pack([encode(random_image(i), "PNG")]) for i in range(8)]
-    for pending in [http.async_infer("cifar10", [http_input("IMAGE", img, "UINT8")]) for img in images]:
+    for pending in [http.async_infer("cifar10", [http_input("IMAGE", img, "BYTES")]) for img in images]:
         pending.get_result()
     text = urllib.request.urlopen(server.url_metrics, timeout=10).read().decode()
     counts = [

@@ -1,4 +1,7 @@
-"""Triton python model: logits -> top-k labels and probabilities, arg-max index, prediction counter.
+"""Triton python model: logits -> softmax over every class, and the prediction counter.
+
+Top-k is not computed here: the output ``PROBABILITIES`` is labelled, so Triton's classification
+extension answers ``class_count=k`` with "score:index:label" strings, k chosen per request.
 
 Runs inside Triton's python backend stub (stdlib, numpy and ``triton_python_backend_utils`` only) and
 is copied to ``<repository>/postprocess/1/model.py`` by :mod:`serving.repository.build`.
@@ -51,19 +54,14 @@ def _flag(params: dict, key: str, default: bool) -> bool:
     return value == "true"
 
 
-def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and softmax probabilities of the ``k`` largest logits per row, largest first."""
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``[batch, classes]`` logits, computed stably in float32."""
     if logits.ndim != 2:
         raise InvalidLogits(f"expected [batch, classes] logits, got shape {list(logits.shape)}")
     if not np.all(np.isfinite(logits)):
         raise ValueError("the classifier produced non-finite logits")
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=1, keepdims=True)
-    # Ranked on the logits, not the rounded probabilities; a stable sort keeps the lower class index
-    # first on ties, the same choice as numpy's argmax, so CLASS_INDEX == argmax(logits).
-    order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(probs, order, axis=1).astype(np.float32)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 class TritonPythonModel:
@@ -80,8 +78,6 @@ class TritonPythonModel:
             raise ValueError(
                 f"postprocess: {labels_path} has {len(self.labels)} labels, LOGITS is {logits_dims}"
             )
-        self.k = int(pb_utils.get_output_config_by_name(config, "LABELS")["dims"][0])
-        self.encoded = np.array([label.encode("utf-8") for label in self.labels], dtype=np.object_)
         target, version = _param(params, "target_model"), _param(params, "target_version")
         self.counters = []
         if not _flag(params, "class_metric", default=True):
@@ -104,16 +100,9 @@ class TritonPythonModel:
         logits = pb_utils.get_input_tensor_by_name(request, "LOGITS").as_numpy().astype(np.float32)
         if logits.ndim != 2 or logits.shape[1] != len(self.labels):
             raise InvalidLogits(f"expected [batch, {len(self.labels)}] logits, got {list(logits.shape)}")
-        order, probs = top_k(logits, self.k)
-        best = order[:, :1].astype(np.int32)
-        response = pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("LABELS", self.encoded[order]),
-                pb_utils.Tensor("PROBABILITIES", probs),
-                pb_utils.Tensor("CLASS_INDEX", best),
-            ]
-        )
-        return response, best
+        probs = softmax(logits)
+        best = logits.argmax(axis=1)  # the counter counts what the classification extension ranks first
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("PROBABILITIES", probs)]), best
 
     def execute(self, requests: list) -> list:
         responses = []

@@ -4,9 +4,8 @@ Runs inside Triton's python backend stub, so it imports only the stdlib, numpy, 
 ``triton_python_backend_utils`` - never the project's packages. It is copied to
 ``<repository>/preprocess/1/model.py`` by :mod:`serving.repository.build`.
 
-Input ``IMAGE`` is ``[batch, n_bytes]`` uint8: one encoded file per row. Files in one request are
-right-padded with zeros to a common length; PNG and JPEG decoders stop at their end marker (IEND /
-EOI), so the padding is ignored. A row that is all zeros is reported as empty.
+Input ``IMAGE`` is ``BYTES [batch, 1]``: one encoded file per batch element, any sizes mixed in one
+request (Triton's common image protocol).
 
 Limits (``max_bytes`` per encoded image, ``max_pixels`` per decoded image; config parameters written
 from ``params.yaml``'s ``serving`` section) are checked before decoding, so a decompression bomb or
@@ -55,7 +54,7 @@ def _floats(params: dict, key: str) -> np.ndarray:
 
 def decode(data: bytes, size: tuple[int, int], resample: int, max_pixels: int) -> np.ndarray:
     """One encoded file -> ``H x W x 3`` uint8 RGB, or :class:`InvalidImage` with the reason."""
-    if not data.rstrip(b"\x00"):
+    if not data:
         raise InvalidImage("is empty (no image bytes)")
     try:
         with warnings.catch_warnings():
@@ -102,16 +101,17 @@ class TritonPythonModel:
 
     def _one(self, request) -> pb_utils.InferenceResponse:
         batch = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy()
-        if batch.ndim != 2:
-            raise InvalidImage(f"IMAGE must be [batch, n_bytes] uint8, got shape {list(batch.shape)}")
+        if batch.ndim != 2 or batch.shape[1] != 1:
+            raise InvalidImage(f"IMAGE must be BYTES [batch, 1], got shape {list(batch.shape)}")
         images = np.empty((len(batch), 3, self.size[1], self.size[0]), dtype=np.float32)
-        if batch.shape[1] > self.max_bytes:
-            raise InvalidImage(
-                f"IMAGE rows are {batch.shape[1]} bytes, more than the {self.max_bytes} allowed per image"
-            )
-        for i, row in enumerate(batch):
+        for i, (blob,) in enumerate(batch):
+            data = bytes(blob)
+            if len(data) > self.max_bytes:
+                raise InvalidImage(
+                    f"image {i} of the request is {len(data)} bytes, more than the {self.max_bytes} allowed"
+                )
             try:
-                pixels = decode(row.tobytes(), self.size, self.resample, self.max_pixels)
+                pixels = decode(data, self.size, self.resample, self.max_pixels)
             except InvalidImage as exc:
                 raise InvalidImage(f"image {i} of the request {exc}") from None
             images[i] = pixels.transpose(2, 0, 1)
