@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from client.core.errors import EXIT_CODES_HELP
+from client.core.request_loop import DEFAULT_REQUEST_BATCH
 from common import exit_codes
 from monitoring import drift_cli as drift
 
@@ -81,11 +82,20 @@ def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     )
     r.add_argument("--max-rps", type=float, default=None, help="cap on request starts per second")
     r.add_argument(
+        "--request-batch",
+        type=int,
+        default=DEFAULT_REQUEST_BATCH,
+        help="images per request, up to the model's max_batch_size (default %(default)s); a request that "
+        "one bad image fails is retried image by image, so only that image is reported as failed",
+    )
+    r.add_argument(
         "--metrics-url",
         default=os.environ.get(ENV_METRICS, "http://localhost:8002/metrics"),
         help="Prometheus endpoint snapshotted before and after ('' to skip)",
     )
-    r.add_argument("--top-k", type=int, default=3, help="tensor mode: classes kept per prediction")
+    r.add_argument(
+        "--top-k", type=int, default=3, help="classes kept per prediction (bytes: Triton's class_count)"
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     return conn, run
 
@@ -210,6 +220,7 @@ def _batch_config(args: argparse.Namespace, **over):
         top_k=args.top_k,
         max_rps=args.max_rps,
         progress=not args.no_progress,
+        request_batch=args.request_batch,
         **over,
     )
 

@@ -10,6 +10,7 @@ be answered twice, however the server misbehaves.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections import Counter
@@ -19,6 +20,9 @@ from typing import Any, Generic, TypeVar
 
 from client.core.transport import ErrorInfo, classify
 
+# Images per request by default (``--request-batch``): enough to share a request's fixed cost, few
+# enough that a request that must be split image by image (one bad file in it) stays cheap.
+DEFAULT_REQUEST_BATCH = 16
 T = TypeVar("T")
 P = TypeVar("P")
 
@@ -52,6 +56,7 @@ class Outcome(Generic[T]):
     error_kind: str | None = None
     error: str | None = None
     retries: Counter = field(default_factory=Counter)
+    transient: bool = False  # an error that outlasted the retry deadline: the server's, not the item's
 
 
 class _Pacer:
@@ -73,75 +78,121 @@ class _Pacer:
             await asyncio.sleep(delay)
 
 
+async def _attempts(
+    send: Callable[[], Awaitable[T]], policy: RetryPolicy, pacer: _Pacer, rng: random.Random
+) -> Outcome[T]:
+    """One request, retried on transient errors until the policy's deadline; never more than once ok."""
+    started, attempt, retries = time.monotonic(), 0, Counter()
+    while True:
+        attempt += 1
+        await pacer.wait()
+        t0 = time.perf_counter()
+        try:
+            value = await send()
+        except Exception as exc:
+            info: ErrorInfo = classify(exc)
+        else:
+            return Outcome("ok", value, (time.perf_counter() - t0) * 1000.0, attempt, retries=retries)
+        if not info.transient:
+            return Outcome("error", None, None, attempt, info.kind, info.message, retries)
+        pause = policy.backoff(attempt, rng)
+        if time.monotonic() + pause - started > policy.deadline_s:
+            message = (
+                f"gave up after {attempt} attempts in {time.monotonic() - started:.1f} s: {info.message}"
+            )
+            return Outcome("error", None, None, attempt, info.kind, message, retries, transient=True)
+        retries[info.kind] += 1
+        await asyncio.sleep(pause)
+
+
+def _prepared(item: Any, prepare: Callable[[Any], P]) -> tuple[P | None, Outcome | None]:
+    try:
+        return prepare(item), None
+    except Exception as exc:
+        return None, Outcome("skipped", error_kind="unreadable", error=" ".join(str(exc).split()))
+
+
 async def run_all(
     items: Sequence[Any],
     prepare: Callable[[Any], P],
-    send: Callable[[P], Awaitable[T]],
+    send: Callable[[list[P]], Awaitable[list[T]]],
     concurrency: int,
     policy: RetryPolicy | None = None,
     on_done: Callable[[int, Outcome[T]], None] | None = None,
     max_rps: float | None = None,
     seed: int = 0,
+    request_batch: int = 1,
 ) -> list[Outcome[T]]:
     """Process ``items`` with ``concurrency`` workers; return one outcome per item, in item order.
 
+    Up to ``request_batch`` prepared items travel in one request (``send`` takes a list and returns
+    one value per item, in order). A request that fails permanently with several items in it is
+    retried item by item, so one bad image costs only its own prediction and is reported by name;
+    a transient failure retries the whole request, which cannot answer any item twice because each
+    request's items are owned by one worker until they finish.
+
     Args:
         prepare: item -> payload, run once per item; an exception here marks the item ``skipped``.
-        send: payload -> value, awaited per attempt; exceptions are classified and maybe retried.
+        send: payloads -> values, awaited per attempt; exceptions are classified and maybe retried.
         on_done: called once per item as it finishes (progress bars, live counters).
         max_rps: optional cap on request starts per second (attempts, including retries).
     """
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if concurrency < 1 or request_batch < 1:
+        raise ValueError(f"concurrency and request_batch must be >= 1, got {concurrency}, {request_batch}")
     results: list[Outcome[T] | None] = [None] * len(items)
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(len(items)):
-        queue.put_nowait(i)
+    chunks = [list(range(i, min(i + request_batch, len(items)))) for i in range(0, len(items), request_batch)]
+    queue: asyncio.Queue[list[int]] = asyncio.Queue()
+    for chunk in chunks:
+        queue.put_nowait(chunk)
     pacer, rng = _Pacer(max_rps), random.Random(seed)
     policy = policy or RetryPolicy()
 
-    async def one(item: Any) -> Outcome[T]:
-        try:
-            payload = prepare(item)
-        except Exception as exc:
-            return Outcome("skipped", error_kind="unreadable", error=" ".join(str(exc).split()))
-        started, attempt, retries = time.monotonic(), 0, Counter()
-        while True:
-            attempt += 1
-            await pacer.wait()
-            t0 = time.perf_counter()
-            try:
-                value = await send(payload)
-            except Exception as exc:
-                info: ErrorInfo = classify(exc)
+    def finish(i: int, outcome: Outcome[T]) -> None:
+        if results[i] is not None:  # cannot happen: each index belongs to one chunk, dequeued once
+            raise AssertionError(f"item {i} finished twice")
+        results[i] = outcome
+        if on_done is not None:
+            on_done(i, outcome)
+
+    async def chunk_of(indices: list[int]) -> None:
+        payloads: list[tuple[int, P]] = []
+        for i in indices:
+            payload, skipped = _prepared(items[i], prepare)
+            if skipped is not None:
+                finish(i, skipped)
             else:
-                latency = (time.perf_counter() - t0) * 1000.0
-                return Outcome("ok", value, latency, attempt, retries=retries)
-            if not info.transient:
-                return Outcome("error", None, None, attempt, info.kind, info.message, retries)
-            pause = policy.backoff(attempt, rng)
-            if time.monotonic() + pause - started > policy.deadline_s:
-                message = (
-                    f"gave up after {attempt} attempts in {time.monotonic() - started:.1f} s: {info.message}"
-                )
-                return Outcome("error", None, None, attempt, info.kind, message, retries)
-            retries[info.kind] += 1
-            await asyncio.sleep(pause)
+                payloads.append((i, payload))  # type: ignore[arg-type]
+        if not payloads:
+            return
+        batch = [p for _, p in payloads]
+        out = await _attempts(lambda: send(batch), policy, pacer, rng)
+        if out.status == "ok":
+            values = list(out.value or [])
+            if len(values) != len(payloads):
+                raise AssertionError(f"send returned {len(values)} values for {len(payloads)} items")
+            for (i, _), value in zip(payloads, values, strict=True):
+                finish(i, Outcome("ok", value, out.latency_ms, out.attempts, retries=out.retries))
+            return
+        if len(payloads) == 1 or out.transient:
+            for i, _ in payloads:
+                finish(i, dataclasses.replace(out, retries=Counter(out.retries)))
+            return
+        for i, payload in payloads:  # a permanent error in a shared request: find the item(s) to blame
+            single = await _attempts(lambda p=payload: send([p]), policy, pacer, rng)
+            if single.status == "ok":
+                single.value = single.value[0]  # type: ignore[index]
+            single.attempts += out.attempts
+            finish(i, single)
 
     async def worker() -> None:
         while True:
             try:
-                i = queue.get_nowait()
+                indices = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            outcome = await one(items[i])
-            if results[i] is not None:  # cannot happen: each index is dequeued once
-                raise AssertionError(f"item {i} finished twice")
-            results[i] = outcome
-            if on_done is not None:
-                on_done(i, outcome)
+            await chunk_of(indices)
 
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, max(1, len(items))))))
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, max(1, len(chunks))))))
     missing = [i for i, r in enumerate(results) if r is None]
     if missing:
         raise AssertionError(f"{len(missing)} items never finished (first: {missing[:5]})")

@@ -24,7 +24,7 @@ import numpy as np
 
 from client.core import images as img
 from client.core.errors import ClientError, ModelNotReady, UsageError
-from client.core.request_loop import Outcome, RetryPolicy, run_all
+from client.core.request_loop import DEFAULT_REQUEST_BATCH, Outcome, RetryPolicy, run_all
 from client.core.served_model import read_contract
 from client.core.transport import AsyncTriton, Endpoint, classify, wait_live
 from common import prom_text as promscrape
@@ -62,12 +62,15 @@ class BatchConfig:
     output_name: str = "logits"
     max_rps: float | None = None
     progress: bool = True
+    # Images per request: one request's fixed cost (network, scheduling, python hops) is shared by
+    # them all. Capped by the model's max_batch_size; 1 sends each image on its own.
+    request_batch: int = DEFAULT_REQUEST_BATCH
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UsageError(f"--mode must be one of {MODES}, got {self.mode!r}")
-        if self.concurrency < 1 or self.top_k < 1:
-            raise UsageError("--concurrency and --top-k must be >= 1")
+        if self.concurrency < 1 or self.top_k < 1 or self.request_batch < 1:
+            raise UsageError("--concurrency, --top-k and --request-batch must be >= 1")
 
     @property
     def model_name(self) -> str:
@@ -125,7 +128,9 @@ def percentiles(values: list[float], qs: tuple[int, ...] = (50, 90, 95, 99)) -> 
     return out
 
 
-def summarize(records: list[Record], wall_s: float, cfg: BatchConfig, server: dict) -> dict:
+def summarize(
+    records: list[Record], wall_s: float, cfg: BatchConfig, server: dict, request_batch: int | None = None
+) -> dict:
     status = Counter(r.status for r in records)
     ok = [r for r in records if r.status == "ok"]
     labelled = [r for r in ok if r.true_label is not None]
@@ -147,6 +152,7 @@ def summarize(records: list[Record], wall_s: float, cfg: BatchConfig, server: di
         "protocol": cfg.endpoint.protocol,
         "url": cfg.endpoint.url,
         "concurrency": cfg.concurrency,
+        "request_batch": request_batch or cfg.request_batch,
         "counts": {
             "total": len(records),
             "ok": status["ok"],
@@ -183,6 +189,12 @@ async def _preflight(client: AsyncTriton, cfg: BatchConfig) -> None:
         raise ModelNotReady(f"{where} is not ready on {cfg.endpoint.url}")
 
 
+async def _max_batch(client: AsyncTriton, model: str) -> int:
+    """The model's ``max_batch_size`` (0, a model that does not batch, means one image per request)."""
+    config = await client.model_config(model)
+    return max(1, int(config.get("max_batch_size") or 0))
+
+
 async def run_async(items: list[img.ImageItem], cfg: BatchConfig) -> BatchResult:
     """Preflight (exit codes 3/4), metrics snapshot, all requests, snapshot again, summary."""
     from tqdm import tqdm
@@ -194,6 +206,7 @@ async def run_async(items: list[img.ImageItem], cfg: BatchConfig) -> BatchResult
         classes = contract.classes
         before = await asyncio.to_thread(promscrape.scrape_settled, cfg.metrics_url)
 
+        request_batch = min(cfg.request_batch, await _max_batch(client, cfg.model_name))
         if cfg.mode == "bytes":
 
             def prepare(item: img.ImageItem) -> bytes:
@@ -201,21 +214,26 @@ async def run_async(items: list[img.ImageItem], cfg: BatchConfig) -> BatchResult
                 img.check_encoded(data)
                 return data
 
-            async def send(data: bytes):
-                return await client.infer_bytes(cfg.model_name, data, cfg.model_version, cfg.top_k)
+            async def send(blobs: list[bytes]):
+                return await client.infer_images(cfg.model_name, blobs, cfg.top_k, cfg.model_version)
         else:
 
             def prepare(item: img.ImageItem) -> np.ndarray:
                 return img.to_tensor(item.read(), contract.mean, contract.std)
 
-            async def send(x: np.ndarray):
+            async def send(xs: list[np.ndarray]):
                 logits = await client.infer_tensor(
-                    cfg.model_name, x, cfg.model_version, cfg.input_name, cfg.output_name
+                    cfg.model_name, np.stack(xs), cfg.model_version, cfg.input_name, cfg.output_name
                 )
-                if logits.shape[-1] != len(classes):
-                    raise ClientError(f"model returned {logits.shape[-1]} logits for {len(classes)} classes")
-                order, probs = img.softmax_topk(logits[0], cfg.top_k)
-                return [classes[i] for i in order], [float(p) for p in probs], int(order[0])
+                if logits.shape != (len(xs), len(classes)):
+                    raise ClientError(
+                        f"got logits {list(logits.shape)} for {len(xs)} images of {len(classes)} classes"
+                    )
+                out = []
+                for row in logits:
+                    order, probs = img.softmax_topk(row, cfg.top_k)
+                    out.append(([classes[i] for i in order], [float(p) for p in probs], int(order[0])))
+                return out
 
         bar = tqdm(
             total=len(items), unit="img", disable=not cfg.progress, file=sys.stderr, dynamic_ncols=True
@@ -230,7 +248,16 @@ async def run_async(items: list[img.ImageItem], cfg: BatchConfig) -> BatchResult
 
         t0 = time.perf_counter()
         try:
-            outcomes = await run_all(items, prepare, send, cfg.concurrency, cfg.retry, on_done, cfg.max_rps)
+            outcomes = await run_all(
+                items,
+                prepare,
+                send,
+                cfg.concurrency,
+                cfg.retry,
+                on_done,
+                cfg.max_rps,
+                request_batch=request_batch,
+            )
         finally:
             bar.close()
         wall = time.perf_counter() - t0
@@ -238,7 +265,8 @@ async def run_async(items: list[img.ImageItem], cfg: BatchConfig) -> BatchResult
     finally:
         await client.close()
     records = [_record(item, out) for item, out in zip(items, outcomes, strict=True)]
-    return BatchResult(records, summarize(records, wall, cfg, promscrape.delta(before, after)), classes)
+    summary = summarize(records, wall, cfg, promscrape.delta(before, after), request_batch)
+    return BatchResult(records, summary, classes)
 
 
 def run_batch(items: list[img.ImageItem], cfg: BatchConfig) -> BatchResult:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.client.conftest import PRODUCTION, cli_args
+from client.core.request_loop import DEFAULT_REQUEST_BATCH
+from tests.client.conftest import PRODUCTION, cli_args, make_spec, start_server
 from tests.client.test_cli import run_cli
 
 pytestmark = pytest.mark.triton
@@ -48,15 +49,21 @@ def test_batch_every_image_once_and_server_counters_agree(triton, labelled_image
     server = s["server_metrics"]
     assert server["available"] and not server["counter_reset"]
     success = server["counters"]["nv_inference_request_success"]
+    images = server["counters"]["nv_inference_count"]
+    per_request = s["request_batch"]
+    assert per_request == DEFAULT_REQUEST_BATCH and n > per_request  # several images per request
+    requests = -(-n // per_request)
     if mode == "bytes":
-        assert success["model=cifar10,version=1"] == n
-        assert success[f"model=wrn_fp32,version={PRODUCTION}"] == n
+        assert success["model=cifar10,version=1"] == requests
+        assert images["model=cifar10,version=1"] == n
+        assert images[f"model=wrn_fp32,version={PRODUCTION}"] == n
         # The server's own prediction counter saw exactly what the client received.
         assert server["predicted_class_total_by_class"] == {
             k: float(v) for k, v in s["predicted_classes"].items()
         }
     else:
-        assert success == {f"model=wrn_fp32,version={PRODUCTION}": n}  # no ensemble, no pre/post-processing
+        assert success == {f"model=wrn_fp32,version={PRODUCTION}": requests}  # no ensemble, no python steps
+        assert images == {f"model=wrn_fp32,version={PRODUCTION}": n}
         assert "predicted_class_total" not in server["counters"]
 
 
@@ -121,7 +128,7 @@ def test_unreadable_files_are_skipped_and_reported(triton, messy_images, tmp_pat
     assert len(ok) == len(files) - len(bad)
     s = json.loads((out / "summary.json").read_text())
     assert s["counts"]["skipped"] == len(bad) and s["skipped_by_type"] == {"unreadable": len(bad)}
-    assert s["server_metrics"]["counters"]["nv_inference_request_success"][
+    assert s["server_metrics"]["counters"]["nv_inference_count"][
         f"model=wrn_fp32,version={PRODUCTION}"
     ] == len(ok)
 
@@ -150,7 +157,9 @@ def test_permanent_errors_are_not_retried(triton, labelled_images, tmp_path):
     for protocol in ("http", "grpc"):
         out = tmp_path / protocol
         endpoint = Endpoint(protocol, triton.http_endpoint, triton.url_grpc, request_timeout_s=10)
-        cfg = BatchConfig(endpoint, "tensor", input_name="not_an_input", metrics_url=None, progress=False)
+        cfg = BatchConfig(
+            endpoint, "tensor", input_name="not_an_input", metrics_url=None, progress=False, request_batch=1
+        )
         write_outputs(run_batch(items, cfg), out)
         rows = read_rows(out)
         assert len(rows) == 5
@@ -166,3 +175,45 @@ def test_random_images(triton, tmp_path):
     rows = read_rows(out)
     assert [r["path"] for r in rows] == [f"random://{i:06d}.png" for i in range(12)]
     assert all(r["status"] == "ok" and r["true_label"] == "" for r in rows)
+
+
+def test_request_batching_one_bad_image_fails_alone(tritonserver, tiny_onnx, labelled_images, tmp_path):
+    """One image the server refuses shares a request with good ones: only it fails, each image once.
+
+    The server here decodes at most 48 x 48 pixels, the client accepts far more, so the 100 x 100
+    file reaches the server and fails its whole request; the client then sends that request's images
+    one by one. The classes equal those of one image per request.
+    """
+    import dataclasses
+    import shutil
+
+    from PIL import Image
+
+    from serving.repository.build import build_repository
+
+    folder = tmp_path / "images"
+    shutil.copytree(labelled_images, folder)
+    big = folder / "cat" / "big.png"
+    Image.new("RGB", (100, 100), (200, 30, 30)).save(big)
+    build_repository(dataclasses.replace(make_spec(tiny_onnx), max_image_pixels=48 * 48), tmp_path / "repo")
+    server = start_server(tritonserver, None, tmp_path)
+    try:
+        base = ["batch", *cli_args(server), "--images", str(folder), "-c", "2"]
+        assert run_cli([*base, "--request-batch", "8", "--out", str(tmp_path / "b8")]) == 1
+        assert run_cli([*base, "--request-batch", "1", "--out", str(tmp_path / "b1")]) == 1
+    finally:
+        server.stop(grace=10)
+    batched, single = read_rows(tmp_path / "b8"), read_rows(tmp_path / "b1")
+    files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+    assert sorted(r["path"] for r in batched) == files  # every image exactly once
+    bad = [r for r in batched if r["status"] != "ok"]
+    assert [r["path"] for r in bad] == [str(big)]
+    assert bad[0]["error"].startswith("invalid_argument:") and "too large" in bad[0]["error"]
+    assert bad[0]["attempts"] == "2"  # its shared request, then its own
+    shared = [r for r in batched if r["status"] == "ok" and r["attempts"] == "2"]
+    assert 0 < len(shared) <= 7  # the other images of that request, answered one by one
+    by_path = {r["path"]: r["predicted_label"] for r in single if r["status"] == "ok"}
+    assert {r["path"]: r["predicted_label"] for r in batched if r["status"] == "ok"} == by_path
+    s = json.loads((tmp_path / "b8" / "summary.json").read_text())
+    assert (s["counts"]["ok"], s["counts"]["error"], s["request_batch"]) == (len(files) - 1, 1, 8)
+    assert sum(s["server_metrics"]["predicted_class_total_by_class"].values()) == len(files) - 1

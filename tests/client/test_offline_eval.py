@@ -140,7 +140,7 @@ def test_tensor_mode_evaluates_the_registry_version_explicitly(
     assert metrics["model_version"] == 1 and metrics["tested_samples"] == 40
     assert "mlflow_run_id" not in metrics and _runs(registry, experiment) == []
     served = json.loads((out / "summary.json").read_text())["server_metrics"]["counters"]
-    assert served["nv_inference_request_success"] == {"model=wrn_fp32,version=1": 40.0}
+    assert served["nv_inference_count"] == {"model=wrn_fp32,version=1": 40.0}
 
 
 def test_registry_problems_exit_5(triton, registry, experiment, labelled_images, tmp_path, capsys):

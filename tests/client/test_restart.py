@@ -49,6 +49,7 @@ def test_batch_survives_server_restart(tritonserver, tiny_onnx, tmp_path, protoc
             metrics_url=server.url_metrics,
             max_rps=30,  # ~4 s of traffic: long enough to restart in the middle
             progress=False,
+            request_batch=1,  # 120 requests to pace (test_units covers retries of shared requests)
         )
         items = images.synthetic(N, seed=7)
         outcome: list = []

@@ -112,8 +112,18 @@ def test_classify_aiohttp_errors():
     assert classify(aiohttp.ServerDisconnectedError()).transient
 
 
+def one_by_one(send_one):
+    """``run_all`` sends lists; these tests think in single items (request_batch 1)."""
+
+    async def send(batch: list) -> list:
+        assert len(batch) == 1
+        return [await send_one(batch[0])]
+
+    return send
+
+
 def _run(items, send, concurrency=4, policy=FAST):
-    return asyncio.run(run_all(items, lambda i: i, send, concurrency, policy))
+    return asyncio.run(run_all(items, lambda i: i, one_by_one(send), concurrency, policy))
 
 
 def test_engine_retries_transient_then_succeeds_exactly_once():
@@ -154,9 +164,60 @@ def test_engine_skips_items_that_cannot_be_prepared():
     async def send(i: int) -> int:
         return i
 
-    out = asyncio.run(run_all([0, 1, 2], prepare, send, 2, FAST))
+    out = asyncio.run(run_all([0, 1, 2], prepare, one_by_one(send), 2, FAST))
     assert [o.status for o in out] == ["ok", "skipped", "ok"]
     assert out[1].attempts == 0 and "not an image" in out[1].error
+
+
+def test_request_batching_isolates_a_bad_item_and_answers_each_exactly_once():
+    """A permanent failure of a shared request is retried item by item: only the bad one fails."""
+    requests: list[list[int]] = []
+    seen: list[int] = []
+
+    async def send(batch: list[int]) -> list[int]:
+        requests.append(list(batch))
+        if 13 in batch:
+            raise InferenceServerException("image 13 is not an image", status="400")
+        return [i * 10 for i in batch]
+
+    def on_done(i: int, _out) -> None:
+        seen.append(i)
+
+    out = asyncio.run(run_all(list(range(30)), lambda i: i, send, 3, FAST, on_done, request_batch=8))
+    assert sorted(seen) == list(range(30))  # every item finished exactly once
+    assert [o.status for o in out] == ["error" if i == 13 else "ok" for i in range(30)]
+    assert [o.value for o in out if o.status == "ok"] == [i * 10 for i in range(30) if i != 13]
+    assert out[13].error_kind == "invalid_argument" and "image 13" in out[13].error
+    assert out[13].attempts == 2  # the shared request, then its own
+    assert max(len(r) for r in requests) == 8 and [8, 9, 10, 11, 12, 13, 14, 15] in requests
+    assert [r for r in requests if len(r) == 1] == [[i] for i in range(8, 16)]  # only that chunk split
+
+
+def test_request_batching_retries_a_transient_failure_as_one_request():
+    calls = {"n": 0}
+
+    async def send(batch: list[int]) -> list[int]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise InferenceServerException("restarting", status="StatusCode.UNAVAILABLE")
+        return list(batch)
+
+    out = asyncio.run(run_all(list(range(5)), lambda i: i, send, 1, FAST, request_batch=5))
+    assert calls["n"] == 2 and [o.value for o in out] == list(range(5))
+    assert all(o.attempts == 2 and o.retries["unavailable"] == 1 for o in out)
+
+
+def test_request_batching_gives_up_on_a_dead_server_without_splitting():
+    calls = {"n": 0}
+
+    async def send(batch: list[int]) -> list[int]:
+        calls["n"] += 1
+        raise ConnectionRefusedError("down")
+
+    policy = RetryPolicy(deadline_s=0.3, initial_backoff_s=0.01, max_backoff_s=0.05)
+    out = asyncio.run(run_all(list(range(4)), lambda i: i, send, 1, policy, request_batch=4))
+    assert all(o.status == "error" and o.transient and "gave up" in o.error for o in out)
+    assert calls["n"] == out[0].attempts  # never retried item by item: the server, not an item, failed
 
 
 METRICS_BEFORE = """\
