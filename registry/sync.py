@@ -23,8 +23,9 @@ from mlflow.exceptions import MlflowException
 from common import exit_codes
 from common.exit_codes import ExitError
 from common.fsutil import sha256_file
-from common.params import Params
-from registry import aliases, store, tags
+from common.params import ALL_PRECISIONS, Params
+from registry import aliases, serving_choice, store, tags
+from registry.serving_choice import ServingChoice
 from serving.repository.spec import RepositorySpec, ServedModel, ServedVersion
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,10 @@ def max_batch(name: str, info: aliases.Resolved, fmt: str, params: Params) -> in
     return params.export.max_batch
 
 
-def _classifier(params: Params, precision: str, cache: Path) -> tuple[ServedModel, dict, dict]:
+def _classifier(
+    params: Params, precision: str, cache: Path, choice: ServingChoice | None = None
+) -> tuple[ServedModel, dict, dict]:
+    """One served form; ``choice`` (the optimize record for this form) overrides its batching."""
     cfg, serving = params.registry, params.serving
     name = cfg.registered_name(precision)
     production = aliases.resolve(name, "production")
@@ -107,10 +111,21 @@ def _classifier(params: Params, precision: str, cache: Path) -> tuple[ServedMode
     versions = tuple(ServedVersion(v, fetch_artifact(name, v, cache)) for v in numbers)
     fmt = tags.artifact_format(production.tags, name, production.version)
     limit = min(max_batch(name, info, fmt, params) for info in resolved.values())
-    too_big = [b for b in serving.preferred_batch_sizes if b > limit]
+    preferred, delay, instances = (
+        serving.preferred_batch_sizes,
+        serving.max_queue_delay_us,
+        serving.instance_count,
+    )
+    if choice is not None:
+        preferred, delay, instances = (
+            choice.preferred_batch_sizes,
+            choice.max_queue_delay_us,
+            choice.instance_count,
+        )
+    too_big = [b for b in preferred if b > limit]
     if too_big:
         raise ServingSettingError(
-            f"serving.preferred_batch_sizes {list(serving.preferred_batch_sizes)} exceed what {name} "
+            f"preferred batch sizes {list(preferred)} exceed what {name} "
             f"v{numbers} supports: max_batch {limit} (export.max_batch when it was exported)"
         )
     model_tags = dict(store.registered_model(store.client(), name).tags)
@@ -122,9 +137,9 @@ def _classifier(params: Params, precision: str, cache: Path) -> tuple[ServedMode
         input_name=tags.tensor_name(model_tags, "input", "input", name),
         output_name=tags.tensor_name(model_tags, "output", "logits", name),
         max_batch_size=limit,
-        preferred_batch_sizes=serving.preferred_batch_sizes,
-        max_queue_delay_us=serving.max_queue_delay_us,
-        instance_count=serving.instance_count,
+        preferred_batch_sizes=preferred,
+        max_queue_delay_us=delay,
+        instance_count=instances,
         kind=serving.kind,
     )
     summary = {
@@ -136,21 +151,36 @@ def _classifier(params: Params, precision: str, cache: Path) -> tuple[ServedMode
     return model, summary, model_tags
 
 
-def desired_spec(params: Params, cache: Path) -> tuple[RepositorySpec, dict]:
+def desired_spec(params: Params, cache: Path, honour_choice: bool = True) -> tuple[RepositorySpec, dict]:
     """The repository spec the registry's aliases call for, and a summary of what was resolved.
 
     Strict: a form without a ``production`` alias, a registry failure or a malformed tag raises
     before anything is written, so the repository and the server stay exactly as they were.
+    A standing ``cifar10-optimize`` choice (:mod:`registry.serving_choice`) names the ensemble's
+    target and that form's batching, and adds the form to those served; ``honour_choice=False`` is
+    for the optimizer itself, which sets both per candidate.
     """
     cfg, serving = params.registry, params.serving
+    choice = serving_choice.read(cfg, ALL_PRECISIONS) if honour_choice else None
+    forms = [*cfg.serve, *([choice.precision] if choice and choice.precision not in cfg.serve else [])]
     models, summary, meta = [], {}, {}
-    for precision in cfg.serve:
-        model, summary[cfg.registered_name(precision)], model_tags = _classifier(params, precision, cache)
+    for precision in forms:
+        mine = choice if choice is not None and choice.precision == precision else None
+        model, summary[cfg.registered_name(precision)], model_tags = _classifier(
+            params, precision, cache, mine
+        )
         models.append(model)
         meta = meta or model_tags
+    target = choice.precision if choice is not None else cfg.ensemble_target
+    summary["ensemble_target"] = {
+        "form": target,
+        "decided_by": f"cifar10-optimize ({choice.chosen_at})"
+        if choice
+        else "params.yaml registry.ensemble_target",
+    }
     spec = RepositorySpec(
         classifiers=tuple(models),
-        ensemble_target=cfg.triton_name(cfg.ensemble_target),
+        ensemble_target=cfg.triton_name(target),
         classes=tags.json_list(meta, "classes", "registered model"),
         mean=tags.json_list(meta, "mean", "registered model", float),
         std=tags.json_list(meta, "std", "registered model", float),

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CIFAR10_SHARED", ROOT.parent / "shared"))
 MIRROR = SHARED / "data" / "cifar10-jpeg.tar.gz"
 REFERENCE = SHARED / "models" / "wrn28_10_cifar10_jpeg.fp16.safetensors"
+EXAMPLES = SHARED / "external" / "tritonclient-examples"
 
 
 def _file(path: Path, what: str) -> Callable[[], str | None]:
@@ -55,6 +56,7 @@ def _dvc() -> str | None:
 CHECKS: dict[str, Callable[[], str | None]] = {
     "mirror": _file(MIRROR, "offline CIFAR-10 mirror"),
     "reference": _file(REFERENCE, "reference weights"),
+    "examples": _file(EXAMPLES / "ensemble_image_client.py", "NVIDIA's tritonclient example clients"),
     "triton": _triton,
     "prometheus": _binaries("prometheus", "promtool"),
     "dvc": _dvc,

@@ -109,7 +109,7 @@ class EmbeddedServer:
         if self.process is not None:
             raise ServerError("server already started")
         binary = find_tritonserver()
-        env = server_env(binary, self.config.ort_threads)
+        env = server_env(binary, self.config.ort_threads, ort_spinning=self.config.ort_spinning)
         stale = supervisor.reap_orphaned_stubs(f"/{SCRATCH_PREFIX}")
         if stale:
             log.warning("killed %d python stub(s) orphaned by an earlier server: %s", len(stale), stale)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 TRITONSERVER_ENV = "CIFAR10_TRITONSERVER"
 ORT_THREADS_ENV = "CIFAR10_ORT_THREADS"
+ORT_SPINNING_ENV = "CIFAR10_ORT_SPINNING"
 ADMIN_HEADER = "x-cifar10-admin"
 
 
@@ -79,7 +80,10 @@ def prepare_backend_dir(dest: Path, python_version: str | None = None) -> Path:
 
 
 def server_env(
-    binary: Path, ort_threads: int | None = None, base: dict[str, str] | None = None
+    binary: Path,
+    ort_threads: int | None = None,
+    base: dict[str, str] | None = None,
+    ort_spinning: bool | None = None,
 ) -> dict[str, str]:
     """Environment for ``tritonserver`` and the python stubs it spawns."""
     env = dict(os.environ if base is None else base)
@@ -96,6 +100,8 @@ def server_env(
     env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p)
     if ort_threads is not None:
         env[ORT_THREADS_ENV] = str(ort_threads)
+    if ort_spinning is not None:
+        env[ORT_SPINNING_ENV] = "1" if ort_spinning else "0"
     return env
 
 
@@ -122,6 +128,12 @@ class ServerConfig:
             so nobody can change models until a token is configured. The token is on Triton's
             command line, i.e. visible to local users through ``ps``.
         ort_threads: ``CIFAR10_ORT_THREADS`` for the onnxruntime backend (per model instance).
+        ort_spinning: ``CIFAR10_ORT_SPINNING``: whether ONNX Runtime's idle intra-op threads spin.
+            On (ONNX Runtime's default): at batch 1 each operator otherwise waits for sleeping
+            threads to wake, which cost the reference model ~2 ms per request here; turn it off
+            when several instances share few cores (``benchmarks/serving_overhead.py`` measures both).
+        summary_latencies: Triton's latency summaries (p50/p90/p99 per model in ``/metrics``); the
+            dashboards and alerts read them. Their cost is measured by the same benchmark.
         exit_timeout_s: how long Triton waits for in-flight requests and open connections on stop.
         extra_args: appended verbatim to the command line.
     """
@@ -140,6 +152,8 @@ class ServerConfig:
         default_factory=lambda: (ADMIN_HEADER, secrets.token_urlsafe(24))
     )
     ort_threads: int | None = None
+    ort_spinning: bool = True
+    summary_latencies: bool = True
     log_verbose: int = 0
     exit_timeout_s: int = 30
     extra_args: tuple[str, ...] = ()
@@ -156,7 +170,7 @@ class ServerConfig:
             f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.address}",
             f"--metrics-port={self.metrics_port}",
-            "--metrics-config=summary_latencies=true",
+            f"--metrics-config=summary_latencies={str(self.summary_latencies).lower()}",
             f"--model-control-mode={self.model_control_mode}",
             f"--log-file={log_file}",
             f"--log-verbose={self.log_verbose}",

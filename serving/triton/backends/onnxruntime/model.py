@@ -14,7 +14,8 @@ only. Design points:
 * A missing or corrupt model file makes ``initialize`` raise, so Triton marks that version
   UNAVAILABLE and keeps serving the others.
 * Intra-op threads come from ``CIFAR10_ORT_THREADS`` (default: all cores), because with several
-  versions/instances loaded, each one defaulting to every core oversubscribes the CPU.
+  versions/instances loaded, each one defaulting to every core oversubscribes the CPU; whether idle
+  threads spin from ``CIFAR10_ORT_SPINNING`` (the server sets it; ONNX Runtime's default is to spin).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 THREADS_ENV = "CIFAR10_ORT_THREADS"
+SPINNING_ENV = "CIFAR10_ORT_SPINNING"
 
 
 class RequestError(ValueError):
@@ -48,6 +50,11 @@ def _session(path: str):
     opts.intra_op_num_threads = _threads()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # Idle intra-op threads spin by default (faster at batch 1); on a host whose cores several
+    # instances share, that spinning is CPU taken from the others (``CIFAR10_ORT_SPINNING=0``).
+    spinning = os.environ.get(SPINNING_ENV, "1")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0" if spinning == "0" else "1")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0" if spinning == "0" else "1")
     return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
 
 

@@ -1,0 +1,150 @@
+"""Measure every candidate through a real server: one ``tritonserver``, one rollout per candidate.
+
+The server is private to the search (its own ports and repository, built from the registry exactly as
+``sync`` builds the live one), so measuring never disturbs what serves. Each candidate is reached with
+:func:`serving.rollout.apply`, the same rollout ``sync --server`` uses, and measured through the public
+``cifar10`` ensemble with encoded images, several per request: the path callers take, python steps
+included. A form's versions are its registry ``production`` ones; the registry only holds versions
+that passed their parity gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from client.core.transport import AsyncTriton, Endpoint
+from client.tools.load_bench import measure
+from common.params import ALL_PRECISIONS, Params
+from optimize.objective import Candidate, Row, grid
+from registry import aliases, serving_choice, tags
+from registry.sync import desired_spec
+from serving.repository.build import build_repository
+from serving.repository.spec import RepositorySpec
+from serving.rollout.apply import apply
+from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig, free_ports
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Form:
+    precision: str
+    version: int
+    accuracy: float | None
+
+
+def forms(params: Params) -> list[Form]:
+    """Every registered form with a ``production`` version, and that version's test accuracy."""
+    out = []
+    for precision in serving_choice.candidates(params.registry, ALL_PRECISIONS):
+        name = params.registry.registered_name(precision)
+        version = aliases.alias_version(name, "production")
+        if version is None:
+            log.warning("%s has no production version: not measured", name)
+            continue
+        measured = tags.accuracy(aliases.resolve(name, version=version).tags)
+        out.append(Form(precision, version, measured[0] if measured else None))
+    return out
+
+
+def with_candidate(base: RepositorySpec, candidate: Candidate, triton_name: str) -> RepositorySpec:
+    """``base`` with the ensemble routed to the candidate's form, batched as the candidate says."""
+    models = tuple(
+        dataclasses.replace(
+            m,
+            preferred_batch_sizes=candidate.preferred_batch_sizes,
+            max_queue_delay_us=candidate.max_queue_delay_us,
+            instance_count=candidate.instance_count,
+        )
+        if m.name == triton_name
+        else m
+        for m in base.classifiers
+    )
+    return dataclasses.replace(base, classifiers=models, ensemble_target=triton_name)
+
+
+async def _measure_ensemble(
+    server: EmbeddedServer, spec: RepositorySpec, groups: list, params: Params
+) -> dict:
+    cfg = params.optimize
+    client = AsyncTriton(
+        Endpoint("grpc", server.http_endpoint, server.url_grpc, 60.0), conn_limit=cfg.concurrency
+    )
+    try:
+
+        def send(group: list[bytes]):
+            return client.infer_images(spec.ensemble_name, group, k=1)
+
+        return await measure(send, groups, cfg.concurrency, cfg.seconds, None, cfg.warmup_s)
+    finally:
+        await client.close()
+
+
+def run_search(
+    params: Params, cache: Path, workdir: Path, images: list[bytes]
+) -> tuple[list[Row], Form | None]:
+    """Measure the grid for every form; returns the rows (unjudged) and the fp32 baseline form."""
+    found = forms(params)
+    if not found:
+        raise ValueError("no registered form has a production version: register and promote one first")
+    reg = params.registry
+    by_precision = {f.precision: f for f in found}
+    everything = dataclasses.replace(
+        reg,
+        serve=tuple(by_precision),
+        ensemble_target="fp32" if "fp32" in by_precision else found[0].precision,
+    )
+    base, summary = desired_spec(dataclasses.replace(params, registry=everything), cache, honour_choice=False)
+    max_batch = {p: summary[reg.registered_name(p)]["max_batch"] for p in by_precision}
+    candidates = grid(params.optimize, list(by_precision), max_batch)
+    per_request = params.optimize.images_per_request
+    groups = [[images[(i + j) % len(images)] for j in range(per_request)] for i in range(len(images))]
+    repository = workdir / "repository"
+    build_repository(base, repository)
+    http, grpc, metrics = free_ports(3)
+    header = (ADMIN_HEADER, secrets.token_hex(8))
+    config = ServerConfig(
+        model_repository=repository,
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        log_file=workdir / "tritonserver.log",
+        restricted_header=header,
+        exit_timeout_s=5,
+    )
+    rows: list[Row] = []
+    with EmbeddedServer(config) as server:
+        server.wait_ready(300)
+        deployed = base
+        for n, candidate in enumerate(candidates, 1):
+            spec = with_candidate(base, candidate, reg.triton_name(candidate.precision))
+            apply(server.url_grpc, deployed, spec, header, repository, settle_s=0.0)
+            deployed = spec
+            result = asyncio.run(_measure_ensemble(server, spec, groups, params))
+            form = by_precision[candidate.precision]
+            row = Row(
+                candidate,
+                form.version,
+                form.accuracy,
+                throughput_img_s=round(result["throughput_rps"] * per_request, 2),
+                p50_ms=result["latency_ms"]["p50"],
+                p99_ms=result["latency_ms"]["p99"],
+                errors=sum(result["errors"].values()),
+            )
+            log.info(
+                "[%d/%d] %s: %.1f img/s, p50 %s ms, p99 %s ms, %d errors",
+                n,
+                len(candidates),
+                candidate.label,
+                row.throughput_img_s,
+                row.p50_ms,
+                row.p99_ms,
+                row.errors,
+            )
+            rows.append(row)
+    return rows, by_precision.get("fp32")
