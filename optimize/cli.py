@@ -61,7 +61,7 @@ def optimize(args: argparse.Namespace) -> int:
         return 0
     cfg = params.optimize
     with tempfile.TemporaryDirectory(prefix="cifar10-optimize-") as tmp:
-        rows, baseline = run_search(params, args.cache, Path(tmp), payloads(args.images))
+        rows, baseline = run_search(params, args.cache, Path(tmp), payloads(args.images), args.backend_dir)
     best = judge(rows, cfg, baseline.accuracy if baseline else None)
     settings = {
         "images_per_request": cfg.images_per_request,
@@ -106,6 +106,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--server", help="roll this live server over (gRPC host:port) after recording")
     p.add_argument("--admin-token-file", type=Path, help="the live server's admin token")
     p.add_argument("--kind", choices=("KIND_CPU", "KIND_GPU"), help="instance kind for sync")
+    p.add_argument(
+        "--backend-dir",
+        type=Path,
+        help="Triton's own backends for the private server (NGC image: /opt/tritonserver/backends, "
+        "with $CIFAR10_TRITONSERVER=/opt/tritonserver/bin/tritonserver)",
+    )
     p.add_argument("--out", type=Path, default=Path("reports/optimize"))
     p.add_argument("--experiment", default="cifar10-optimize", help="MLflow experiment")
     p.add_argument("--no-mlflow", action="store_true")

@@ -86,9 +86,13 @@ async def _measure_ensemble(
 
 
 def run_search(
-    params: Params, cache: Path, workdir: Path, images: list[bytes]
+    params: Params, cache: Path, workdir: Path, images: list[bytes], backend_dir: Path | None = None
 ) -> tuple[list[Row], Form | None]:
-    """Measure the grid for every form; returns the rows (unjudged) and the fp32 baseline form."""
+    """Measure the grid for every form; returns the rows (unjudged) and the fp32 baseline form.
+
+    ``backend_dir``: Triton's own backends (e.g. ``/opt/tritonserver/backends`` in the NGC image,
+    with ``$CIFAR10_TRITONSERVER`` naming its binary) instead of the embedded server's python ones.
+    """
     found = forms(params)
     if not found:
         raise ValueError("no registered form has a production version: register and promote one first")
@@ -116,6 +120,7 @@ def run_search(
         log_file=workdir / "tritonserver.log",
         restricted_header=header,
         exit_timeout_s=5,
+        backend_dir=backend_dir,
     )
     rows: list[Row] = []
     with EmbeddedServer(config) as server:
