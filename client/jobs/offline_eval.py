@@ -100,8 +100,11 @@ async def served_version(client: AsyncTriton, cfg: EvalConfig, target: Target) -
     step = next((s for s in steps if s.get("model_name") == model), None)
     if step is None:
         routes = [s.get("model_name") for s in steps]
+        served_forms = [r.removeprefix("wrn_") for r in routes if r and r.startswith("wrn_")]
+        hint = f"--precision {served_forms[0]} to evaluate what it serves, or " if served_forms else ""
         raise VersionMismatch(
-            f"ensemble {cfg.ensemble!r} routes through {routes}, not {model}; use --mode tensor"
+            f"ensemble {cfg.ensemble!r} routes through {routes}, not {model} (a cifar10-optimize "
+            f"choice, or registry.ensemble_target); use {hint}--mode tensor for {model}"
         )
     served = int(step.get("model_version", -1))
     if served == -1:  # "latest": whatever is newest among the loaded versions
