@@ -141,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--images", type=Path, default=Path("data/prepared/test_images"))
     e.add_argument("--per-class", type=int, help="first N images of each class")
     e.add_argument(
-        "--precision", default="fp32", help="registered form: fp32, int8, ... (default %(default)s)"
+        "--precision",
+        default=None,
+        help="registered form: fp32, int8, ... (default: the form the ensemble routes to; "
+        "fp32 with --mode tensor)",
     )
     e.add_argument("--alias", default="production", help="registry alias to evaluate (default %(default)s)")
     e.add_argument("--version", type=int, help="evaluate this registry version instead of the alias")

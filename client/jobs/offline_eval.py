@@ -42,7 +42,7 @@ class EvalConfig:
     images: Path
     out_dir: Path
     batch: BatchConfig = field(default_factory=BatchConfig)
-    precision: str = "fp32"
+    precision: str | None = None  # None: the form the ensemble routes to (bytes), fp32 (tensor)
     alias: str = "production"
     version: int | None = None
     allow_newest: bool = False
@@ -71,7 +71,8 @@ def resolve_target(cfg: EvalConfig) -> Target:
     from registry.store import RegistryError
 
     rcfg = load_params(cfg.params).registry if Path(cfg.params).is_file() else RegistryConfig()
-    name = rcfg.registered_name(cfg.precision)
+    precision = cfg.precision or "fp32"
+    name = rcfg.registered_name(precision)
     try:  # read-only: the newest version stands in for a missing alias only if the caller says so
         resolved = resolve(name, cfg.alias, cfg.version, allow_newest=cfg.allow_newest)
     except (RegistryError, MlflowException) as exc:
@@ -79,7 +80,33 @@ def resolve_target(cfg: EvalConfig) -> Target:
         if "has no alias" in message:
             message += "; or pass --version N, or --allow-newest"
         raise RegistryMissing(message) from exc
-    return Target(name, resolved.version, resolved.alias, rcfg.triton_name(cfg.precision))
+    return Target(name, resolved.version, resolved.alias, rcfg.triton_name(precision))
+
+
+async def served_form(cfg: EvalConfig) -> str:
+    """The form the ensemble routes to (``wrn_int8`` -> ``int8``): a cifar10-optimize choice or params.
+
+    Evaluating "what serves" then needs no flag after the optimizer switched forms; the version is
+    still checked against the registry's alias for that form, as for an explicit ``--precision``.
+    """
+    client = AsyncTriton(cfg.batch.endpoint)
+    try:
+        await wait_live(client, cfg.batch.connect_timeout_s)
+        steps = (await client.model_config(cfg.ensemble)).get("ensemble_scheduling", {}).get("step", [])
+    except ClientError:
+        raise
+    except Exception as exc:
+        raise ModelNotReady(f"cannot read ensemble {cfg.ensemble!r}: {classify(exc).message}") from exc
+    finally:
+        await client.close()
+    forms = [
+        s["model_name"].removeprefix("wrn_") for s in steps if s.get("model_name", "").startswith("wrn_")
+    ]
+    if len(forms) != 1:
+        raise ModelNotReady(
+            f"ensemble {cfg.ensemble!r} routes through {len(forms)} classifiers; pass --precision"
+        )
+    return forms[0]
 
 
 async def served_version(client: AsyncTriton, cfg: EvalConfig, target: Target) -> int:
@@ -173,6 +200,8 @@ def offline_eval(cfg: EvalConfig) -> dict:
     items = img.discover(cfg.images, per_class=cfg.per_class)
     if any(i.label is None for i in items):
         raise UsageError(f"{cfg.images} has unlabelled files; offline-eval needs <root>/<class>/<image>")
+    if cfg.precision is None and cfg.batch.mode == "bytes":
+        cfg = dataclasses.replace(cfg, precision=asyncio.run(served_form(cfg)))
     target = resolve_target(cfg)
     served = asyncio.run(_check(cfg, target))
     bcfg = dataclasses.replace(
