@@ -55,10 +55,16 @@ def profiles(serving) -> list[Profile]:
     ]
 
 
-def ort_figures(path: Path, x: np.ndarray, batches: tuple[int, ...], seconds: float) -> dict:
-    from export import onnx_io
+def ort_batch1_p50(sess, x: np.ndarray, seconds: float) -> float:
+    lat, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        sess.run(["logits"], {"input": x[len(lat) % len(x)][None]})
+        lat.append((time.perf_counter() - t0) * 1000)
+    return round(float(np.percentile(lat, 50)), 3)
 
-    sess = onnx_io.session(path, os.cpu_count())
+
+def ort_figures(sess, x: np.ndarray, batches: tuple[int, ...], seconds: float) -> dict:
     best = {}
     for batch in batches:
         xb = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])))
@@ -105,7 +111,9 @@ async def _load(
     }
 
 
-def served_figures(spec, profile: Profile, blobs: list[bytes], args) -> dict:
+def served_figures(spec, profile: Profile, blobs: list[bytes], args, paired=None) -> dict:
+    """``paired``: a callable giving in-process ONNX Runtime's batch-1 p50 now; with ``--paired-rounds``
+    the two are measured alternately, so drift of the machine between them cancels out."""
     import dataclasses
 
     from serving.repository.build import build_repository
@@ -134,11 +142,24 @@ def served_figures(spec, profile: Profile, blobs: list[bytes], args) -> dict:
         with EmbeddedServer(config) as server:
             server.wait_ready(300)
             c1 = asyncio.run(_load(server.url_grpc, blobs, 1, 1, args.seconds))
+            diffs = []
+            for _ in range(args.paired_rounds if paired else 0):
+                ort_p50 = paired(args.seconds / 2)
+                served = asyncio.run(_load(server.url_grpc, blobs, 1, 1, args.seconds / 2))["p50_ms"]
+                diffs.append(served - ort_p50)
             rows = [
                 asyncio.run(_load(server.url_grpc, blobs, n, args.concurrency, args.seconds))
                 for n in (1, 8, 32)
             ]
-    return {"concurrency1": c1, "saturated": rows, "best_img_s": max(r["throughput_img_s"] for r in rows)}
+    out = {"concurrency1": c1, "saturated": rows, "best_img_s": max(r["throughput_img_s"] for r in rows)}
+    if diffs:
+        out["paired_overhead_ms"] = {
+            "median": round(float(np.median(diffs)), 3),
+            "min": round(min(diffs), 3),
+            "max": round(max(diffs), 3),
+            "rounds": len(diffs),
+        }
+    return out
 
 
 def main() -> None:
@@ -150,6 +171,12 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=8.0, help="measured time per figure")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight when saturated")
     p.add_argument("--ort-batches", default="8,32,64")
+    p.add_argument(
+        "--paired-rounds",
+        type=int,
+        default=6,
+        help="alternate in-process and served batch-1 p50 this many times per profile (0: off)",
+    )
     p.add_argument("--profiles", default="before,current,current-summaries,current-spinning")
     p.add_argument("--out", type=Path, default=Path("reports/bench_serving_overhead.json"))
     args = p.parse_args()
@@ -165,7 +192,10 @@ def main() -> None:
     blobs = [item.read() for item in items]
     mean, std = tuple(manifest["mean"]), tuple(manifest["std"])
     x = np.stack([img.to_tensor(b, mean, std) for b in blobs])
-    ort = ort_figures(onnx, x, tuple(int(b) for b in args.ort_batches.split(",")), args.seconds)
+    from export import onnx_io
+
+    sess = onnx_io.session(onnx, os.cpu_count())
+    ort = ort_figures(sess, x, tuple(int(b) for b in args.ort_batches.split(",")), args.seconds)
     print(f"onnxruntime in-process ({args.precision}): {json.dumps(ort)}", flush=True)
     spec = RepositorySpec(
         classifiers=(
@@ -187,7 +217,7 @@ def main() -> None:
     wanted = args.profiles.split(",")
     result = {"onnxruntime": ort, "profiles": {}}
     for profile in (p for p in profiles(params.serving) if p.name in wanted):
-        served = served_figures(spec, profile, blobs, args)
+        served = served_figures(spec, profile, blobs, args, lambda s: ort_batch1_p50(sess, x, s))
         served["batch1_overhead_ms"] = round(served["concurrency1"]["p50_ms"] - ort["batch1_p50_ms"], 3)
         served["throughput_ratio"] = round(served["best_img_s"] / ort["best_img_s"], 3)
         served["settings"] = profile.__dict__
@@ -198,7 +228,10 @@ def main() -> None:
         print(
             f"{profile.name:18s} c=1 p50 {served['concurrency1']['p50_ms']:.2f} ms "
             f"(overhead {served['batch1_overhead_ms']:+.2f} ms) | {per_request} | "
-            f"ratio {served['throughput_ratio']:.3f}",
+            f"ratio {served['throughput_ratio']:.3f}"
+            + (
+                f" | paired overhead {served['paired_overhead_ms']}" if "paired_overhead_ms" in served else ""
+            ),
             flush=True,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
