@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import tempfile
 import time
 from dataclasses import dataclass
@@ -74,41 +73,17 @@ def ort_figures(sess, x: np.ndarray, batches: tuple[int, ...], seconds: float) -
             sess.run(["logits"], {"input": xb})
             n += batch
         best[batch] = round(n / (time.perf_counter() - start), 2)
-    lat, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        sess.run(["logits"], {"input": x[len(lat) % len(x)][None]})
-        lat.append((time.perf_counter() - t0) * 1000)
     return {
         "throughput_img_s": best,
         "best_img_s": max(best.values()),
-        "batch1_p50_ms": round(float(np.percentile(lat, 50)), 3),
-        "batch1_p99_ms": round(float(np.percentile(lat, 99)), 3),
+        "batch1_p50_ms": ort_batch1_p50(sess, x, seconds),
     }
 
 
-async def _load(
-    grpc_url: str, blobs: list[bytes], per_request: int, concurrency: int, seconds: float
-) -> dict:
-    from client.core.transport import AsyncTriton, Endpoint
-    from client.tools.load_bench import measure
+def _load(grpc_url: str, blobs: list[bytes], per_request: int, concurrency: int, seconds: float) -> dict:
+    from client.tools.load_bench import measure_images
 
-    groups = [[blobs[(i + j) % len(blobs)] for j in range(per_request)] for i in range(len(blobs))]
-    client = AsyncTriton(Endpoint("grpc", "unused:0", grpc_url, 60.0), conn_limit=concurrency)
-    try:
-        row = await measure(
-            lambda g: client.infer_images("cifar10", g, k=1), groups, concurrency, seconds, None, 1.0
-        )
-    finally:
-        await client.close()
-    return {
-        "images_per_request": per_request,
-        "concurrency": concurrency,
-        "throughput_img_s": round(row["throughput_rps"] * per_request, 2),
-        "p50_ms": row["latency_ms"]["p50"],
-        "p99_ms": row["latency_ms"]["p99"],
-        "errors": row["errors"],
-    }
+    return asyncio.run(measure_images(grpc_url, "cifar10", blobs, per_request, concurrency, seconds))
 
 
 def served_figures(spec, profile: Profile, blobs: list[bytes], args, paired=None) -> dict:
@@ -117,7 +92,7 @@ def served_figures(spec, profile: Profile, blobs: list[bytes], args, paired=None
     import dataclasses
 
     from serving.repository.build import build_repository
-    from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig, free_ports
+    from serving.server.embedded import EmbeddedServer, private_config
 
     model = dataclasses.replace(
         spec.classifiers[0],
@@ -127,30 +102,21 @@ def served_figures(spec, profile: Profile, blobs: list[bytes], args, paired=None
     spec = dataclasses.replace(spec, classifiers=(model,), python_queue_delay_us=profile.python_delay_us)
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         build_repository(spec, Path(tmp) / "repo")
-        http, grpc, metrics = free_ports(3)
-        config = ServerConfig(
-            model_repository=Path(tmp) / "repo",
-            http_port=http,
-            grpc_port=grpc,
-            metrics_port=metrics,
-            log_file=Path(tmp) / "triton.log",
-            restricted_header=(ADMIN_HEADER, secrets.token_hex(8)),
-            exit_timeout_s=3,
+        config = private_config(
+            Path(tmp) / "repo",
+            Path(tmp),
             summary_latencies=profile.summary_latencies,
             ort_spinning=profile.ort_spinning,
         )
         with EmbeddedServer(config) as server:
             server.wait_ready(300)
-            c1 = asyncio.run(_load(server.url_grpc, blobs, 1, 1, args.seconds))
+            c1 = _load(server.url_grpc, blobs, 1, 1, args.seconds)
             diffs = []
             for _ in range(args.paired_rounds if paired else 0):
                 ort_p50 = paired(args.seconds / 2)
-                served = asyncio.run(_load(server.url_grpc, blobs, 1, 1, args.seconds / 2))["p50_ms"]
+                served = (_load(server.url_grpc, blobs, 1, 1, args.seconds / 2))["p50_ms"]
                 diffs.append(served - ort_p50)
-            rows = [
-                asyncio.run(_load(server.url_grpc, blobs, n, args.concurrency, args.seconds))
-                for n in (1, 8, 32)
-            ]
+            rows = [(_load(server.url_grpc, blobs, n, args.concurrency, args.seconds)) for n in (1, 8, 32)]
     out = {"concurrency1": c1, "saturated": rows, "best_img_s": max(r["throughput_img_s"] for r in rows)}
     if diffs:
         out["paired_overhead_ms"] = {

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -64,7 +63,7 @@ def triton_sweep(
     from client.tools.load_bench import BenchConfig, sweep
     from serving.repository.build import build_repository
     from serving.repository.spec import RepositorySpec, ServedModel, ServedVersion
-    from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig, free_ports
+    from serving.server.embedded import EmbeddedServer, private_config
 
     manifest = json.loads((export_dir / "manifest.json").read_text())
     fp32 = next(a for a in manifest["artifacts"] if a["precision"] == "fp32" and a["passed"])
@@ -86,16 +85,7 @@ def triton_sweep(
             std=tuple(manifest["std"]),
         )
         build_repository(spec, Path(tmp) / "repo")
-        http, grpc, metrics = free_ports(3)
-        config = ServerConfig(
-            model_repository=Path(tmp) / "repo",
-            http_port=http,
-            grpc_port=grpc,
-            metrics_port=metrics,
-            log_file=Path(tmp) / "triton.log",
-            restricted_header=(ADMIN_HEADER, secrets.token_hex(8)),
-            exit_timeout_s=3,
-        )
+        config = private_config(Path(tmp) / "repo", Path(tmp))
         with EmbeddedServer(config) as server:
             cfg = BenchConfig(
                 http_url=server.http_endpoint,

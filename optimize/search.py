@@ -13,12 +13,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.core.transport import AsyncTriton, Endpoint
-from client.tools.load_bench import measure
+from client.tools.load_bench import measure_images
 from common.params import ALL_PRECISIONS, Params
 from optimize.objective import Candidate, Row, grid
 from registry import aliases, serving_choice, tags
@@ -26,7 +24,7 @@ from registry.sync import desired_spec
 from serving.repository.build import build_repository
 from serving.repository.spec import RepositorySpec
 from serving.rollout.apply import apply
-from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig, free_ports
+from serving.server.embedded import EmbeddedServer, private_config
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +66,6 @@ def with_candidate(base: RepositorySpec, candidate: Candidate, triton_name: str)
     return dataclasses.replace(base, classifiers=models, ensemble_target=triton_name)
 
 
-async def _measure_ensemble(
-    server: EmbeddedServer, spec: RepositorySpec, groups: list, params: Params
-) -> dict:
-    cfg = params.optimize
-    client = AsyncTriton(
-        Endpoint("grpc", server.http_endpoint, server.url_grpc, 60.0), conn_limit=cfg.concurrency
-    )
-    try:
-
-        def send(group: list[bytes]):
-            return client.infer_images(spec.ensemble_name, group, k=1)
-
-        return await measure(send, groups, cfg.concurrency, cfg.seconds, None, cfg.warmup_s)
-    finally:
-        await client.close()
-
-
 def run_search(
     params: Params, cache: Path, workdir: Path, images: list[bytes], backend_dir: Path | None = None
 ) -> tuple[list[Row], Form | None]:
@@ -106,40 +87,38 @@ def run_search(
     base, summary = desired_spec(dataclasses.replace(params, registry=everything), cache, honour_choice=False)
     max_batch = {p: summary[reg.registered_name(p)]["max_batch"] for p in by_precision}
     candidates = grid(params.optimize, list(by_precision), max_batch)
-    per_request = params.optimize.images_per_request
-    groups = [[images[(i + j) % len(images)] for j in range(per_request)] for i in range(len(images))]
+    cfg = params.optimize
     repository = workdir / "repository"
     build_repository(base, repository)
-    http, grpc, metrics = free_ports(3)
-    header = (ADMIN_HEADER, secrets.token_hex(8))
-    config = ServerConfig(
-        model_repository=repository,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
-        log_file=workdir / "tritonserver.log",
-        restricted_header=header,
-        exit_timeout_s=5,
-        backend_dir=backend_dir,
-    )
+    config = private_config(repository, workdir, exit_timeout_s=5, backend_dir=backend_dir)
     rows: list[Row] = []
     with EmbeddedServer(config) as server:
         server.wait_ready(300)
         deployed = base
         for n, candidate in enumerate(candidates, 1):
             spec = with_candidate(base, candidate, reg.triton_name(candidate.precision))
-            apply(server.url_grpc, deployed, spec, header, repository, settle_s=0.0)
+            apply(server.url_grpc, deployed, spec, config.restricted_header, repository, settle_s=0.0)
             deployed = spec
-            result = asyncio.run(_measure_ensemble(server, spec, groups, params))
+            result = asyncio.run(
+                measure_images(
+                    server.url_grpc,
+                    spec.ensemble_name,
+                    images,
+                    cfg.images_per_request,
+                    cfg.concurrency,
+                    cfg.seconds,
+                    cfg.warmup_s,
+                )
+            )
             form = by_precision[candidate.precision]
             row = Row(
                 candidate,
                 form.version,
                 form.accuracy,
-                throughput_img_s=round(result["throughput_rps"] * per_request, 2),
-                p50_ms=result["latency_ms"]["p50"],
-                p99_ms=result["latency_ms"]["p99"],
-                errors=sum(result["errors"].values()),
+                throughput_img_s=result["throughput_img_s"],
+                p50_ms=result["p50_ms"],
+                p99_ms=result["p99_ms"],
+                errors=result["errors"],
             )
             log.info(
                 "[%d/%d] %s: %.1f img/s, p50 %s ms, p99 %s ms, %d errors",

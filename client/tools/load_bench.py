@@ -133,6 +133,37 @@ async def measure(
     }
 
 
+async def measure_images(
+    grpc_url: str,
+    model: str,
+    images: list[bytes],
+    per_request: int,
+    concurrency: int,
+    seconds: float,
+    warmup_s: float = 1.0,
+) -> dict:
+    """Closed loop of encoded images, ``per_request`` per request, through ``model`` over gRPC.
+
+    Throughput is in images per second (requests x ``per_request``); latencies are per request.
+    """
+    groups = [[images[(i + j) % len(images)] for j in range(per_request)] for i in range(len(images))]
+    client = AsyncTriton(Endpoint("grpc", "unused:0", grpc_url, 60.0), conn_limit=concurrency)
+    try:
+        row = await measure(
+            lambda g: client.infer_images(model, g, k=1), groups, concurrency, seconds, None, warmup_s
+        )
+    finally:
+        await client.close()
+    return {
+        "images_per_request": per_request,
+        "concurrency": concurrency,
+        "throughput_img_s": round(row["throughput_rps"] * per_request, 2),
+        "p50_ms": row["latency_ms"]["p50"],
+        "p99_ms": row["latency_ms"]["p99"],
+        "errors": sum(row["errors"].values()),
+    }
+
+
 async def sweep(cfg: BenchConfig, http_url: str, grpc_url: str, duration_s: float, target: str) -> list[dict]:
     """Every protocol x mode x concurrency level against one server; exit codes 3/4 on preflight."""
     encoded = load_payloads(cfg)

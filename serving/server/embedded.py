@@ -255,3 +255,20 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def private_config(repository: Path, workdir: Path, **kw: object) -> ServerConfig:
+    """A server of one's own: free ports, a fresh admin token, its log under ``workdir``.
+
+    For benchmarks and the optimizer, which start a server beside any other on the host.
+    """
+    http, grpc, metrics = free_ports(3)
+    settings: dict = {
+        "http_port": http,
+        "grpc_port": grpc,
+        "metrics_port": metrics,
+        "log_file": Path(workdir) / "tritonserver.log",
+        "restricted_header": (ADMIN_HEADER, secrets.token_hex(8)),
+        "exit_timeout_s": 3,
+    }
+    return ServerConfig(model_repository=repository, **(settings | kw))
