@@ -43,9 +43,17 @@ from serving.repository.model_configs import (
     ensemble_config,
     postprocess_config,
     preprocess_config,
+    router_config,
     to_text,
 )
-from serving.repository.spec import POSTPROCESS, PREPROCESS, RepositorySpec, spec_from_dict, spec_to_dict
+from serving.repository.spec import (
+    POSTPROCESS,
+    PREPROCESS,
+    ROUTER,
+    RepositorySpec,
+    spec_from_dict,
+    spec_to_dict,
+)
 
 SPEC_FILE = ".spec.json"
 __all__ = [
@@ -79,6 +87,10 @@ def repository_layout(spec: RepositorySpec) -> tuple[dict[str, bytes | Path], se
     files[f"{POSTPROCESS}/config.pbtxt"] = to_text(postprocess_config(spec)).encode()
     files[f"{POSTPROCESS}/{LABELS_FILE}"] = labels
     files[f"{POSTPROCESS}/1/model.py"] = python_model_source("postprocess")
+    if spec.release is not None:
+        files[f"{ROUTER}/config.pbtxt"] = to_text(router_config(spec)).encode()
+        files[f"{ROUTER}/{LABELS_FILE}"] = labels
+        files[f"{ROUTER}/1/model.py"] = python_model_source("router")
     files[f"{spec.ensemble_name}/config.pbtxt"] = to_text(ensemble_config(spec)).encode()
     files[f"{spec.ensemble_name}/{LABELS_FILE}"] = labels  # the classification extension's labels
     files[SPEC_FILE] = (json.dumps(spec_to_dict(spec), indent=2) + "\n").encode()

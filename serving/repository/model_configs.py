@@ -10,7 +10,7 @@ from __future__ import annotations
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from serving.repository.spec import POSTPROCESS, PREPROCESS, RepositorySpec, ServedModel
+from serving.repository.spec import POSTPROCESS, PREPROCESS, ROUTE_KEY, ROUTER, RepositorySpec, ServedModel
 
 IMAGE_SIZE = 32
 CHANNELS = 3
@@ -109,6 +109,41 @@ def postprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.parameters["target_version"].string_value = str(spec.target.production)
     config.parameters["labels_file"].string_value = LABELS_FILE
     config.parameters["class_metric"].string_value = "true" if spec.class_metric else "false"
+    # Which version answered each image (0 production, 1 candidate), from the release's router.
+    # Optional, so this postprocess serves both ensemble forms while a rollout swaps one for the other.
+    config.input.add(name="ROUTE", data_type=mc.TYPE_INT32, dims=[1], optional=True)
+    if spec.release is not None:
+        config.parameters["candidate_model"].string_value = spec.release.candidate_model
+        config.parameters["candidate_version"].string_value = str(spec.release.candidate_version)
+    return config
+
+
+def router_config(spec: RepositorySpec) -> mc.ModelConfig:
+    """The release's router: tensors in, the answering version's logits out, shadow copies compared.
+
+    Everything it decides comes from these parameters (written from :class:`Release`), so changing a
+    weight is a reload of this one small python model, which Triton does without failing a request.
+    """
+    release = spec.release
+    assert release is not None
+    production, candidate = spec.target, spec.classifier(release.candidate_model)
+    config = _python_config(ROUTER, ensemble_max_batch(spec), spec)
+    config.input.add(name="INPUT", data_type=mc.TYPE_FP32, dims=[CHANNELS, IMAGE_SIZE, IMAGE_SIZE])
+    config.output.add(name="LOGITS", data_type=mc.TYPE_FP32, dims=[len(spec.classes)])
+    config.output.add(name="ROUTE", data_type=mc.TYPE_INT32, dims=[1])
+    for role, model, version in (
+        ("production", production, production.production),
+        ("candidate", candidate, release.candidate_version),
+    ):
+        config.parameters[f"{role}_model"].string_value = model.name
+        config.parameters[f"{role}_version"].string_value = str(version)
+        config.parameters[f"{role}_input"].string_value = model.input_name
+        config.parameters[f"{role}_output"].string_value = model.output_name
+    config.parameters["shadow_fraction"].string_value = repr(float(release.shadow_fraction))
+    config.parameters["canary_weight"].string_value = repr(float(release.canary_weight))
+    config.parameters["route_key"].string_value = ROUTE_KEY
+    config.parameters["shadow_queue"].string_value = "16"  # dynamic batches waiting for the candidate
+    config.parameters["labels_file"].string_value = LABELS_FILE
     return config
 
 
@@ -139,10 +174,18 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     pre = steps.add(model_name=PREPROCESS, model_version=1)
     pre.input_map["IMAGE"] = "IMAGE"
     pre.output_map["INPUT"] = "preprocessed"
-    clf = steps.add(model_name=target.name, model_version=target.production)
-    clf.input_map[target.input_name] = "preprocessed"
-    clf.output_map[target.output_name] = "logits"
+    if spec.release is None:
+        clf = steps.add(model_name=target.name, model_version=target.production)
+        clf.input_map[target.input_name] = "preprocessed"
+        clf.output_map[target.output_name] = "logits"
+    else:  # the router calls production or the candidate itself (BLS), and says which answered
+        route = steps.add(model_name=ROUTER, model_version=1)
+        route.input_map["INPUT"] = "preprocessed"
+        route.output_map["LOGITS"] = "logits"
+        route.output_map["ROUTE"] = "route"
     post = steps.add(model_name=POSTPROCESS, model_version=1)
     post.input_map["LOGITS"] = "logits"
+    if spec.release is not None:
+        post.input_map["ROUTE"] = "route"
     post.output_map["PROBABILITIES"] = "PROBABILITIES"
     return config

@@ -19,6 +19,8 @@ BACKENDS = ("onnxruntime", "tensorrt")
 KINDS = ("KIND_CPU", "KIND_GPU")  # as common.params.KINDS; serving must not import the config layer
 PREPROCESS = "preprocess"
 POSTPROCESS = "postprocess"
+ROUTER = "router"
+ROUTE_KEY = "route-key"  # the request parameter (or forwarded header) that pins a caller to one version
 LEGACY_INTERFACE = "IMAGE UINT8[-1] -> LABELS, PROBABILITIES (top-k), CLASS_INDEX"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -100,6 +102,37 @@ class ServedModel:
 
 
 @dataclass(frozen=True)
+class Release:
+    """A candidate served beside production through the ``router`` step of the public ensemble.
+
+    ``shadow_fraction`` of the requests the ensemble answers from production are also sent to the
+    candidate, whose answers are compared and discarded; ``canary_weight`` of them are answered by
+    the candidate instead. A request with a ``route-key`` parameter is routed by a hash of the key,
+    so one key always lands on the same version while the weight stays put (and a rising weight
+    only ever moves keys from production to the candidate).
+    """
+
+    candidate_model: str
+    candidate_version: int
+    shadow_fraction: float = 0.0
+    canary_weight: float = 0.0
+
+    def validate(self, spec: RepositorySpec) -> None:
+        where = f"release of {self.candidate_model}:{self.candidate_version}"
+        model = spec.classifier(self.candidate_model)
+        if self.candidate_version not in model.version_numbers:
+            raise SpecError(
+                f"{where}: version {self.candidate_version} is not served ({model.version_numbers})"
+            )
+        if (self.candidate_model, self.candidate_version) == (spec.target.name, spec.target.production):
+            raise SpecError(f"{where}: the candidate is what production already serves")
+        if not (0.0 <= self.shadow_fraction <= 1.0 and 0.0 <= self.canary_weight <= 1.0):
+            raise SpecError(f"{where}: shadow_fraction and canary_weight must lie in [0, 1]")
+        if model.max_batch_size < spec.target.max_batch_size:
+            raise SpecError(f"{where}: its max_batch_size {model.max_batch_size} is below production's")
+
+
+@dataclass(frozen=True)
 class RepositorySpec:
     """Every classifier plus the public ensemble ``preprocess -> classifier -> postprocess``."""
 
@@ -120,8 +153,12 @@ class RepositorySpec:
     preprocess_max_batch: int = 64
     postprocess_max_batch: int = 256
     python_queue_delay_us: int = 500
+    # A candidate in shadow or canary (``None``: the ensemble calls production's classifier directly).
+    release: Release | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.release, dict):
+            object.__setattr__(self, "release", Release(**self.release))
         for name in ("classifiers", "classes", "mean", "std"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
@@ -140,7 +177,7 @@ class RepositorySpec:
         names = [m.name for m in self.classifiers]
         if not names:
             raise SpecError("a repository needs at least one classifier")
-        reserved = {PREPROCESS, POSTPROCESS, self.ensemble_name}
+        reserved = {PREPROCESS, POSTPROCESS, ROUTER, self.ensemble_name}
         clash = sorted((set(names) & reserved) | {n for n in names if names.count(n) > 1})
         if clash:
             raise SpecError(f"model names must be unique and not one of {sorted(reserved)}: {clash}")
@@ -149,6 +186,8 @@ class RepositorySpec:
         for model in self.classifiers:
             model.validate()
         self.target  # noqa: B018 - raises SpecError when the target is missing
+        if self.release is not None:
+            self.release.validate(self)
         if len(self.classes) < 2 or any(not c or "\n" in c for c in self.classes):
             raise SpecError(f"classes must be >= 2 non-empty single-line names, got {self.classes}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):

@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from serving.repository.build import RepositoryError, build_repository, model_fingerprints, repository_lock
-from serving.repository.spec import POSTPROCESS, PREPROCESS, RepositorySpec
+from serving.repository.spec import POSTPROCESS, PREPROCESS, ROUTER, RepositorySpec
 from serving.rollout.admin import AdminError, ModelAdmin
 from serving.rollout.plan import model_names, rollout_plan
 
@@ -53,7 +53,8 @@ class ApplyError(RuntimeError):
 
 def _wanted(spec: RepositorySpec) -> dict[str, set[int]]:
     wanted = {m.name: set(m.version_numbers) for m in spec.classifiers}
-    return wanted | {PREPROCESS: {1}, POSTPROCESS: {1}, spec.ensemble_name: {1}}
+    router = {ROUTER: {1}} if spec.release is not None else {}
+    return wanted | {PREPROCESS: {1}, POSTPROCESS: {1}, **router, spec.ensemble_name: {1}}
 
 
 def _ready(states: dict[tuple[str, int], tuple[str, str]], name: str) -> set[int]:

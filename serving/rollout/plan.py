@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from serving.repository.spec import POSTPROCESS, PREPROCESS, RepositorySpec, ServedModel
+from serving.repository.spec import POSTPROCESS, PREPROCESS, ROUTER, RepositorySpec, ServedModel
 
 
 def _merge_model(old: ServedModel | None, new: ServedModel | None) -> ServedModel:
@@ -51,5 +51,6 @@ def rollout_plan(old: RepositorySpec | None, new: RepositorySpec) -> list[tuple[
 
 
 def model_names(spec: RepositorySpec) -> list[str]:
-    """Load order: composing models before the ensemble that needs them."""
-    return [m.name for m in spec.classifiers] + [PREPROCESS, POSTPROCESS, spec.ensemble_name]
+    """Load order: composing models (the router after the classifiers it calls) before the ensemble."""
+    router = [ROUTER] if spec.release is not None else []
+    return [m.name for m in spec.classifiers] + [PREPROCESS, POSTPROCESS, *router, spec.ensemble_name]

@@ -9,7 +9,8 @@ is copied to ``<repository>/postprocess/1/model.py`` by :mod:`serving.repository
 It also counts predictions in ``predicted_class_total{model, version, class}``: a shift in that mix
 is the cheapest drift signal there is, and it needs no labels. ``model``/``version`` come from the
 config parameters ``target_model``/``target_version`` (the classifier and production version the
-ensemble routes to). The config parameter ``class_metric`` (``true``/``false``, default ``true``)
+ensemble routes to); while a release runs, the optional ``ROUTE`` input (from the router) says per
+image whether production or the candidate (``candidate_model``/``candidate_version``) answered. The config parameter ``class_metric`` (``true``/``false``, default ``true``)
 switches the counter off; that exists to measure its overhead, not for production use.
 
 The metric objects are deliberately never released (:data:`_RETAINED`). Triton 2.51 reference-counts
@@ -79,6 +80,9 @@ class TritonPythonModel:
                 f"postprocess: {labels_path} has {len(self.labels)} labels, LOGITS is {logits_dims}"
             )
         target, version = _param(params, "target_model"), _param(params, "target_version")
+        routes = [(target, version)]
+        if params.get("candidate_model", {}).get("string_value"):
+            routes.append((_param(params, "candidate_model"), _param(params, "candidate_version")))
         self.counters = []
         if not _flag(params, "class_metric", default=True):
             return
@@ -91,26 +95,31 @@ class TritonPythonModel:
             kind=pb_utils.MetricFamily.COUNTER,
         )
         self.counters = [
-            self.family.Metric(labels={"model": target, "version": version, "class": label})
-            for label in self.labels
+            [self.family.Metric(labels={"model": m, "version": v, "class": label}) for label in self.labels]
+            for m, v in routes
         ]
         _RETAINED.append((self.family, self.counters))
 
-    def _one(self, request) -> tuple[pb_utils.InferenceResponse, np.ndarray]:
+    def _one(self, request) -> tuple[pb_utils.InferenceResponse, np.ndarray, np.ndarray]:
         logits = pb_utils.get_input_tensor_by_name(request, "LOGITS").as_numpy().astype(np.float32)
         if logits.ndim != 2 or logits.shape[1] != len(self.labels):
             raise InvalidLogits(f"expected [batch, {len(self.labels)}] logits, got {list(logits.shape)}")
         probs = softmax(logits)
         best = logits.argmax(axis=1)  # the counter counts what the classification extension ranks first
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("PROBABILITIES", probs)]), best
+        route = pb_utils.get_input_tensor_by_name(request, "ROUTE")
+        routes = np.zeros(len(best), dtype=np.int64)
+        if route is not None and self.counters:
+            routes = np.clip(route.as_numpy().reshape(-1).astype(np.int64), 0, len(self.counters) - 1)
+        response = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("PROBABILITIES", probs)])
+        return response, best, routes
 
     def execute(self, requests: list) -> list:
         responses = []
-        counts = np.zeros(len(self.labels), dtype=np.int64)
+        counts = np.zeros((max(len(self.counters), 1), len(self.labels)), dtype=np.int64)
         for request in requests:
             try:
-                response, best = self._one(request)
-                counts += np.bincount(best.ravel(), minlength=len(self.labels))
+                response, best, routes = self._one(request)
+                np.add.at(counts, (routes, best), 1)
                 responses.append(response)
             except InvalidLogits as exc:
                 error = pb_utils.TritonError(f"postprocess: {exc}", pb_utils.TritonError.INVALID_ARG)
@@ -120,11 +129,11 @@ class TritonPythonModel:
                     f"postprocess: internal error: {exc!r}", pb_utils.TritonError.INTERNAL
                 )
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
-        if self.counters:
-            # One increment per predicted class per batch, not per request: each increment is a
-            # round trip from the stub to the server process.
-            for index in np.flatnonzero(counts):
-                self.counters[int(index)].increment(int(counts[index]))
+        # One increment per (version, class) per batch, not per request: each increment is a round
+        # trip from the stub to the server process.
+        for route, counters in enumerate(self.counters):
+            for index in np.flatnonzero(counts[route]):
+                counters[int(index)].increment(int(counts[route, index]))
         return responses
 
     def finalize(self) -> None:

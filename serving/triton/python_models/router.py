@@ -1,0 +1,208 @@
+"""Triton python model: the release's router between production and a candidate (BLS).
+
+It is the public ensemble's middle step while a release runs (``preprocess -> router ->
+postprocess``) and is absent otherwise, so steady-state serving pays nothing for it. Per request:
+
+* **canary** - the request is answered by the candidate with probability ``canary_weight``. A
+  request that carries the ``route-key`` parameter (or the ``route-key`` header, which the server
+  forwards as a parameter) is routed by a hash of the key instead of a coin: one key always lands on
+  the same version while the weight stays put, and a rising weight only moves keys to the candidate.
+* **shadow** - of the requests production answers, ``shadow_fraction`` are also run on the
+  candidate *after* the caller's answer is ready; the candidate's answer is compared with
+  production's (top-1 equal or not) and thrown away. The comparison is counted per candidate version
+  (``shadow_agreement_total``, ``shadow_predicted_class_total``): a live, label-free comparison.
+
+Requests of one dynamic batch that go to the same version share one BLS call, so batching survives
+the routing. A candidate that fails a canary request is counted by Triton as that version's failure
+and the request is answered by production instead: a broken candidate costs the caller latency,
+never an error. ``ROUTE`` (0 production, 1 candidate, per image) tells postprocess which version's
+label its prediction counter uses, so the class mix splits per version.
+
+Runs inside Triton's python backend stub: stdlib, numpy and ``triton_python_backend_utils`` only.
+The metric objects are never released, for the reason :mod:`postprocess` gives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import random
+import threading
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+PRODUCTION, CANDIDATE = 0, 1
+_RETAINED: list = []
+
+
+class RouteError(RuntimeError):
+    """A BLS call failed; carries Triton's message."""
+
+
+def _param(params: dict, key: str) -> str:
+    value = params.get(key, {}).get("string_value", "")
+    if not value:
+        raise ValueError(f"router: config parameter {key!r} is missing")
+    return value
+
+
+def key_share(key: str) -> float:
+    """A stable number in [0, 1) for a routing key (the same on every server and every restart)."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+class _Target:
+    def __init__(self, params: dict, role: str) -> None:
+        self.model = _param(params, f"{role}_model")
+        self.version = int(_param(params, f"{role}_version"))
+        self.input = _param(params, f"{role}_input")
+        self.output = _param(params, f"{role}_output")
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        request = pb_utils.InferenceRequest(
+            model_name=self.model,
+            model_version=self.version,
+            requested_output_names=[self.output],
+            inputs=[pb_utils.Tensor(self.input, batch)],
+        )
+        response = request.exec()
+        if response.has_error():
+            raise RouteError(f"{self.model}:{self.version}: {response.error().message()}")
+        return pb_utils.get_output_tensor_by_name(response, self.output).as_numpy()
+
+
+class TritonPythonModel:
+    """Routes each request to production or the candidate, and shadows a share of production's."""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        params = config.get("parameters", {})
+        self.production = _Target(params, "production")
+        self.candidate = _Target(params, "candidate")
+        self.shadow_fraction = float(_param(params, "shadow_fraction"))
+        self.canary_weight = float(_param(params, "canary_weight"))
+        self.route_key = _param(params, "route_key").lower()
+        labels_path = os.path.join(args["model_repository"], _param(params, "labels_file"))
+        with open(labels_path, encoding="utf-8") as fh:
+            self.labels = [line.rstrip("\n") for line in fh if line.strip()]
+        self.random = random.Random()
+        labels = {"model": self.candidate.model, "version": str(self.candidate.version)}
+        agreement = pb_utils.MetricFamily(
+            name="shadow_agreement_total",
+            description="Shadowed images whose candidate top-1 equals production's (agree=true) or not",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        classes = pb_utils.MetricFamily(
+            name="shadow_predicted_class_total",
+            description="The candidate's predictions on shadowed images (never served), by arg-max class",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.agree = agreement.Metric(labels={**labels, "agree": "true"})
+        self.disagree = agreement.Metric(labels={**labels, "agree": "false"})
+        self.shadow_classes = [classes.Metric(labels={**labels, "class": name}) for name in self.labels]
+        dropped = pb_utils.MetricFamily(
+            name="shadow_dropped_total",
+            description="Images not shadowed because the candidate fell behind (its queue was full)",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.dropped = dropped.Metric(labels=labels)
+        _RETAINED.append((agreement, classes, dropped, self.agree, self.disagree, self.shadow_classes))
+        _RETAINED.append(self.dropped)
+        self.queue: queue.Queue = queue.Queue(maxsize=int(_param(params, "shadow_queue")))
+        self.worker = threading.Thread(target=self._worker, name="shadow", daemon=True)
+        self.worker.start()
+
+    def _choose(self, request) -> int:
+        if self.canary_weight <= 0.0:
+            return PRODUCTION
+        if self.canary_weight >= 1.0:
+            return CANDIDATE
+        try:
+            params = json.loads(request.parameters() or "{}")
+        except ValueError:
+            params = {}
+        key = next((str(v) for k, v in params.items() if k.lower() == self.route_key), None)
+        share = key_share(key) if key is not None else self.random.random()
+        return CANDIDATE if share < self.canary_weight else PRODUCTION
+
+    def execute(self, requests: list) -> list:
+        inputs = [pb_utils.get_input_tensor_by_name(r, "INPUT").as_numpy() for r in requests]
+        routes = [self._choose(r) for r in requests]
+        logits: list = [None] * len(requests)
+        errors: list = [None] * len(requests)
+        for route, target in ((CANDIDATE, self.candidate), (PRODUCTION, self.production)):
+            chosen = [i for i, r in enumerate(routes) if r == route]
+            if not chosen:
+                continue
+            try:
+                out = target.infer(np.concatenate([inputs[i] for i in chosen]))
+            except RouteError as exc:
+                if route == CANDIDATE:  # Triton counted the failure on the candidate; production answers
+                    for i in chosen:
+                        routes[i] = PRODUCTION
+                    continue
+                for i in chosen:
+                    errors[i] = str(exc)
+                continue
+            start = 0
+            for i in chosen:
+                logits[i] = out[start : start + len(inputs[i])]
+                start += len(inputs[i])
+        responses = []
+        for i in range(len(requests)):
+            if errors[i] is not None:
+                error = pb_utils.TritonError(f"router: {errors[i]}", pb_utils.TritonError.UNAVAILABLE)
+                response = pb_utils.InferenceResponse(output_tensors=[], error=error)
+            else:
+                route = np.full((len(inputs[i]), 1), routes[i], dtype=np.int32)
+                response = pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor("LOGITS", logits[i].astype(np.float32)),
+                        pb_utils.Tensor("ROUTE", route),
+                    ]
+                )
+            responses.append(response)
+        shadowed = [
+            i
+            for i, r in enumerate(routes)
+            if r == PRODUCTION and errors[i] is None and self.random.random() < self.shadow_fraction
+        ]
+        if shadowed:  # the worker thread runs them after this batch's answers are gone
+            try:
+                self.queue.put_nowait(([inputs[i] for i in shadowed], [logits[i] for i in shadowed]))
+            except queue.Full:
+                self.dropped.increment(sum(len(inputs[i]) for i in shadowed))
+        return responses
+
+    def _worker(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            try:
+                self._shadow(*item)
+            except Exception as exc:  # the shadow must never take the router down
+                pb_utils.Logger.log_warn(f"router: shadow comparison failed: {exc!r}")
+
+    def _shadow(self, inputs: list, served: list) -> None:
+        try:
+            theirs = self.candidate.infer(np.concatenate(inputs)).argmax(axis=1)
+        except RouteError:
+            return  # Triton counted the failure on the candidate's own metrics
+        ours = np.concatenate(served).argmax(axis=1)
+        same = int((theirs == ours).sum())
+        if same:
+            self.agree.increment(same)
+        if len(ours) - same:
+            self.disagree.increment(int(len(ours) - same))
+        counts = np.bincount(theirs, minlength=len(self.labels))
+        for index in np.flatnonzero(counts):
+            self.shadow_classes[int(index)].increment(int(counts[index]))
+
+    def finalize(self) -> None:
+        self.queue.put(None)  # the metrics stay in _RETAINED on purpose
+        self.worker.join(timeout=5)
