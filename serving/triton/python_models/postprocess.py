@@ -10,7 +10,8 @@ It also counts predictions in ``predicted_class_total{model, version, class}``: 
 is the cheapest drift signal there is, and it needs no labels. ``model``/``version`` come from the
 config parameters ``target_model``/``target_version`` (the classifier and production version the
 ensemble routes to); while a release runs, the optional ``ROUTE`` input (from the router) says per
-image whether production or the candidate (``candidate_model``/``candidate_version``) answered. The config parameter ``class_metric`` (``true``/``false``, default ``true``)
+image whether production or the candidate (``candidate_model``/``candidate_version``) answered.
+The config parameter ``class_metric`` (``true``/``false``, default ``true``)
 switches the counter off; that exists to measure its overhead, not for production use.
 
 The metric objects are deliberately never released (:data:`_RETAINED`). Triton 2.51 reference-counts
