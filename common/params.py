@@ -195,6 +195,39 @@ class OptimizeConfig:
 
 
 @dataclass(frozen=True)
+class ReleaseConfig:
+    """``cifar10-release``: the gate, the steps and their windows, and what a step may not breach."""
+
+    accuracy_margin: float = 0.005  # gate: candidate's test accuracy >= production's - this
+    shadow_fraction: float = 0.5  # of production's requests also run on the candidate in the shadow step
+    shadow_window_s: float = 300.0
+    canary_weights: tuple[float, ...] = (0.1, 0.5, 1.0)  # shares of traffic the candidate answers, in order
+    canary_window_s: float = 300.0
+    check_interval_s: float = 15.0  # how often a step is judged; a breach rolls back at the next check
+    min_images: int = 200  # on the candidate per step before a step may pass (or a ratio may breach)
+    max_error_ratio: float = 0.01
+    max_p99_ratio: float = 1.5  # candidate p99 <= production p99 x this + p99_slack_ms
+    p99_slack_ms: float = 5.0
+    agreement_slack: float = 0.02  # shadow agreement >= acc_prod + acc_cand - 1 - this
+    max_psi: float = 0.1  # class-mix divergence, candidate vs production
+    confidence_z: float = 3.0  # ratios breach only when the whole z-sigma Wilson interval does
+    owner_timeout_s: float = 120.0  # a controller silent this long no longer owns its release
+    prometheus_url: str = "http://localhost:9090"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "canary_weights", tuple(float(w) for w in self.canary_weights))
+        weights = self.canary_weights
+        if not weights or any(not 0 < w <= 1 for w in weights) or list(weights) != sorted(weights):
+            raise ValueError(f"release.canary_weights must rise within (0, 1], got {list(weights)}")
+        if weights[-1] != 1.0:
+            raise ValueError("release.canary_weights must end at 1.0: production is what served all traffic")
+        if not 0 <= self.shadow_fraction <= 1 or not 0 <= self.accuracy_margin < 1:
+            raise ValueError("release: shadow_fraction must lie in [0, 1] and accuracy_margin in [0, 1)")
+        if min(self.shadow_window_s, self.canary_window_s, self.check_interval_s) <= 0 or self.min_images < 1:
+            raise ValueError("release: windows and check_interval_s must be positive, min_images >= 1")
+
+
+@dataclass(frozen=True)
 class Params:
     """Everything ``params.yaml`` holds, with the active training profile already selected."""
 
@@ -208,6 +241,7 @@ class Params:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -234,7 +268,18 @@ def _export(raw: dict[str, Any] | None) -> ExportConfig:
     return dataclasses.replace(from_dict(ExportConfig, raw, "export"), tolerances=tolerances)
 
 
-SECTIONS = ("profile", "profiles", "data", "evaluate", "mlflow", "export", "registry", "serving", "optimize")
+SECTIONS = (
+    "profile",
+    "profiles",
+    "data",
+    "evaluate",
+    "mlflow",
+    "export",
+    "registry",
+    "serving",
+    "optimize",
+    "release",
+)
 
 
 def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
@@ -264,5 +309,6 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
         registry=from_dict(RegistryConfig, raw.get("registry"), "registry"),
         serving=from_dict(ServingConfig, raw.get("serving"), "serving"),
         optimize=from_dict(OptimizeConfig, raw.get("optimize"), "optimize"),
+        release=from_dict(ReleaseConfig, raw.get("release"), "release"),
         raw=raw,
     )

@@ -104,6 +104,12 @@ def promote(name: str, alias: str, version: int) -> dict:
     return {"name": name, "alias": alias, "version": version, "previous": previous}
 
 
+def clear(name: str, alias: str) -> None:
+    """Unset ``alias`` (its history stays: the record of what it named)."""
+    c = client()
+    call_registry(f"unsetting {name}@{alias}", c.delete_registered_model_alias, name, alias)
+
+
 def rollback(name: str, alias: str = "production") -> dict:
     """Re-point ``alias`` at the version it named before the current one (repeatable)."""
     c = client()

@@ -24,9 +24,10 @@ from common import exit_codes
 from common.exit_codes import ExitError
 from common.fsutil import sha256_file
 from common.params import ALL_PRECISIONS, Params
-from registry import aliases, serving_choice, store, tags
+from registry import aliases, release_record, serving_choice, store, tags
+from registry.release_record import ReleaseRecord
 from registry.serving_choice import ServingChoice
-from serving.repository.spec import RepositorySpec, ServedModel, ServedVersion
+from serving.repository.spec import Release, RepositorySpec, ServedModel, ServedVersion
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +98,21 @@ def max_batch(name: str, info: aliases.Resolved, fmt: str, params: Params) -> in
 
 
 def _classifier(
-    params: Params, precision: str, cache: Path, choice: ServingChoice | None = None
+    params: Params,
+    precision: str,
+    cache: Path,
+    choice: ServingChoice | None = None,
+    candidate: int | None = None,
 ) -> tuple[ServedModel, dict, dict]:
-    """One served form; ``choice`` (the optimize record for this form) overrides its batching."""
+    """One served form; ``choice`` (the optimize record for this form) overrides its batching.
+
+    ``candidate`` is a release's candidate version of this form, served beside the others.
+    """
     cfg, serving = params.registry, params.serving
     name = cfg.registered_name(precision)
     production = aliases.resolve(name, "production")
     staging = aliases.alias_version(name, "staging")
-    numbers = sorted({production.version} | ({staging} if staging else set()))
+    numbers = sorted({production.version} | ({staging} if staging else set()) | ({candidate} - {None}))
     resolved = {
         v: production if v == production.version else aliases.resolve(name, version=v) for v in numbers
     }
@@ -162,16 +170,32 @@ def desired_spec(params: Params, cache: Path, honour_choice: bool = True) -> tup
     """
     cfg, serving = params.registry, params.serving
     choice = serving_choice.read(cfg, ALL_PRECISIONS) if honour_choice else None
-    forms = [*cfg.serve, *([choice.precision] if choice and choice.precision not in cfg.serve else [])]
+    target = choice.precision if choice is not None else cfg.ensemble_target
+    record = _release(params, target) if honour_choice else None
+    extra = [choice.precision] if choice else []
+    candidate_form = _form(params, record.candidate_name) if record else None
+    forms = list(dict.fromkeys([*cfg.serve, *extra, *([candidate_form] if candidate_form else [])]))
     models, summary, meta = [], {}, {}
     for precision in forms:
         mine = choice if choice is not None and choice.precision == precision else None
+        trial = record.candidate_version if record and precision == candidate_form else None
         model, summary[cfg.registered_name(precision)], model_tags = _classifier(
-            params, precision, cache, mine
+            params, precision, cache, mine, trial
         )
         models.append(model)
         meta = meta or model_tags
-    target = choice.precision if choice is not None else cfg.ensemble_target
+    release = None
+    if record is not None and record.step in ("shadow", "canary"):
+        release = Release(
+            candidate_model=cfg.triton_name(candidate_form),
+            candidate_version=record.candidate_version,
+            shadow_fraction=record.shadow_fraction,
+            canary_weight=record.canary_weight,
+        )
+    if record is not None:
+        summary["release"] = {"candidate": f"{record.candidate_name} v{record.candidate_version}"} | {
+            "step": record.label
+        }
     summary["ensemble_target"] = {
         "form": target,
         "decided_by": f"cifar10-optimize ({choice.chosen_at})"
@@ -189,9 +213,38 @@ def desired_spec(params: Params, cache: Path, honour_choice: bool = True) -> tup
         preprocess_max_batch=serving.preprocess_max_batch,
         postprocess_max_batch=serving.postprocess_max_batch,
         python_queue_delay_us=serving.python_queue_delay_us,
+        release=release,
     )
     spec.validate()
     return spec, summary
+
+
+def _form(params: Params, registered_name: str) -> str:
+    for precision in ALL_PRECISIONS:
+        if params.registry.registered_name(precision) == registered_name:
+            return precision
+    raise tags.TagError(f"release record names {registered_name!r}, which is no form of this registry")
+
+
+def _release(params: Params, target: str) -> ReleaseRecord | None:
+    """The active release on the ensemble's form, if it still starts from what production names."""
+    name = params.registry.registered_name(target)
+    record = release_record.active(name)
+    if record is None:
+        return None
+    production = aliases.alias_version(name, "production")
+    if record.production_name != name or record.production_version != production:
+        log.warning(
+            "the release of %s v%d started from %s v%d, but %s's production is v%s: not served",
+            record.candidate_name,
+            record.candidate_version,
+            record.production_name,
+            record.production_version,
+            name,
+            production,
+        )
+        return None
+    return record
 
 
 def sync(

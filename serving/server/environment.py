@@ -111,6 +111,9 @@ def admin_headers(header: tuple[str, str], protocol: str = "http") -> dict[str, 
     return {f"triton-grpc-protocol-{key}" if protocol == "grpc" else key: value}
 
 
+ROUTE_HEADER_PATTERN = "^route-key$"  # serving.repository.spec.ROUTE_KEY, as a header
+
+
 @dataclass
 class ServerConfig:
     """Command-line settings of one ``tritonserver`` process.
@@ -171,6 +174,9 @@ class ServerConfig:
             f"--metrics-address={self.address}",
             f"--metrics-port={self.metrics_port}",
             f"--metrics-config=summary_latencies={str(self.summary_latencies).lower()}",
+            # The release router's sticky-routing header reaches it as a request parameter.
+            f"--http-header-forward-pattern={ROUTE_HEADER_PATTERN}",
+            f"--grpc-header-forward-pattern={ROUTE_HEADER_PATTERN}",
             f"--model-control-mode={self.model_control_mode}",
             f"--log-file={log_file}",
             f"--log-verbose={self.log_verbose}",

@@ -1,0 +1,1 @@
+"""Progressive releases: gate, shadow, canary, promotion or rollback, judged from live metrics."""
