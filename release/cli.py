@@ -81,7 +81,7 @@ def status(ctx) -> dict:
         record.step == "shadow",
         record.step_started_at,
         record.started_at,
-        min_agreement(record, cfg.agreement_slack),
+        min_agreement(record, cfg),
     )
     verdict, _ = judge(ctx.prometheus, step, cfg, time.time(), None)
     out["candidate_images"] = round(verdict.images)
@@ -149,6 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     rp.add_argument("--out", type=Path, default=Path("reports/release"))
     args = p.parse_args(argv)
     setup_logging(args.verbose)
+    from rich.console import Console
+
+    for handler in logging.getLogger().handlers:  # stdout carries the JSON answer; the story goes to stderr
+        if hasattr(handler, "console"):
+            handler.console = Console(stderr=True)
 
     def go() -> int:
         from release import controller

@@ -61,14 +61,15 @@ class Context:
 
     def sync(self) -> dict:
         from registry.sync import sync
+        from serving.rollout.apply import ApplyError
 
-        for attempt in range(60):  # another rollout of this repository (an abort, say) holds the lock
+        for attempt in range(240):  # another rollout of this repository (an abort, say) holds the lock
             try:
                 return sync(self.params, self.repository, self.cache, self.server, self.header)
-            except Exception as exc:
-                if ("in progress" not in str(exc) and "locked" not in str(exc)) or attempt == 59:
+            except ApplyError as exc:
+                if "being rewritten by another" not in str(exc) or attempt == 239:
                     raise
-                time.sleep(1.0)
+                time.sleep(0.5)
         raise AssertionError("unreachable")
 
 
@@ -111,6 +112,8 @@ def open_release(ctx: Context, name: str, version: int, force_reason: str | None
     if candidate.version == production.version:
         raise ReleaseBusy(f"{name} v{version} already is production")
     checks = [gate.parity(candidate), gate.accuracy(candidate, production, cfg)]
+    for check in checks:
+        log.info("gate %s: %s (%s)", check.name, "passed" if check.passed else "FAILED", check.detail)
     if not checks[0].passed:  # the registry never serves such a version, --force or not
         raise ReleaseFailed(f"gate refused {name} v{version}: parity: {checks[0].detail}")
     now = time.time()
@@ -125,37 +128,44 @@ def open_release(ctx: Context, name: str, version: int, force_reason: str | None
         step_started_at=now,
         run_id=run_id,
         forced_reason=force_reason or "",
-    ).moved("gate", {"by": "start"})
-    release_record.write(record)
+    )
+    if not checks[1].passed and not force_reason:  # refused before the server sees the candidate
+        _refuse(ctx, record, checks)
+    record = release_record.write(record.moved("gate", {"by": "start"}))
     aliases.promote(name, "staging", version)
     ctx.sync()  # loads the candidate beside production; nothing routes to it yet
-    model = ctx.params.registry.triton_name(ctx.form)
     from registry import tags
 
     model_tags = store.registered_model(store.client(), name).tags
-    checks.append(
-        gate.answers(
-            ctx.server,
-            model,
-            version,
-            tags.tensor_name(model_tags, "input", "input", name),
-            tags.tensor_name(model_tags, "output", "logits", name),
-        )
+    live = gate.answers(
+        ctx.server,
+        ctx.params.registry.triton_name(ctx.form),
+        version,
+        tags.tensor_name(model_tags, "input", "input", name),
+        tags.tensor_name(model_tags, "output", "logits", name),
     )
+    checks.append(live)
+    log.info("gate %s: %s (%s)", live.name, "passed" if live.passed else "FAILED", live.detail)
+    if not live.passed and not force_reason:
+        end(ctx, record, "refused", {"failed": [f"{c.name}: {c.detail}" for c in checks if not c.passed]})
+        _refuse(ctx, record, checks)
     failing = [c for c in checks if not c.passed]
     tracking.log_step(
-        ctx, record, "gate", {}, {c.name: c.detail for c in checks}, "refused" if failing else "passed"
+        ctx, record, "gate", {}, {c.name: c.detail for c in checks}, "forced" if failing else "passed"
     )
-    for check in checks:
-        log.info("gate %s: %s (%s)", check.name, "passed" if check.passed else "FAILED", check.detail)
-    if failing and not force_reason:
-        end(ctx, record, "refused", {"failed": [f"{c.name}: {c.detail}" for c in failing]})
-        raise ReleaseFailed(
-            f"gate refused {name} v{version}: " + "; ".join(f"{c.name}: {c.detail}" for c in failing)
-        )
     if failing:
-        log.warning("gate overridden with --force: %s", force_reason)
+        log.warning("gate overridden with --force (%s): %s", force_reason, "; ".join(c.name for c in failing))
     return record
+
+
+def _refuse(ctx: Context, record: ReleaseRecord, checks: list[gate.Check]) -> None:
+    failing = [c for c in checks if not c.passed]
+    tracking.log_step(ctx, record, "gate", {}, {c.name: c.detail for c in checks}, "refused")
+    tracking.close_run(ctx, record, "refused")
+    raise ReleaseFailed(
+        f"gate refused {record.candidate_name} v{record.candidate_version}: "
+        + "; ".join(f"{c.name}: {c.detail}" for c in failing)
+    )
 
 
 def drive(ctx: Context, record: ReleaseRecord) -> dict:
@@ -167,6 +177,7 @@ def drive(ctx: Context, record: ReleaseRecord) -> dict:
     baseline_p99: float | None = None
     for step, index, shadow, weight in plan[position:]:
         if (record.step, record.step_index) != (step, index):
+            _check_still_mine(record)
             record = record.moved(
                 step, {"by": "controller"}, step_index=index, shadow_fraction=shadow, canary_weight=weight
             )
@@ -209,7 +220,7 @@ def watch(
         shadow=record.step == "shadow",
         started_at=record.step_started_at,
         release_started_at=record.started_at,
-        min_agreement=min_agreement(record, cfg.agreement_slack),
+        min_agreement=min_agreement(record, cfg),
     )
     while True:
         time.sleep(max(0.0, min(cfg.check_interval_s, passes_at - time.time())) or cfg.check_interval_s)
@@ -235,10 +246,25 @@ def watch(
             return verdict, baseline_p99, "inconclusive"
 
 
-def min_agreement(record: ReleaseRecord, slack: float) -> float | None:
-    """``a + b - 1 - slack`` from both versions' tagged test accuracies (see :mod:`release.judge`)."""
+def _check_still_mine(record: ReleaseRecord) -> None:
+    """Stop if someone aborted the release or another controller took it over since we last wrote."""
+    current = release_record.read(record.production_name)
+    mine = record.owner and (record.owner.host, record.owner.pid)
+    theirs = current and current.owner and (current.owner.host, current.owner.pid)
+    if current is None or not current.active or theirs != mine:
+        raise ReleaseFailed(
+            f"the release was ended or taken over elsewhere (now: {current.label if current else 'none'})"
+        )
+
+
+def min_agreement(record: ReleaseRecord, cfg) -> float | None:
+    """``release.min_agreement`` if set, else ``a + b - 1 - agreement_slack`` from both versions'
+    tagged test accuracies (see :mod:`release.judge`); ``None`` when an accuracy is unknown."""
     from registry import tags
 
+    if cfg.min_agreement is not None:
+        return cfg.min_agreement
+    slack = cfg.agreement_slack
     prod = tags.accuracy(aliases.resolve(record.production_name, version=record.production_version).tags)
     cand = tags.accuracy(aliases.resolve(record.candidate_name, version=record.candidate_version).tags)
     if prod is None or cand is None:

@@ -19,7 +19,9 @@ on at least ``a + b - 1`` of images like the test set (their errors can at most 
 candidate agreeing less than that (minus ``agreement_slack``) behaves unlike its own test accuracy.
 The PSI limit is ``max_psi`` plus the PSI two equal distributions show by chance at these sample
 sizes: ``(1/n_c + 1/n_p) * (k - 1 + z * sqrt(2 (k - 1)))`` (a scaled chi-square with ``k - 1``
-degrees of freedom).
+degrees of freedom). That assumes predictions drawn independently; traffic that arrives in runs of
+one class (a batch job walking a sorted folder) looks skewed over short windows, which is why the
+PSI, like the p99, is judged only once the candidate has answered ``min_images``.
 """
 
 from __future__ import annotations
@@ -193,7 +195,7 @@ def judge(prom: Prometheus, step: Step, cfg: ReleaseConfig, now: float, baseline
                 "class_psi",
                 value,
                 cfg.max_psi,
-                breached=value > cfg.max_psi + noise,
+                breached=value > cfg.max_psi + noise and n_c >= cfg.min_images,
                 within=value <= cfg.max_psi + psi_noise(n_c, n_p, len(classes), 0.0),
                 detail=f"{n_c:.0f} candidate vs {n_p:.0f} production predictions; chance level {noise:.3f}",
             )

@@ -39,7 +39,7 @@ def table(prom: Prometheus, record: ReleaseRecord, model: str, end: float) -> li
             )
         }
         failed = prom.scalar(f"sum(increase(nv_inference_request_failure{{{sel}}}[{span}]))", end) or 0.0
-        summary = "nv_inference_request_summary_us{%s,quantile=\"%s\"}"
+        summary = 'nv_inference_request_summary_us{%s,quantile="%s"}'
         quantiles = {
             q: prom.scalar(f"max(quantile_over_time(0.5, {summary % (sel, q)}[{span}]))", end)
             for q in ("0.5", "0.99")

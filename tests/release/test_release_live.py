@@ -1,0 +1,407 @@
+"""``cifar10-release`` against a real tritonserver, a real Prometheus and a real MLflow registry.
+
+One server, one Prometheus (1 s scrapes) and one registry serve the module, and a client thread
+keeps calling the public ``cifar10`` ensemble the whole time (a third of its requests carry a
+``route-key``): every test asserts that none of those requests failed while it ran. Candidates
+are real variants of the exported small model, registered as new versions: ``good`` is the same
+network under another file (identical answers), ``rotated`` answers class ``k+1`` for class ``k``
+(test figures copied from production, so only live traffic can tell), ``weaker`` is tagged with a
+test accuracy 10 points below production's. The windows are seconds (``RELEASE``), not minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import yaml
+
+from common.fsutil import sha256_file
+from common.params import Params, RegistryConfig, ReleaseConfig, ServingConfig
+from registry import aliases, release_record, store
+from registry.sync import sync
+from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig, free_ports
+from tests.conftest import make_image_folder
+from tests.monitoring.test_live import Prometheus
+from tests.serving.conftest import triton_or_skip
+
+pytestmark = [pytest.mark.triton, pytest.mark.slow]
+RELEASE = ReleaseConfig(
+    shadow_fraction=0.5,
+    shadow_window_s=6,
+    canary_weights=(0.5, 1.0),
+    canary_window_s=4,
+    check_interval_s=1,
+    min_images=20,
+    owner_timeout_s=60,
+    # The small test model scores 40 % on its test split, where the derived bound a + b - 1 is void;
+    # its variants are the same network, so they agree on every image or misbehave.
+    min_agreement=0.9,
+)
+SERVING = ServingConfig(preferred_batch_sizes=(8,), max_queue_delay_us=0, python_queue_delay_us=0)
+
+
+def onnx_variant(src: Path, dest: Path, rotate: bool) -> Path:
+    """``src`` under another name and checksum; ``rotate``: logits rolled by one class."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(src)
+    model.doc_string = f"release test variant {dest.name}"
+    if rotate:
+        out = model.graph.output[0].name
+        for node in model.graph.node:
+            node.output[:] = [f"{out}_raw" if o == out else o for o in node.output]
+        classes = 10
+        order = numpy_helper.from_array(np.roll(np.arange(classes), -1).astype(np.int64), "rotation")
+        model.graph.initializer.append(order)
+        model.graph.node.append(helper.make_node("Gather", [f"{out}_raw", "rotation"], [out], axis=1))
+    onnx.save(model, dest)
+    return dest
+
+
+def register_variant(name: str, base: int, path: Path, accuracy_delta: float = 0.0) -> int:
+    """``path`` as a new version of ``name``, tagged like version ``base`` (its own file and hash)."""
+    import mlflow
+
+    from common import tracking
+
+    c = store.client()
+    tags = dict(c.get_model_version(name, str(base)).tags)
+    experiment = tracking.ensure_experiment("release-test-variants", root=path.parent)
+    with mlflow.start_run(experiment_id=experiment, run_name=f"variant {path.name}") as run:
+        mlflow.log_artifact(str(path), "export/fp32")
+    tags |= {"file": path.name, "sha256": sha256_file(path), "run_id": run.info.run_id}
+    tags["test_accuracy"] = f"{float(tags['test_accuracy']) + accuracy_delta:.4f}"
+    mv = c.create_model_version(
+        name, f"runs:/{run.info.run_id}/export/fp32", run_id=run.info.run_id, tags=tags
+    )
+    return int(mv.version)
+
+
+class Load:
+    """A client thread calling ``cifar10`` until stopped; every failure is kept with its message."""
+
+    def __init__(self, grpc_url: str, images: list[bytes]) -> None:
+        self.url, self.images = grpc_url, images
+        self.ok, self.failures = 0, []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from client.core.transport import image_batch
+
+        client = grpcclient.InferenceServerClient(self.url)
+        rng = np.random.default_rng(0)  # images in random order: traffic whose class mix is stationary
+        i = 0
+        while not self._stop.is_set():
+            inp = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+            inp.set_data_from_numpy(image_batch([self.images[rng.integers(len(self.images))]]))
+            params = {"route-key": f"user-{i % 7}"} if i % 3 == 0 else None
+            try:
+                client.infer("cifar10", [inp], parameters=params, client_timeout=30)
+                self.ok += 1
+            except Exception as exc:
+                self.failures.append((time.time(), str(exc)[:300]))
+            i += 1
+            time.sleep(0.004)  # leave the 2-core host some room for the controller
+        client.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(30)
+
+
+class ReleaseStack:
+    def __init__(self, small_export, tmp: Path, prometheus_bin: str) -> None:
+        export_dir, uri = small_export  # the export's runs live there, so its versions register there
+        self.tmp = tmp
+        self.env = os.environ | {"MLFLOW_TRACKING_URI": uri}
+        self.mp = pytest.MonkeyPatch()
+        self.mp.setenv("MLFLOW_TRACKING_URI", self.env["MLFLOW_TRACKING_URI"])
+        self.mp.chdir(tmp)
+        self.cfg = RegistryConfig(
+            model_prefix=f"r{uuid.uuid4().hex[:8]}", serve=("fp32",), ensemble_target="fp32"
+        )
+        self.name = self.cfg.registered_name("fp32")
+        store.register_manifest(export_dir / "manifest.json", self.cfg)
+        aliases.promote(self.name, "production", 1)
+        source = export_dir / "model.fp32.onnx"
+        self.versions = {
+            "good": register_variant(self.name, 1, onnx_variant(source, tmp / "good.onnx", rotate=False)),
+            "rotated": register_variant(
+                self.name, 1, onnx_variant(source, tmp / "rotated.onnx", rotate=True)
+            ),
+            "weaker": register_variant(
+                self.name, 1, onnx_variant(source, tmp / "weaker.onnx", rotate=False), accuracy_delta=-0.1
+            ),
+        }
+        self.repo, self.cache = tmp / "model_repository", tmp / "cache"
+        self.params = Params(profile="test", registry=self.cfg, serving=SERVING, release=RELEASE)
+        self.params_file = self.write_params(tmp / "params.yaml", RELEASE)
+        # An abort must find the release still in its shadow step, however slowly the host starts it.
+        self.slow_params = self.write_params(tmp / "params-slow.yaml", replace(RELEASE, shadow_window_s=120))
+        sync(self.params, self.repo, self.cache)
+        http, grpc, metrics = free_ports(3)
+        self.header = (ADMIN_HEADER, secrets.token_hex(8))
+        self.token_file = tmp / "admin-token"
+        self.token_file.write_text(self.header[1])
+        self.server = EmbeddedServer(
+            ServerConfig(
+                model_repository=self.repo,
+                http_port=http,
+                grpc_port=grpc,
+                metrics_port=metrics,
+                log_file=tmp / "triton.log",
+                restricted_header=self.header,
+                ort_threads=1,
+                exit_timeout_s=3,
+            )
+        )
+        self.server.start().wait_ready(180)
+        self.prometheus = Prometheus(prometheus_bin, tmp / "prom", metrics).wait_ready()
+        images = make_image_folder(tmp / "traffic", {"test": 4})
+        self.images = [p.read_bytes() for p in sorted((images / "test").rglob("*.*"))]
+        self.load = Load(self.server.url_grpc, self.images)
+
+    def write_params(self, path: Path, release: ReleaseConfig) -> Path:
+        settings = {k: list(v) if isinstance(v, tuple) else v for k, v in release.__dict__.items()}
+        settings.pop("prometheus_url")
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "registry": {
+                        "model_prefix": self.cfg.model_prefix,
+                        "serve": ["fp32"],
+                        "ensemble_target": "fp32",
+                    },
+                    "serving": {
+                        "preferred_batch_sizes": [8],
+                        "max_queue_delay_us": 0,
+                        "python_queue_delay_us": 0,
+                    },
+                    "release": settings,
+                }
+            )
+        )
+        return path
+
+    def cli(self, *args: str, timeout: float = 240, wait: bool = True, params: Path | None = None):
+        cmd = [
+            sys.executable,
+            "-m",
+            "release.cli",
+            "--params",
+            str(params or self.params_file),
+            "--repository",
+            str(self.repo),
+            "--cache",
+            str(self.cache),
+            "--server",
+            self.server.url_grpc,
+            "--admin-token-file",
+            str(self.token_file),
+            "--prometheus",
+            self.prometheus.url,
+            *args,
+        ]
+        if not wait:
+            return subprocess.Popen(
+                cmd, env=self.env, cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        return subprocess.run(
+            cmd, env=self.env, cwd=self.tmp, capture_output=True, text=True, timeout=timeout
+        )
+
+    def record(self):
+        return release_record.read(self.name)
+
+    def wait_for(self, controller: subprocess.Popen, done, timeout: float = 90):
+        """The release record once ``done(record)`` holds, while ``controller`` runs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.record()
+            if record is not None and done(record):
+                return record
+            assert time.monotonic() < deadline and controller.poll() is None, controller.communicate()
+            time.sleep(0.3)
+
+    def ensemble_steps(self) -> list[tuple[str, int]]:
+        with urllib.request.urlopen(f"{self.server.url_http}/v2/models/cifar10/config", timeout=10) as resp:
+            config = json.load(resp)
+        return [(s["model_name"], int(s["model_version"])) for s in config["ensemble_scheduling"]["step"]]
+
+    def close(self) -> None:
+        self.load.stop()
+        self.prometheus.stop()
+        self.server.stop(grace=20)
+        self.mp.undo()
+
+
+@pytest.fixture(scope="module")
+def stack(small_export, prometheus_bin, tmp_path_factory) -> ReleaseStack:
+    triton_or_skip()
+    tmp = tmp_path_factory.mktemp("release")
+    (tmp / "prom").mkdir()
+    s = ReleaseStack(small_export, tmp, prometheus_bin)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def no_failed_requests(stack: ReleaseStack):
+    """The test's whole span under load: the client thread must see answers, and no failure."""
+    ok, failed = stack.load.ok, len(stack.load.failures)
+    yield
+    assert stack.load.ok > ok, "the load thread stopped answering"
+    assert stack.load.failures[failed:] == [], stack.load.failures[failed:][:3]
+
+
+def test_gate_refuses_a_weaker_candidate_names_the_figures_and_force_needs_a_reason(
+    stack, no_failed_requests
+):
+    weaker = stack.versions["weaker"]
+    refused = stack.cli("start", "--version", str(weaker))
+    assert refused.returncode == 1, refused.stderr
+    assert "accuracy" in refused.stderr and "threshold" in refused.stderr, refused.stderr
+    assert aliases.alias_version(stack.name, "production") == 1
+    assert aliases.alias_version(stack.name, "staging") is None
+    assert stack.record() is None and ("router", 1) not in stack.ensemble_steps()
+
+    no_reason = stack.cli("start", "--version", str(weaker), "--force")
+    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+
+    forced = stack.cli(
+        "start",
+        "--version",
+        str(weaker),
+        "--force",
+        "--reason",
+        "test: override",
+        wait=False,
+        params=stack.slow_params,
+    )
+    record = stack.wait_for(forced, lambda r: r.step == "shadow")
+    assert record.step == "shadow" and record.forced_reason == "test: override"
+    stack.wait_for(forced, lambda r: ("router", 1) in stack.ensemble_steps())  # recorded first, then served
+    aborted = stack.cli("abort", "--reason", "test: enough")
+    assert aborted.returncode == 0, (
+        aborted.stderr[-2000:],
+        forced.poll() is not None and forced.communicate(),
+    )
+    assert ("router", 1) not in stack.ensemble_steps()
+    assert forced.wait(60) == 1, forced.stderr.read()
+    assert "ended or taken over" in forced.stderr.read()
+    assert stack.record().step == "aborted" and aliases.alias_version(stack.name, "production") == 1
+
+
+def test_route_key_is_sticky_and_metrics_split_by_version(stack, no_failed_requests):
+    """At canary 50 %, one key always gets one version's answer (gRPC parameter or HTTP header)."""
+    import tritonclient.http as httpclient
+
+    from client.core.transport import image_batch
+
+    rotated = stack.versions["rotated"]
+    record = release_record.ReleaseRecord(
+        candidate_name=stack.name,
+        candidate_version=rotated,
+        production_name=stack.name,
+        production_version=1,
+        step="canary",
+        step_index=1,
+        canary_weight=0.5,
+        started_at=time.time(),
+    ).moved("canary", step_index=1, canary_weight=0.5)
+    release_record.write(record)
+    sync(stack.params, stack.repo, stack.cache, stack.server.url_grpc, stack.header)
+    grpc = grpcclient.InferenceServerClient(stack.server.url_grpc)
+    http = httpclient.InferenceServerClient(stack.server.http_endpoint)
+    image = image_batch([stack.images[0]])
+    answers: dict[str, set] = {}
+    for key in [f"user-{k}" for k in range(16)]:
+        for attempt in range(4):
+            if attempt % 2:
+                inp = httpclient.InferInput("IMAGE", [1, 1], "BYTES")
+                inp.set_data_from_numpy(image, binary_data=True)
+                out = http.infer("cifar10", [inp], headers={"route-key": key}).as_numpy("PROBABILITIES")
+            else:
+                inp = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+                inp.set_data_from_numpy(image)
+                out = grpc.infer("cifar10", [inp], parameters={"route-key": key}).as_numpy("PROBABILITIES")
+            answers.setdefault(key, set()).add(int(out.argmax()))
+    grpc.close()
+    http.close()
+    assert all(len(classes) == 1 for classes in answers.values()), answers
+    assert len({next(iter(c)) for c in answers.values()}) == 2, "a 50 % canary routed every key one way"
+    with urllib.request.urlopen(stack.server.url_metrics, timeout=10) as resp:
+        text = resp.read().decode()
+    for version in (1, rotated):  # the served class mix and Triton's own counters, per version
+        for metric in ("predicted_class_total", "nv_inference_count"):
+            assert any(
+                line.startswith(metric + "{")
+                and 'model="wrn_fp32"' in line
+                and f'version="{version}"' in line
+                and float(line.rsplit(" ", 1)[1]) > 0
+                for line in text.splitlines()
+            ), f"no {metric} for version {version}"
+    release_record.write(record.moved("aborted"))
+    sync(stack.params, stack.repo, stack.cache, stack.server.url_grpc, stack.header)
+    assert ("router", 1) not in stack.ensemble_steps()
+
+
+def test_bad_candidate_is_rolled_back_at_shadow_and_production_is_unchanged(stack, no_failed_requests):
+    t0 = time.monotonic()
+    bad = stack.cli("start", "--version", str(stack.versions["rotated"]))
+    elapsed = time.monotonic() - t0
+    assert bad.returncode == 1, bad.stderr
+    assert "step shadow: breach" in bad.stderr and "shadow_agreement" in bad.stderr, bad.stderr
+    assert aliases.alias_version(stack.name, "production") == 1
+    assert aliases.alias_version(stack.name, "staging") is None
+    assert stack.ensemble_steps()[1] == ("wrn_fp32", 1)
+    record = stack.record()
+    assert record.step == "rolled_back" and [e["label"] for e in record.log][-2:] == ["shadow", "rolled_back"]
+    print(f"bad release: rolled back after {elapsed:.1f} s; {bad.stderr.strip().splitlines()[-1]}")
+
+
+def test_good_candidate_resumes_after_a_kill_and_reaches_production(stack, no_failed_requests, tmp_path):
+    good = stack.versions["good"]
+    t0 = time.monotonic()
+    first = stack.cli("start", "--version", str(good), wait=False)
+    stack.wait_for(first, lambda r: r.step == "canary" and r.candidate_version == good)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    killed = stack.record()
+    assert killed.active and killed.owner.pid == first.pid and not killed.owner.alive(60)
+    status = json.loads(stack.cli("status").stdout)
+    assert status["step"] == "canary 50%" and status["owner"]["alive"] is False
+
+    second = stack.cli("start", "--version", str(good))
+    total = time.monotonic() - t0
+    assert second.returncode == 0, second.stderr
+    assert "resuming" in second.stderr
+    assert aliases.alias_version(stack.name, "production") == good
+    assert stack.ensemble_steps() == [("preprocess", 1), ("wrn_fp32", good), ("postprocess", 1)]
+    labels = [e["label"] for e in stack.record().log]
+    assert labels == ["gate", "shadow", "canary 50%", "canary 100%", "promoted"], labels
+
+    report = stack.cli("report", "--out", str(tmp_path))
+    assert report.returncode == 0, report.stderr
+    rows = json.loads((tmp_path / "release_report.json").read_text())["versions"]
+    assert [r["version"] for r in rows] == [1, good]
+    assert rows[1]["served_images"] > 0 and rows[1]["shadow_agreement"] == 1.0
+    assert (tmp_path / "release_report.png").stat().st_size > 10_000
+    print(f"good release: start to production {total:.1f} s (with one kill and resume)")
