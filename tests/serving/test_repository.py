@@ -277,3 +277,50 @@ def test_a_mount_of_the_parent_folder_sees_every_swap_a_mount_of_the_repository_
     finally:
         os.close(parent_fd)
         os.close(repo_fd)
+
+
+def test_a_release_puts_the_router_between_preprocess_and_postprocess(tmp_path, artifacts):
+    from serving.repository.spec import Release
+    from serving.rollout.plan import model_names
+
+    base = make_spec({1: artifacts[1], 2: artifacts[2]}, production=1)
+    spec = dataclasses.replace(base, release=Release(CLASSIFIER, 2, shadow_fraction=0.25, canary_weight=0.1))
+    build_repository(spec, tmp_path / "repo")
+    ensemble = config(tmp_path / "repo", "cifar10")
+    steps = [(s.model_name, s.model_version) for s in ensemble.ensemble_scheduling.step]
+    assert steps == [("preprocess", 1), ("router", 1), ("postprocess", 1)]
+    assert dict(ensemble.ensemble_scheduling.step[2].input_map) == {"LOGITS": "logits", "ROUTE": "route"}
+    router = config(tmp_path / "repo", "router")
+    params = {k: v.string_value for k, v in router.parameters.items()}
+    assert (params["production_model"], params["production_version"]) == (CLASSIFIER, "1")
+    assert (params["candidate_model"], params["candidate_version"]) == (CLASSIFIER, "2")
+    assert (float(params["shadow_fraction"]), float(params["canary_weight"])) == (0.25, 0.1)
+    assert params["route_key"] == "route-key" and not router.model_transaction_policy.decoupled
+    post = config(tmp_path / "repo", "postprocess")
+    assert post.parameters["candidate_version"].string_value == "2"
+    # ROUTE is optional, so the same postprocess serves the ensemble with and without the router.
+    assert [(i.name, i.optional) for i in post.input] == [("LOGITS", False), ("ROUTE", True)]
+    assert model_names(spec)[-2:] == ["router", "cifar10"] and "router" not in model_names(base)
+    assert read_deployed_spec(tmp_path / "repo") == spec and spec_from_dict(spec_to_dict(spec)) == spec
+    # Ending the release removes the router from the repository.
+    build_repository(base, tmp_path / "repo")
+    assert not (tmp_path / "repo" / "router").exists()
+
+
+@pytest.mark.parametrize(
+    ("release", "message"),
+    [
+        ({"candidate_version": 1}, "what production already serves"),
+        ({"candidate_version": 3}, "is not served"),
+        ({"canary_weight": 1.5}, r"must lie in \[0, 1\]"),
+        ({"shadow_fraction": -0.1}, r"must lie in \[0, 1\]"),
+        ({"candidate_model": "nope"}, "no classifier named"),
+    ],
+)
+def test_an_impossible_release_is_refused_with_the_reason(artifacts, release, message):
+    from serving.repository.spec import Release
+
+    spec = make_spec({1: artifacts[1], 2: artifacts[2]}, production=1)
+    bad = Release(**({"candidate_model": CLASSIFIER, "candidate_version": 2} | release))
+    with pytest.raises(SpecError, match=message):
+        dataclasses.replace(spec, release=bad).validate()

@@ -1,0 +1,85 @@
+"""The release's arithmetic and its record, without a server: intervals, chance levels, round trips."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from common.params import ReleaseConfig, load_params
+from registry.release_record import Owner, ReleaseRecord
+from registry.tags import TagError
+from release.judge import Figure, Verdict, psi_noise, wilson
+from tests.prerequisites import ROOT
+
+
+def test_wilson_interval_covers_the_truth_and_narrows_with_samples():
+    low, high = wilson(90, 100, 3.0)
+    assert low < 0.9 < high
+    assert wilson(900, 1000, 3.0)[1] - wilson(900, 1000, 3.0)[0] < high - low
+    assert wilson(0, 0, 3.0) == (0.0, 1.0)
+    assert wilson(0, 50, 3.0)[0] == 0.0 and wilson(50, 50, 3.0)[1] == 1.0
+
+
+def test_psi_chance_level_bounds_what_equal_distributions_score():
+    """Two samples of one 10-class distribution stay under the chance level (z = 3) nearly always."""
+    from monitoring.drift import psi
+
+    rng = np.random.default_rng(0)
+    shares = np.full(10, 0.1)
+    over = 0
+    for _ in range(300):
+        a, b = rng.multinomial(200, shares), rng.multinomial(2000, shares)
+        value = psi(dict(enumerate(a)), dict(enumerate(b / b.sum())))
+        over += value > psi_noise(200, 2000, 10, 3.0)
+    assert over <= 3  # the z = 3 tail of a chi-square with 9 dof is about 0.3 %
+    # ... and a rotated class mix (what a class-swapped model predicts) is far above it
+    skewed = {i: (60 if i == 0 else 15) for i in range(10)}
+    assert psi(skewed, {i: 0.1 for i in range(10)}) > psi_noise(195, 2000, 10, 3.0) + 0.1
+
+
+def test_a_step_passes_only_with_enough_images_and_every_figure_within():
+    ok = Figure("error_ratio", 0.0, 0.01, breached=False, within=True)
+    pending = Figure("class_psi", None, 0.1, breached=False, within=False)
+    assert Verdict(50, (ok,)).passes(20) and not Verdict(10, (ok,)).passes(20)
+    assert not Verdict(50, (ok, pending)).passes(20)
+    breach = Figure("shadow_agreement", 0.1, 0.9, breached=True, within=False)
+    verdict = Verdict(50, (ok, breach))
+    assert verdict.breaches == [breach] and not verdict.passes(20)
+    assert verdict.metrics()["shadow_agreement_limit"] == 0.9
+
+
+def test_release_record_round_trips_and_rejects_a_tampered_tag():
+    record = ReleaseRecord("m-fp32", 3, "m-fp32", 2, "gate", started_at=1.0).moved(
+        "shadow", shadow_fraction=0.5
+    )
+    again = ReleaseRecord.from_tag(record.to_tag(), "m-fp32")
+    assert again == record and again.active and again.label == "shadow"
+    assert [e["label"] for e in again.log] == ["shadow"] and again.owner.pid == os.getpid()
+    canary = again.moved("canary", step_index=1, canary_weight=0.1)
+    assert canary.label == "canary 10%" and [e["from"] for e in canary.log] == ["gate", "shadow"]
+    assert not canary.moved("rolled_back").active
+    for text in ("{", '{"step": "shadow"}', record.to_tag().replace('"shadow"', '"party"')):
+        with pytest.raises(TagError, match="release"):
+            ReleaseRecord.from_tag(text, "m-fp32")
+
+
+def test_an_owner_is_alive_only_while_its_process_runs_and_beats():
+    assert Owner.me().alive(60)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    gone = Owner(Owner.me().host, int(dead.stdout), Owner.me().heartbeat)
+    assert not gone.alive(60)
+    assert not Owner("elsewhere", 1, 0.0).alive(60)  # another host: only the heartbeat counts
+
+
+def test_release_settings_come_from_params_yaml_and_are_checked():
+    cfg = load_params(ROOT / "params.yaml").release
+    assert cfg.canary_weights[-1] == 1.0 and cfg.min_agreement is None
+    for bad in ({"canary_weights": (0.5, 0.1, 1.0)}, {"canary_weights": (0.1, 0.5)}, {"shadow_fraction": 2}):
+        with pytest.raises(ValueError, match="release"):
+            ReleaseConfig(**bad)
