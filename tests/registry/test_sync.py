@@ -162,3 +162,27 @@ def test_the_served_batch_limit_comes_from_the_version_and_a_larger_setting_is_r
         sync(dataclasses.replace(cfg, serving=too_big), repo, cache)
     assert f"[8, {recorded + 1}]" in str(refused.value) and f"max_batch {recorded}" in str(refused.value)
     assert tree_digest(repo) == before
+
+
+def test_sync_serves_the_step_the_release_record_names_and_ignores_a_stale_one(synced):
+    """The record is the truth during a release; once production moved under it, it serves nothing."""
+    from registry import release_record
+    from registry.release_record import ReleaseRecord
+    from registry.sync import desired_spec
+
+    cfg, name, _, cache = synced
+    candidate = add_version(name)
+    gate = ReleaseRecord(name, candidate, name, 1, "gate", started_at=1.0).moved("gate")
+    release_record.write(gate)
+    spec, summary = desired_spec(cfg, cache)
+    assert spec.target.version_numbers == (1, candidate) and spec.target.production == 1
+    assert spec.release is None and summary["release"]["step"] == "gate"  # loaded, not routed
+
+    release_record.write(gate.moved("canary", step_index=1, canary_weight=0.5))
+    spec, _ = desired_spec(cfg, cache)
+    assert (spec.release.candidate_version, spec.release.canary_weight) == (candidate, 0.5)
+    assert desired_spec(cfg, cache, honour_choice=False)[0].release is None
+
+    aliases.promote(name, "production", candidate)  # by hand, under the release: the record is stale
+    spec, summary = desired_spec(cfg, cache)
+    assert spec.release is None and "release" not in summary and spec.target.production == candidate
