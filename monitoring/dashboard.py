@@ -123,6 +123,46 @@ PANELS: tuple[Panel, ...] = (
         "versions see only explicit calls: shadow or canary traffic).",
     ),
     Panel(
+        "Release: answers per version",
+        "reqps",
+        ((_rate("predicted_class_total", "model, version"), "{{model}} v{{version}}"),),
+        "Predictions the public ensemble served, by the classifier version that answered: during a "
+        "canary the router's split between production and the candidate (cifar10-release).",
+    ),
+    Panel(
+        "Release: shadow agreement with production",
+        "percentunit",
+        (
+            (
+                f'sum by (model, version) (rate(shadow_agreement_total{{agree="true"}}[{RI}])) / '
+                f"sum by (model, version) (rate(shadow_agreement_total[{RI}]))",
+                "{{model}} v{{version}}",
+            ),
+            (_rate("shadow_dropped_total", "model, version"), "{{model}} v{{version}} dropped /s"),
+        ),
+        "Share of shadowed images on which the candidate's top-1 equals production's (answers never "
+        "served). cifar10-release rolls back below its limit (release.min_agreement, or a + b - 1 "
+        "from the two versions' test accuracies).",
+    ),
+    Panel(
+        "Release: p99 and error ratio per classifier version",
+        "ms",
+        (
+            (
+                'max by (model, version) (nv_inference_request_summary_us{quantile="0.99",'
+                'model!~"cifar10|preprocess|postprocess|router"}) / 1000',
+                "{{model}} v{{version}} p99",
+            ),
+            (
+                _rate("nv_inference_request_failure", "model, version", '{model=~"wrn_.*"}'),
+                "{{model}} v{{version}} failed /s",
+            ),
+        ),
+        "The figures a release step is judged on, split by version: candidate p99 against "
+        "production's, and failed requests (a failing candidate's canary requests are answered by "
+        "production, so they show here, not to callers).",
+    ),
+    Panel(
         "Triton up / models loaded",
         "none",
         (

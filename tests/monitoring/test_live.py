@@ -171,7 +171,13 @@ def traffic(triton, prometheus) -> float:
 
 @pytest.mark.parametrize(
     "title,expr",
-    dashboard.expressions(json.loads((MONITORING / "grafana/dashboards/cifar10-triton.json").read_text())),
+    [
+        (title, expr)
+        for title, expr in dashboard.expressions(
+            json.loads((MONITORING / "grafana/dashboards/cifar10-triton.json").read_text())
+        )
+        if not title.startswith("Release:")  # need a release in progress: tests/release checks them
+    ],
 )
 def test_every_dashboard_query_returns_data(prometheus, traffic, title, expr):
     # cifar10:class_psi:30m comes from a recording rule: give the rule evaluation a moment

@@ -36,6 +36,7 @@ from registry.sync import sync
 from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig, free_ports
 from tests.conftest import make_image_folder
 from tests.monitoring.test_live import Prometheus
+from tests.prerequisites import ROOT
 from tests.serving.conftest import triton_or_skip
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
@@ -309,8 +310,28 @@ def test_gate_refuses_a_weaker_candidate_names_the_figures_and_force_needs_a_rea
     assert stack.record().step == "aborted" and aliases.alias_version(stack.name, "production") == 1
 
 
+def assert_release_panels_show_the_candidate(stack: ReleaseStack, candidate: int) -> None:
+    """Every Grafana panel for releases returns a series of the candidate version (live queries)."""
+    from monitoring import dashboard
+    from tests.monitoring.test_rules import live_expr
+
+    panels = json.loads((ROOT / "monitoring/grafana/dashboards/cifar10-triton.json").read_text())
+    release = [(t, e) for t, e in dashboard.expressions(panels) if t.startswith("Release:")]
+    assert len(release) >= 4
+    for title, expr in release:
+        if "dropped" in expr:
+            continue  # counts only shadow copies the candidate could not take: none here, by design
+        query = live_expr(expr, "30s")
+        result = stack.prometheus.wait_for(
+            query, lambda r: any(i["metric"].get("version") == str(candidate) for i in r), timeout=20
+        )
+        versions = {item["metric"].get("version") for item in result}
+        assert str(candidate) in versions, f"panel {title!r}: no series of v{candidate}: {result}"
+
+
 def test_route_key_is_sticky_and_metrics_split_by_version(stack, no_failed_requests):
-    """At canary 50 %, one key always gets one version's answer (gRPC parameter or HTTP header)."""
+    """At canary 50 %, one key always gets one version's answer (gRPC parameter or HTTP header);
+    Triton's metrics, the class counter and the release panels split by version."""
     import tritonclient.http as httpclient
 
     from client.core.transport import image_batch
@@ -325,7 +346,7 @@ def test_route_key_is_sticky_and_metrics_split_by_version(stack, no_failed_reque
         step_index=1,
         canary_weight=0.5,
         started_at=time.time(),
-    ).moved("canary", step_index=1, canary_weight=0.5)
+    ).moved("canary", step_index=1, canary_weight=0.5, shadow_fraction=0.5)  # both at once, for the panels
     release_record.write(record)
     sync(stack.params, stack.repo, stack.cache, stack.server.url_grpc, stack.header)
     grpc = grpcclient.InferenceServerClient(stack.server.url_grpc)
@@ -358,6 +379,7 @@ def test_route_key_is_sticky_and_metrics_split_by_version(stack, no_failed_reque
                 and float(line.rsplit(" ", 1)[1]) > 0
                 for line in text.splitlines()
             ), f"no {metric} for version {version}"
+    assert_release_panels_show_the_candidate(stack, rotated)
     release_record.write(record.moved("aborted"))
     sync(stack.params, stack.repo, stack.cache, stack.server.url_grpc, stack.header)
     assert ("router", 1) not in stack.ensemble_steps()
