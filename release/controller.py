@@ -23,7 +23,7 @@ from registry import aliases, release_record, store
 from registry.release_record import ReleaseRecord
 from release import gate, tracking
 from release.judge import Step, Verdict, judge
-from release.prometheus import Prometheus
+from release.prometheus import Prometheus, PrometheusUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -193,13 +193,23 @@ def drive(ctx: Context, record: ReleaseRecord) -> dict:
             raise ReleaseFailed(
                 f"step {record.label}: {outcome} -> rolled back; production {record.production_name} "
                 f"v{record.production_version} serves alone again ({seconds:.1f} s after the verdict): "
-                + "; ".join(
-                    f"{f.name} {f.value:.4g} beyond {f.limit:.4g} ({f.detail})" for f in verdict.breaches
-                )
+                + _figures(verdict)
             )
     aliases.promote(record.candidate_name, "production", record.candidate_version)
     end(ctx, record, "promoted", {})
     return {"promoted": f"{record.candidate_name} v{record.candidate_version}", "run_id": record.run_id}
+
+
+def _figures(verdict: Verdict) -> str:
+    if verdict.breaches:
+        return "; ".join(
+            f"{f.name} {f.value:.4g} beyond {f.limit:.4g} ({f.detail})" for f in verdict.breaches
+        )
+    pending = [f for f in verdict.figures if not f.within]
+    text = "; ".join(
+        f"{f.name} {f.value if f.value is None else round(f.value, 4)} ({f.detail})" for f in pending
+    )
+    return f"{verdict.images:.0f} candidate images; not within the limits: {text or 'none'}"
 
 
 def _window(ctx: Context, step: str) -> float:
@@ -222,20 +232,21 @@ def watch(
         release_started_at=record.started_at,
         min_agreement=min_agreement(record, cfg),
     )
+    blind_since: float | None = None
     while True:
         time.sleep(max(0.0, min(cfg.check_interval_s, passes_at - time.time())) or cfg.check_interval_s)
-        current = release_record.read(record.production_name)
-        mine = record.owner and (record.owner.host, record.owner.pid)
-        if (
-            current is None
-            or not current.active
-            or (current.owner and (current.owner.host, current.owner.pid)) != mine
-        ):
-            raise ReleaseFailed(
-                f"the release was ended or taken over elsewhere (now: {current.label if current else 'none'})"
-            )
+        _check_still_mine(record)
         now = time.time()
-        verdict, production_p99 = judge(ctx.prometheus, step, cfg, now, baseline_p99)
+        try:
+            verdict, production_p99 = judge(ctx.prometheus, step, cfg, now, baseline_p99)
+            blind_since = None
+        except PrometheusUnavailable as exc:  # a hiccup is waited out; a step judged blind is not passed
+            blind_since = blind_since or now
+            log.warning("cannot judge step %s: %s", record.label, exc)
+            record = release_record.write(record)
+            if now - blind_since > max(window, 3 * cfg.check_interval_s):
+                return Verdict(0.0), baseline_p99, f"Prometheus unavailable for {now - blind_since:.0f} s"
+            continue
         baseline_p99 = production_p99 or baseline_p99
         record = release_record.write(record)  # the heartbeat
         if verdict.breaches:

@@ -386,7 +386,7 @@ def test_route_key_is_sticky_and_metrics_split_by_version(stack, no_failed_reque
 
 
 def test_bad_candidate_is_rolled_back_at_shadow_and_production_is_unchanged(stack, no_failed_requests):
-    t0 = time.monotonic()
+    t0, sent = time.monotonic(), stack.load.ok
     bad = stack.cli("start", "--version", str(stack.versions["rotated"]))
     elapsed = time.monotonic() - t0
     assert bad.returncode == 1, bad.stderr
@@ -396,14 +396,18 @@ def test_bad_candidate_is_rolled_back_at_shadow_and_production_is_unchanged(stac
     assert stack.ensemble_steps()[1] == ("wrn_fp32", 1)
     record = stack.record()
     assert record.step == "rolled_back" and [e["label"] for e in record.log][-2:] == ["shadow", "rolled_back"]
-    print(f"bad release: rolled back after {elapsed:.1f} s; {bad.stderr.strip().splitlines()[-1]}")
+    print(
+        f"bad release: rolled back {elapsed:.1f} s after start, {stack.load.ok - sent} requests answered "
+        f"meanwhile; {bad.stderr.strip().splitlines()[-1]}"
+    )
 
 
 def test_good_candidate_resumes_after_a_kill_and_reaches_production(stack, no_failed_requests, tmp_path):
     good = stack.versions["good"]
-    t0 = time.monotonic()
+    t0, sent = time.monotonic(), stack.load.ok
     first = stack.cli("start", "--version", str(good), wait=False)
     stack.wait_for(first, lambda r: r.step == "canary" and r.candidate_version == good)
+    killed_at = time.time()
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     killed = stack.record()
@@ -417,8 +421,25 @@ def test_good_candidate_resumes_after_a_kill_and_reaches_production(stack, no_fa
     assert "resuming" in second.stderr
     assert aliases.alias_version(stack.name, "production") == good
     assert stack.ensemble_steps() == [("preprocess", 1), ("wrn_fp32", good), ("postprocess", 1)]
-    labels = [e["label"] for e in stack.record().log]
+    record = stack.record()
+    labels = [e["label"] for e in record.log]
     assert labels == ["gate", "shadow", "canary 50%", "canary 100%", "promoted"], labels
+    # MLflow: the release's run, finished, with a nested run per judged step (figures and decision)
+    c = store.client()
+    assert c.get_run(record.run_id).info.status == "FINISHED"
+    assert c.get_run(record.run_id).data.tags["release.outcome"] == "promoted"
+    steps = c.search_runs(
+        [c.get_run(record.run_id).info.experiment_id], f"tags.mlflow.parentRunId = '{record.run_id}'"
+    )
+    decided = sorted((r.data.tags["release.step"], r.data.tags["release.decision"]) for r in steps)
+    assert decided == [
+        ("canary 100%", "passed"),
+        ("canary 50%", "passed"),
+        ("gate", "passed"),
+        ("shadow", "passed"),
+    ], decided
+    shadow = next(r for r in steps if r.data.tags["release.step"] == "shadow")
+    assert shadow.data.metrics["shadow_agreement"] == 1.0 and shadow.data.metrics["candidate_images"] >= 20
 
     report = stack.cli("report", "--out", str(tmp_path))
     assert report.returncode == 0, report.stderr
@@ -426,4 +447,8 @@ def test_good_candidate_resumes_after_a_kill_and_reaches_production(stack, no_fa
     assert [r["version"] for r in rows] == [1, good]
     assert rows[1]["served_images"] > 0 and rows[1]["shadow_agreement"] == 1.0
     assert (tmp_path / "release_report.png").stat().st_size > 10_000
-    print(f"good release: start to production {total:.1f} s (with one kill and resume)")
+    gap = killed_at - record.log[2]["at"]
+    print(
+        f"good release: start to production {total:.1f} s, including the kill and a restart "
+        f"{gap:.1f} s into its first canary step; {stack.load.ok - sent} requests answered meanwhile"
+    )
