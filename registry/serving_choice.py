@@ -38,6 +38,7 @@ class ServingChoice:
     p99_ms: float
     chosen_at: str
     run_id: str = ""
+    decided_by: str = "cifar10-optimize"  # or cifar10-release, when a release promoted another form
 
     def to_tag(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -110,7 +110,10 @@ def _classifier(
     """
     cfg, serving = params.registry, params.serving
     name = cfg.registered_name(precision)
-    production = aliases.resolve(name, "production")
+    if candidate is not None and aliases.alias_version(name, "production") is None:
+        production = aliases.resolve(name, version=candidate)  # a form on trial, never served before
+    else:
+        production = aliases.resolve(name, "production")
     staging = aliases.alias_version(name, "staging")
     numbers = sorted({production.version} | ({staging} if staging else set()) | ({candidate} - {None}))
     resolved = {
@@ -198,7 +201,7 @@ def desired_spec(params: Params, cache: Path, honour_choice: bool = True) -> tup
         }
     summary["ensemble_target"] = {
         "form": target,
-        "decided_by": f"cifar10-optimize ({choice.chosen_at})"
+        "decided_by": f"{choice.decided_by} ({choice.chosen_at})"
         if choice
         else "params.yaml registry.ensemble_target",
     }

@@ -47,7 +47,7 @@ def context(args: argparse.Namespace):
 
 def status(ctx) -> dict:
     from registry import release_record
-    from release.controller import _window, min_agreement
+    from release.controller import _window, min_agreement, triton_model
     from release.judge import Step, judge
 
     name = ctx.params.registry.registered_name(ctx.form)
@@ -74,10 +74,9 @@ def status(ctx) -> dict:
         return out
     window = _window(ctx, record.step)
     out["window"] = {"elapsed_s": round(time.time() - record.step_started_at, 1), "length_s": window}
-    triton = ctx.params.registry.triton_name(ctx.form)
     step = Step(
-        (triton, record.candidate_version),
-        (triton, record.production_version),
+        (triton_model(ctx, record.candidate_name), record.candidate_version),
+        (triton_model(ctx, record.production_name), record.production_version),
         record.step == "shadow",
         record.step_started_at,
         record.started_at,
@@ -100,7 +99,10 @@ def report(ctx, out: Path) -> dict:
 
         raise RegistryError(f"no release recorded on {name}")
     end = time.time() if record.active else record.log[-1]["at"] + 5
-    files = release_report.write(ctx.prometheus, record, ctx.params.registry.triton_name(ctx.form), out, end)
+    from release.controller import triton_model
+
+    models = (triton_model(ctx, record.production_name), triton_model(ctx, record.candidate_name))
+    files = release_report.write(ctx.prometheus, record, models, out, end)
     if record.run_id:
         from release.tracking import _client
 
@@ -139,7 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     sub = p.add_subparsers(dest="command", required=True)
     st = sub.add_parser("start", help="gate, shadow, canary, promote (or resume the release in progress)")
     st.add_argument("--version", type=int, required=True)
-    st.add_argument("--precision", help="the candidate's form (must be the one the ensemble routes to)")
+    st.add_argument(
+        "--precision", help="the candidate's form (default: the one the ensemble routes to), e.g. int8"
+    )
     st.add_argument("--force", action="store_true", help="start even if the accuracy or live gate refuses")
     st.add_argument("--reason", help="why --force (required with it; recorded in the registry and MLflow)")
     sub.add_parser("status", help="the current step and its live figures against their limits")

@@ -83,15 +83,11 @@ def steps(ctx: Context) -> list[tuple[str, int, float, float]]:
 def start(ctx: Context, version: int, precision: str | None, force_reason: str | None) -> dict:
     """Run a release of ``version`` to its end (or resume the one in progress); returns the outcome."""
     form = ctx.form
-    if precision is not None and precision != form:
-        raise ReleaseBusy(
-            f"the ensemble routes to {form}; a release replaces that form's production version "
-            f"(serve another form with cifar10-optimize, then release versions of it)"
-        )
     name = ctx.params.registry.registered_name(form)
+    candidate_name = ctx.params.registry.registered_name(precision or form)
     record = release_record.read(name)
     if record is not None and record.active:
-        if record.candidate_version != version:
+        if (record.candidate_name, record.candidate_version) != (candidate_name, version):
             raise ReleaseBusy(
                 f"a release of {record.candidate_name} v{record.candidate_version} is at step "
                 f"{record.label}; `cifar10-release abort` first"
@@ -101,15 +97,21 @@ def start(ctx: Context, version: int, precision: str | None, force_reason: str |
             raise ReleaseBusy(f"the release is driven by pid {owner.pid} on {owner.host}")
         log.info("resuming the release of %s v%d at step %s", name, version, record.label)
         return drive(ctx, record)
-    return drive(ctx, open_release(ctx, name, version, force_reason))
+    return drive(ctx, open_release(ctx, name, candidate_name, version, force_reason))
 
 
-def open_release(ctx: Context, name: str, version: int, force_reason: str | None) -> ReleaseRecord:
-    """The gate: parity, accuracy (MLflow model validation), and an answer from the live server."""
+def open_release(
+    ctx: Context, name: str, candidate_name: str, version: int, force_reason: str | None
+) -> ReleaseRecord:
+    """The gate: parity, accuracy (MLflow model validation), and an answer from the live server.
+
+    ``name`` is the registered model the ensemble routes to (production's); the candidate may be a
+    version of another form (``candidate_name``), judged against that same production.
+    """
     cfg = ctx.params.release
     production = aliases.resolve(name, "production")
-    candidate = aliases.resolve(name, version=version)
-    if candidate.version == production.version:
+    candidate = aliases.resolve(candidate_name, version=version)
+    if (candidate_name, candidate.version) == (name, production.version):
         raise ReleaseBusy(f"{name} v{version} already is production")
     checks = [gate.parity(candidate), gate.accuracy(candidate, production, cfg)]
     for check in checks:
@@ -117,9 +119,9 @@ def open_release(ctx: Context, name: str, version: int, force_reason: str | None
     if not checks[0].passed:  # the registry never serves such a version, --force or not
         raise ReleaseFailed(f"gate refused {name} v{version}: parity: {checks[0].detail}")
     now = time.time()
-    run_id = tracking.open_run(ctx, name, version, production.version, force_reason)
+    run_id = tracking.open_run(ctx, candidate_name, version, name, production.version, force_reason)
     record = ReleaseRecord(
-        candidate_name=name,
+        candidate_name=candidate_name,
         candidate_version=version,
         production_name=name,
         production_version=production.version,
@@ -132,17 +134,17 @@ def open_release(ctx: Context, name: str, version: int, force_reason: str | None
     if not checks[1].passed and not force_reason:  # refused before the server sees the candidate
         _refuse(ctx, record, checks)
     record = release_record.write(record.moved("gate", {"by": "start"}))
-    aliases.promote(name, "staging", version)
+    aliases.promote(candidate_name, "staging", version)
     ctx.sync()  # loads the candidate beside production; nothing routes to it yet
     from registry import tags
 
-    model_tags = store.registered_model(store.client(), name).tags
+    model_tags = store.registered_model(store.client(), candidate_name).tags
     live = gate.answers(
         ctx.server,
-        ctx.params.registry.triton_name(ctx.form),
+        triton_model(ctx, candidate_name),
         version,
-        tags.tensor_name(model_tags, "input", "input", name),
-        tags.tensor_name(model_tags, "output", "logits", name),
+        tags.tensor_name(model_tags, "input", "input", candidate_name),
+        tags.tensor_name(model_tags, "output", "logits", candidate_name),
     )
     checks.append(live)
     log.info("gate %s: %s (%s)", live.name, "passed" if live.passed else "FAILED", live.detail)
@@ -196,6 +198,8 @@ def drive(ctx: Context, record: ReleaseRecord) -> dict:
                 + _figures(verdict)
             )
     aliases.promote(record.candidate_name, "production", record.candidate_version)
+    if record.candidate_name != record.production_name:
+        _route_to_candidate_form(ctx, record)
     end(ctx, record, "promoted", {})
     return {"promoted": f"{record.candidate_name} v{record.candidate_version}", "run_id": record.run_id}
 
@@ -221,12 +225,12 @@ def watch(
     ctx: Context, record: ReleaseRecord, baseline_p99: float | None
 ) -> tuple[Verdict, float | None, str]:
     """Judge the step every ``check_interval_s`` until it passes, breaches or stays inconclusive too long."""
-    cfg, triton = ctx.params.release, ctx.params.registry.triton_name(ctx.form)
+    cfg = ctx.params.release
     window = _window(ctx, record.step)
     passes_at, gives_up_at = record.step_started_at + window, record.step_started_at + 3 * window
     step = Step(
-        candidate=(triton, record.candidate_version),
-        production=(triton, record.production_version),
+        candidate=(triton_model(ctx, record.candidate_name), record.candidate_version),
+        production=(triton_model(ctx, record.production_name), record.production_version),
         shadow=record.step == "shadow",
         started_at=record.step_started_at,
         release_started_at=record.started_at,
@@ -255,6 +259,44 @@ def watch(
             return verdict, baseline_p99, "passed"
         if now >= gives_up_at:
             return verdict, baseline_p99, "inconclusive"
+
+
+def triton_model(ctx: Context, registered_name: str) -> str:
+    """The Triton model that serves a registered model's versions."""
+    from common.params import ALL_PRECISIONS
+
+    cfg = ctx.params.registry
+    form = next(p for p in ALL_PRECISIONS if cfg.registered_name(p) == registered_name)
+    return cfg.triton_name(form)
+
+
+def _route_to_candidate_form(ctx: Context, record: ReleaseRecord) -> None:
+    """A candidate of another form now is production: the ensemble routes to that form from now on.
+
+    That is a serving choice (:mod:`registry.serving_choice`), as ``cifar10-optimize`` records one,
+    with ``params.yaml``'s batching, so ``sync`` and every later release follow it.
+    """
+    import datetime as dt
+
+    from common.params import ALL_PRECISIONS
+    from registry import serving_choice
+
+    cfg, serving = ctx.params.registry, ctx.params.serving
+    form = next(p for p in ALL_PRECISIONS if cfg.registered_name(p) == record.candidate_name)
+    choice = serving_choice.ServingChoice(
+        precision=form,
+        version=record.candidate_version,
+        preferred_batch_sizes=serving.preferred_batch_sizes,
+        max_queue_delay_us=serving.max_queue_delay_us,
+        instance_count=serving.instance_count,
+        baseline_version=aliases.alias_version(cfg.registered_name("fp32"), "production") or 0,
+        throughput_img_s=0.0,
+        p99_ms=0.0,
+        chosen_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        run_id=record.run_id,
+        decided_by="cifar10-release",
+    )
+    serving_choice.record(cfg, ALL_PRECISIONS, choice)
 
 
 def _check_still_mine(record: ReleaseRecord) -> None:

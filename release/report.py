@@ -20,11 +20,18 @@ def _sel(model: str, version: int) -> str:
     return f'model="{model}",version="{version}"'
 
 
-def table(prom: Prometheus, record: ReleaseRecord, model: str, end: float) -> list[dict]:
+def _roles(record: ReleaseRecord, models: tuple[str, str]) -> tuple[tuple[str, str, int], ...]:
+    return (
+        ("production", models[0], record.production_version),
+        ("candidate", models[1], record.candidate_version),
+    )
+
+
+def table(prom: Prometheus, record: ReleaseRecord, models: tuple[str, str], end: float) -> list[dict]:
     span = f"{max(int(end - record.started_at) + 1, 2)}s"
     rows = []
     production_mix: dict[str, float] = {}
-    for role, version in (("production", record.production_version), ("candidate", record.candidate_version)):
+    for role, model, version in _roles(record, models):
         sel = _sel(model, version)
         mix = {
             labels.get("class", ""): v
@@ -55,6 +62,7 @@ def table(prom: Prometheus, record: ReleaseRecord, model: str, end: float) -> li
         rows.append(
             {
                 "role": role,
+                "model": model,
                 "version": version,
                 "served_images": round(served),
                 "shadowed_images": round(shadowed),
@@ -70,7 +78,7 @@ def table(prom: Prometheus, record: ReleaseRecord, model: str, end: float) -> li
 
 
 def plot(
-    prom: Prometheus, record: ReleaseRecord, model: str, end: float, rows: list[dict], path: Path
+    prom: Prometheus, record: ReleaseRecord, models: tuple[str, str], end: float, rows: list[dict], path: Path
 ) -> None:
     import matplotlib
 
@@ -86,10 +94,7 @@ def plot(
         ("p99 latency (ms)", 'max(nv_inference_request_summary_us{{{sel},quantile="0.99"}}) / 1000'),
     )
     for ax, (title, query) in zip(axes, panels, strict=False):
-        for role, version in (
-            ("production", record.production_version),
-            ("candidate", record.candidate_version),
-        ):
+        for role, model, version in _roles(record, models):
             for _, points in prom.range(query.format(sel=_sel(model, version)), start, end, step):
                 ax.plot([t - start for t, _ in points], [v for _, v in points], label=f"{role} v{version}")
         for entry in record.log:
@@ -117,10 +122,13 @@ def plot(
     plt.close(fig)
 
 
-def write(prom: Prometheus, record: ReleaseRecord, model: str, out: Path, end: float) -> dict[str, Path]:
+def write(
+    prom: Prometheus, record: ReleaseRecord, models: tuple[str, str], out: Path, end: float
+) -> dict[str, Path]:
+    """``models``: the Triton models of production and of the candidate (they differ across forms)."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = table(prom, record, model, end)
+    rows = table(prom, record, models, end)
     files = {"json": out / "release_report.json", "png": out / "release_report.png"}
     write_json(files["json"], {"record": json.loads(record.to_tag()), "versions": rows})
-    plot(prom, record, model, end, rows, files["png"])
+    plot(prom, record, models, end, rows, files["png"])
     return files

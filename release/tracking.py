@@ -19,13 +19,18 @@ def _client() -> MlflowClient:
     return MlflowClient(common_tracking.configure())
 
 
-def open_run(ctx, name: str, version: int, production: int, force_reason: str | None) -> str:
+def open_run(
+    ctx, name: str, version: int, production_name: str, production: int, force_reason: str | None
+) -> str:
     experiment = common_tracking.ensure_experiment(ctx.experiment)
     c = _client()
     run = c.create_run(
         experiment,
         run_name=f"release {name} v{version}",
-        tags={"release.candidate": f"{name} v{version}", "release.production": f"{name} v{production}"}
+        tags={
+            "release.candidate": f"{name} v{version}",
+            "release.production": f"{production_name} v{production}",
+        }
         | ({"release.forced_reason": force_reason} if force_reason else {}),
     )
     cfg = ctx.params.release

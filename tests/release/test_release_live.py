@@ -452,3 +452,23 @@ def test_good_candidate_resumes_after_a_kill_and_reaches_production(stack, no_fa
         f"good release: start to production {total:.1f} s, including the kill and a restart "
         f"{gap:.1f} s into its first canary step; {stack.load.ok - sent} requests answered meanwhile"
     )
+
+
+def test_a_version_of_another_form_is_released_and_then_served_by_the_ensemble(stack, no_failed_requests):
+    """int8 v1 (never served) against fp32 production: judged the same way, then the ensemble follows it."""
+    from registry import serving_choice
+
+    fast = stack.write_params(
+        stack.tmp / "params-fast.yaml",
+        replace(RELEASE, shadow_window_s=3, canary_weights=(1.0,), canary_window_s=3),
+    )
+    int8 = stack.cfg.registered_name("int8")
+    assert aliases.alias_version(int8, "production") is None
+    released = stack.cli("start", "--version", "1", "--precision", "int8", params=fast)
+    assert released.returncode == 0, released.stderr[-3000:]
+    assert aliases.alias_version(int8, "production") == 1
+    choice = serving_choice.read(stack.cfg, ("fp32", "int8"))
+    assert (choice.precision, choice.version, choice.decided_by) == ("int8", 1, "cifar10-release")
+    assert stack.ensemble_steps() == [("preprocess", 1), ("wrn_int8", 1), ("postprocess", 1)]
+    record = stack.record()
+    assert (record.candidate_name, record.production_name, record.step) == (int8, stack.name, "promoted")
