@@ -208,10 +208,11 @@ class ReleaseConfig:
     max_error_ratio: float = 0.01
     max_p99_ratio: float = 1.5  # candidate p99 <= production p99 x this + p99_slack_ms
     p99_slack_ms: float = 5.0
+    latency_min_requests: int = 500  # a p99 may breach only past this many candidate requests
     agreement_slack: float = 0.02  # shadow agreement >= acc_prod + acc_cand - 1 - this
     min_agreement: float | None = None  # a fixed limit instead of the one derived from the accuracies
     max_psi: float = 0.1  # class-mix divergence, candidate vs production
-    confidence_z: float = 3.0  # ratios breach only when the whole z-sigma Wilson interval does
+    confidence_z: float = 3.0  # ratios breach only when their exact interval at z sigma does
     owner_timeout_s: float = 120.0  # a controller silent this long no longer owns its release
     prometheus_url: str = "http://localhost:9090"
 

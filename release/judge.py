@@ -3,16 +3,19 @@
 A step is judged on four figures, each for the candidate against production over the step's window:
 
 * **error ratio** - failed / all requests of the candidate version (Triton's own counters);
-* **p99 latency** - Triton's request-latency summary, candidate against production;
+* **p99 latency** - Triton's request-latency summary, candidate against production (it may breach
+  only after ``latency_min_requests``: the p99 of a few dozen requests is their maximum, and on a
+  busy host one slow request says little);
 * **shadow agreement** - the share of shadowed images on which the candidate's top-1 equals
   production's (shadow step only);
 * **class-mix PSI** - the divergence between the candidate's and production's predicted classes.
 
 Thresholds come from ``params.yaml`` (``release``) and, where a figure is a ratio of counts, from the
-number of samples: a ratio *breaches* only when its whole ``confidence_z``-sigma Wilson interval lies
-beyond the limit, so a handful of unlucky images cannot roll back a good candidate, and a step
-*passes* only when every point estimate is within its limit and the candidate answered at least
-``min_images``. Anything in between is inconclusive: the step keeps collecting.
+number of samples: a ratio *breaches* only when its whole exact (Clopper-Pearson) interval, each tail
+the normal's beyond ``confidence_z``, lies beyond the limit, so a handful of unlucky images cannot
+roll back a good candidate, and a step *passes* only when every point estimate is within its limit
+and the candidate answered at least ``min_images``. Anything in between is inconclusive: the step
+keeps collecting.
 
 The agreement limit is derived, not picked: two classifiers with test accuracies ``a`` and ``b`` agree
 on at least ``a + b - 1`` of images like the test set (their errors can at most be disjoint), so a
@@ -74,15 +77,21 @@ class Verdict:
         return out
 
 
-def wilson(successes: float, n: float, z: float) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion."""
+def interval(successes: float, n: float, z: float) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) interval of a binomial proportion, each tail the normal's beyond z.
+
+    Exact rather than approximate because steps are judged early, on a handful of images, where the
+    normal approximations promise more confidence than they have.
+    """
+    from scipy.stats import beta, norm
+
     if n <= 0:
         return 0.0, 1.0
-    p = min(max(successes / n, 0.0), 1.0)
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    k, n = round(min(max(successes, 0.0), n)), round(n)
+    alpha = float(norm.sf(z))
+    low = 0.0 if k == 0 else float(beta.ppf(alpha, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - alpha, k + 1, n - k))
+    return low, high
 
 
 def psi_noise(n_candidate: float, n_production: float, classes: int, z: float) -> float:
@@ -123,7 +132,7 @@ def judge(prom: Prometheus, step: Step, cfg: ReleaseConfig, now: float, baseline
     ok = prom.scalar(f"sum(increase(nv_inference_request_success{{{_sel(cm, cv)}}}[{window}]))") or 0.0
     bad = prom.scalar(f"sum(increase(nv_inference_request_failure{{{_sel(cm, cv)}}}[{window}]))") or 0.0
     total = ok + bad
-    low, _ = wilson(bad, total, z)
+    low, _ = interval(bad, total, z)
     ratio = bad / total if total else None
     figures.append(
         Figure(
@@ -150,7 +159,7 @@ def judge(prom: Prometheus, step: Step, cfg: ReleaseConfig, now: float, baseline
             breached=cand_ms is not None
             and limit is not None
             and cand_ms > limit
-            and total >= cfg.min_images,
+            and total >= cfg.latency_min_requests,
             within=cand_ms is not None and limit is not None and cand_ms <= limit,
             detail=f"production p99 {prod_ms:.2f} ms" if prod_ms is not None else "production p99 unknown",
         )
@@ -169,7 +178,7 @@ def judge(prom: Prometheus, step: Step, cfg: ReleaseConfig, now: float, baseline
         }
         n = agree.get("true", 0.0) + agree.get("false", 0.0)
         value = agree.get("true", 0.0) / n if n else None
-        _, high = wilson(agree.get("true", 0.0), n, z)
+        _, high = interval(agree.get("true", 0.0), n, z)
         need = step.min_agreement
         figures.append(
             Figure(

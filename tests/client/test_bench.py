@@ -15,7 +15,7 @@ def test_bench_sweep_report_is_sane(triton, tmp_path, capsys):
     code = run_cli([
         "bench", "--url", triton.http_endpoint, "--grpc-url", triton.url_grpc, "--timeout", "10",
         "--protocols", "http,grpc", "--modes", "bytes,tensor", "--concurrency", "1,2",
-        "--duration", "1.5", "--warmup", "0.3", "--self-test", "--self-test-duration", "0.5",
+        "--duration", "0.8", "--warmup", "0.2", "--self-test", "--self-test-duration", "0.5",
         "--out", str(tmp_path),
     ])  # fmt: skip
     assert code == 0

@@ -31,8 +31,16 @@ def _answered(metrics_url: str) -> float:
     return snap.samples.get(wanted, 0.0)
 
 
-@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize(
+    ("protocol", "how"),
+    [
+        ("http", "sigkill"),
+        ("grpc", "sigterm"),
+        # The other two pairings add nothing the two above do not cover: `make test-full` runs them.
+        pytest.param("http", "sigterm", marks=pytest.mark.full),
+        pytest.param("grpc", "sigkill", marks=pytest.mark.full),
+    ],
+)
 def test_batch_survives_server_restart(tritonserver, tiny_onnx, tmp_path, protocol, how):
     import os
     import signal

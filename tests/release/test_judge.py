@@ -12,16 +12,19 @@ import pytest
 from common.params import ReleaseConfig, load_params
 from registry.release_record import Owner, ReleaseRecord
 from registry.tags import TagError
-from release.judge import Figure, Verdict, psi_noise, wilson
+from release.judge import Figure, Verdict, interval, psi_noise
 from tests.prerequisites import ROOT
 
 
-def test_wilson_interval_covers_the_truth_and_narrows_with_samples():
-    low, high = wilson(90, 100, 3.0)
+def test_exact_interval_covers_the_truth_narrows_with_samples_and_is_honest_on_a_handful():
+    low, high = interval(90, 100, 3.0)
     assert low < 0.9 < high
-    assert wilson(900, 1000, 3.0)[1] - wilson(900, 1000, 3.0)[0] < high - low
-    assert wilson(0, 0, 3.0) == (0.0, 1.0)
-    assert wilson(0, 50, 3.0)[0] == 0.0 and wilson(50, 50, 3.0)[1] == 1.0
+    assert interval(900, 1000, 3.0)[1] - interval(900, 1000, 3.0)[0] < high - low
+    assert interval(0, 0, 3.0) == (0.0, 1.0)
+    assert interval(0, 50, 3.0)[0] == 0.0 and interval(50, 50, 3.0)[1] == 1.0
+    # 0 agreeing of 2: a candidate agreeing 90 % does that 1 % of the time, so it is no 3-sigma breach;
+    # 0 of 5 (1e-5) is.
+    assert interval(0, 2, 3.0)[1] > 0.9 > interval(0, 5, 3.0)[1]
 
 
 def test_psi_chance_level_bounds_what_equal_distributions_score():

@@ -42,12 +42,15 @@ from tests.serving.conftest import triton_or_skip
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 RELEASE = ReleaseConfig(
     shadow_fraction=0.5,
-    shadow_window_s=6,
+    shadow_window_s=4,
     canary_weights=(0.5, 1.0),
-    canary_window_s=4,
+    canary_window_s=3,
     check_interval_s=1,
     min_images=20,
     owner_timeout_s=60,
+    # Latency is judged, but the tiny model answers in ~2 ms on a host this test keeps busy (client,
+    # controller, CLI start-ups): a generous slack keeps the verdicts about answers, not scheduling.
+    p99_slack_ms=50.0,
     # The small test model scores 40 % on its test split, where the derived bound a + b - 1 is void;
     # its variants are the same network, so they agree on every image or misbehave.
     min_agreement=0.9,
@@ -300,10 +303,9 @@ def test_gate_refuses_a_weaker_candidate_names_the_figures_and_force_needs_a_rea
     assert record.step == "shadow" and record.forced_reason == "test: override"
     stack.wait_for(forced, lambda r: ("router", 1) in stack.ensemble_steps())  # recorded first, then served
     aborted = stack.cli("abort", "--reason", "test: enough")
-    assert aborted.returncode == 0, (
-        aborted.stderr[-2000:],
-        forced.poll() is not None and forced.communicate(),
-    )
+    if aborted.returncode != 0:  # say what the controller did meanwhile
+        forced.wait(60)
+        pytest.fail(f"abort: {aborted.stderr[-1500:]}\ncontroller: {forced.stderr.read()[-3000:]}")
     assert ("router", 1) not in stack.ensemble_steps()
     assert forced.wait(60) == 1, forced.stderr.read()
     assert "ended or taken over" in forced.stderr.read()
@@ -458,10 +460,10 @@ def test_a_version_of_another_form_is_released_and_then_served_by_the_ensemble(s
     """int8 v1 (never served) against fp32 production: judged the same way, then the ensemble follows it."""
     from registry import serving_choice
 
-    fast = stack.write_params(
-        stack.tmp / "params-fast.yaml",
-        replace(RELEASE, shadow_window_s=3, canary_weights=(1.0,), canary_window_s=3),
-    )
+    # The small model's near-ties flip under int8 in runs of one image (40 distinct images in the
+    # traffic), which moves its class mix; this test is about routing and promotion across forms.
+    short = replace(RELEASE, shadow_window_s=3, canary_weights=(1.0,), canary_window_s=3, max_psi=2.0)
+    fast = stack.write_params(stack.tmp / "params-fast.yaml", short)
     int8 = stack.cfg.registered_name("int8")
     assert aliases.alias_version(int8, "production") is None
     released = stack.cli("start", "--version", "1", "--precision", "int8", params=fast)
