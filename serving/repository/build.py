@@ -91,6 +91,7 @@ def repository_layout(spec: RepositorySpec) -> tuple[dict[str, bytes | Path], se
         files[f"{ROUTER}/config.pbtxt"] = to_text(router_config(spec)).encode()
         files[f"{ROUTER}/{LABELS_FILE}"] = labels
         files[f"{ROUTER}/1/model.py"] = python_model_source("router")
+        files[f"{ROUTER}/1/preprocess.py"] = python_model_source("preprocess")  # its Decoder
     files[f"{spec.ensemble_name}/config.pbtxt"] = to_text(ensemble_config(spec)).encode()
     files[f"{spec.ensemble_name}/{LABELS_FILE}"] = labels  # the classification extension's labels
     files[SPEC_FILE] = (json.dumps(spec_to_dict(spec), indent=2) + "\n").encode()
@@ -183,7 +184,7 @@ def _write_tree(root: Path, files: dict[str, bytes | Path], dirs: set[str], old:
         else:
             target.write_bytes(content)
     for rel in sorted(files):
-        if rel.endswith("/model.py"):
+        if rel.endswith(".py"):
             _add_bytecode(root, rel, old if rel in reused else None)
 
 

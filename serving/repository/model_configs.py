@@ -119,16 +119,18 @@ def postprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
 
 
 def router_config(spec: RepositorySpec) -> mc.ModelConfig:
-    """The release's router: tensors in, the answering version's logits out, shadow copies compared.
+    """The release's router: encoded images in (as preprocess takes them), the answering version's
+    logits out, shadow copies compared.
 
     Everything it decides comes from these parameters (written from :class:`Release`), so changing a
     weight is a reload of this one small python model, which Triton does without failing a request.
+    It decodes with preprocess's parameters, so both agree on every pixel.
     """
     release = spec.release
     assert release is not None
     production, candidate = spec.target, spec.classifier(release.candidate_model)
     config = _python_config(ROUTER, ensemble_max_batch(spec), spec)
-    config.input.add(name="INPUT", data_type=mc.TYPE_FP32, dims=[CHANNELS, IMAGE_SIZE, IMAGE_SIZE])
+    config.input.add(name="IMAGE", data_type=mc.TYPE_STRING, dims=[1])
     config.output.add(name="LOGITS", data_type=mc.TYPE_FP32, dims=[len(spec.classes)])
     config.output.add(name="ROUTE", data_type=mc.TYPE_INT32, dims=[1])
     for role, model, version in (
@@ -139,6 +141,9 @@ def router_config(spec: RepositorySpec) -> mc.ModelConfig:
         config.parameters[f"{role}_version"].string_value = str(version)
         config.parameters[f"{role}_input"].string_value = model.input_name
         config.parameters[f"{role}_output"].string_value = model.output_name
+    for key in ("mean", "std", "resample", "max_bytes", "max_pixels"):
+        config.parameters[key].string_value = preprocess_config(spec).parameters[key].string_value
+    config.parameters["image_size"].string_value = f"{IMAGE_SIZE}x{IMAGE_SIZE}"
     config.parameters["shadow_fraction"].string_value = repr(float(release.shadow_fraction))
     config.parameters["canary_weight"].string_value = repr(float(release.canary_weight))
     config.parameters["route_key"].string_value = ROUTE_KEY
@@ -159,7 +164,8 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     ``ensemble_image_client.py`` runs unchanged): ``IMAGE`` is ``BYTES [1]``, one encoded file per
     batch element, and ``PROBABILITIES`` answers ``class_count=k`` with "score:index:label".
     Every step names its version explicitly. ``-1`` ("latest ready") would send traffic to a staging
-    version the moment it loads, because staging versions are usually the newest.
+    version the moment it loads, because staging versions are usually the newest. While a release
+    runs the ensemble is ``IMAGE -> router -> postprocess`` (:func:`router_config`).
     """
     target = spec.target
     config = mc.ModelConfig(
@@ -171,16 +177,16 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     )
     config.parameters["classes"].string_value = ",".join(spec.classes)
     steps = config.ensemble_scheduling.step
-    pre = steps.add(model_name=PREPROCESS, model_version=1)
-    pre.input_map["IMAGE"] = "IMAGE"
-    pre.output_map["INPUT"] = "preprocessed"
     if spec.release is None:
+        pre = steps.add(model_name=PREPROCESS, model_version=1)
+        pre.input_map["IMAGE"] = "IMAGE"
+        pre.output_map["INPUT"] = "preprocessed"
         clf = steps.add(model_name=target.name, model_version=target.production)
         clf.input_map[target.input_name] = "preprocessed"
         clf.output_map[target.output_name] = "logits"
-    else:  # the router calls production or the candidate itself (BLS), and says which answered
+    else:  # the router decodes, calls production or the candidate (BLS), and says which answered
         route = steps.add(model_name=ROUTER, model_version=1)
-        route.input_map["INPUT"] = "preprocessed"
+        route.input_map["IMAGE"] = "IMAGE"
         route.output_map["LOGITS"] = "logits"
         route.output_map["ROUTE"] = "route"
     post = steps.add(model_name=POSTPROCESS, model_version=1)

@@ -366,6 +366,12 @@ def test_route_key_is_sticky_and_metrics_split_by_version(stack, no_failed_reque
                 inp.set_data_from_numpy(image)
                 out = grpc.infer("cifar10", [inp], parameters={"route-key": key}).as_numpy("PROBABILITIES")
             answers.setdefault(key, set()).add(int(out.argmax()))
+    from tritonclient.utils import InferenceServerException
+
+    corrupt = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+    corrupt.set_data_from_numpy(image_batch([b"\x89PNG not really"]))
+    with pytest.raises(InferenceServerException, match="image 0 of the request is not a PNG or JPEG"):
+        grpc.infer("cifar10", [corrupt], parameters={"route-key": "user-1"})  # decoded by the router
     grpc.close()
     http.close()
     assert all(len(classes) == 1 for classes in answers.values()), answers

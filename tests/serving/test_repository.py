@@ -288,9 +288,19 @@ def test_a_release_puts_the_router_between_preprocess_and_postprocess(tmp_path, 
     build_repository(spec, tmp_path / "repo")
     ensemble = config(tmp_path / "repo", "cifar10")
     steps = [(s.model_name, s.model_version) for s in ensemble.ensemble_scheduling.step]
-    assert steps == [("preprocess", 1), ("router", 1), ("postprocess", 1)]
-    assert dict(ensemble.ensemble_scheduling.step[2].input_map) == {"LOGITS": "logits", "ROUTE": "route"}
+    assert steps == [("router", 1), ("postprocess", 1)]  # the router decodes: no extra python step
+    assert dict(ensemble.ensemble_scheduling.step[1].input_map) == {"LOGITS": "logits", "ROUTE": "route"}
     router = config(tmp_path / "repo", "router")
+    assert [(i.name, i.data_type) for i in router.input] == [("IMAGE", mc.TYPE_STRING)]
+    pre = config(tmp_path / "repo", "preprocess")
+    for key in ("mean", "std", "max_bytes", "max_pixels", "resample"):  # decodes exactly as preprocess
+        assert router.parameters[key].string_value == pre.parameters[key].string_value
+    shipped = tmp_path / "repo" / "router" / "1"
+    assert (shipped / "preprocess.py").read_bytes() == repo_mod.python_model_source("preprocess")
+    assert sorted(p.name.split(".")[0] for p in (shipped / "__pycache__").iterdir()) == [
+        "model",
+        "preprocess",
+    ]
     params = {k: v.string_value for k, v in router.parameters.items()}
     assert (params["production_model"], params["production_version"]) == (CLASSIFIER, "1")
     assert (params["candidate_model"], params["candidate_version"]) == (CLASSIFIER, "2")

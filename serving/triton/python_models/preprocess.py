@@ -77,12 +77,14 @@ def decode(data: bytes, size: tuple[int, int], resample: int, max_pixels: int) -
     return np.asarray(rgb, dtype=np.uint8)
 
 
-class TritonPythonModel:
-    """Decode, resize, scale to [0, 1] and normalise with the dataset mean/std from the config."""
+class Decoder:
+    """Encoded files -> normalised ``N x 3 x H x W`` float32, configured from config parameters.
 
-    def initialize(self, args: dict) -> None:
-        config = json.loads(args["model_config"])
-        params = config.get("parameters", {})
+    Shared with the release router (``router.py``), which decodes the ensemble's images itself so
+    that routing adds no extra python step to the path.
+    """
+
+    def __init__(self, params: dict, size: tuple[int, int]) -> None:
         self.mean = _floats(params, "mean")
         self.std = _floats(params, "std")
         resample = params.get("resample", {}).get("string_value", "bilinear")
@@ -93,14 +95,10 @@ class TritonPythonModel:
         self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
         max_bytes = params.get("max_bytes", {}).get("string_value", "")
         self.max_bytes = int(max_bytes) if max_bytes else DEFAULT_MAX_BYTES
-        out = pb_utils.get_output_config_by_name(config, "INPUT")
-        channels, height, width = (int(d) for d in out["dims"])
-        if channels != 3:
-            raise ValueError(f"preprocess: output INPUT must have 3 channels, config says {out['dims']}")
-        self.size = (width, height)
+        self.size = size  # (width, height)
 
-    def _one(self, request) -> pb_utils.InferenceResponse:
-        batch = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy()
+    def batch(self, batch: np.ndarray) -> np.ndarray:
+        """``BYTES [n, 1]`` -> ``[n, 3, H, W]``; :class:`InvalidImage` names the first bad image."""
         if batch.ndim != 2 or batch.shape[1] != 1:
             raise InvalidImage(f"IMAGE must be BYTES [batch, 1], got shape {list(batch.shape)}")
         images = np.empty((len(batch), 3, self.size[1], self.size[0]), dtype=np.float32)
@@ -115,10 +113,23 @@ class TritonPythonModel:
             except InvalidImage as exc:
                 raise InvalidImage(f"image {i} of the request {exc}") from None
             images[i] = pixels.transpose(2, 0, 1)
-        images = (images / np.float32(255.0) - self.mean) / self.std
-        return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor("INPUT", images.astype(np.float32))]
-        )
+        return ((images / np.float32(255.0) - self.mean) / self.std).astype(np.float32)
+
+
+class TritonPythonModel:
+    """Decode, resize, scale to [0, 1] and normalise with the dataset mean/std from the config."""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        out = pb_utils.get_output_config_by_name(config, "INPUT")
+        channels, height, width = (int(d) for d in out["dims"])
+        if channels != 3:
+            raise ValueError(f"preprocess: output INPUT must have 3 channels, config says {out['dims']}")
+        self.decoder = Decoder(config.get("parameters", {}), (width, height))
+
+    def _one(self, request) -> pb_utils.InferenceResponse:
+        images = self.decoder.batch(pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy())
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("INPUT", images)])
 
     def execute(self, requests: list) -> list:
         responses = []

@@ -1,7 +1,10 @@
 """Triton python model: the release's router between production and a candidate (BLS).
 
-It is the public ensemble's middle step while a release runs (``preprocess -> router ->
-postprocess``) and is absent otherwise, so steady-state serving pays nothing for it. Per request:
+It is the public ensemble's first step while a release runs (``router -> postprocess``, instead of
+``preprocess -> classifier -> postprocess``) and is absent otherwise, so steady-state serving pays
+nothing for it. It decodes the images itself, with preprocess's own :class:`Decoder` (shipped beside
+this file as ``preprocess.py``), and calls the chosen classifier version through BLS: the path keeps
+two python steps, and routing costs a BLS call instead of an ensemble step. Per request:
 
 * **canary** - the request is answered by the candidate with probability ``canary_weight``. A
   request that carries the ``route-key`` parameter (or the ``route-key`` header, which the server
@@ -33,6 +36,11 @@ import threading
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+try:  # inside the stub: preprocess.py is copied beside this file (serving/repository/build.py)
+    from preprocess import Decoder, InvalidImage
+except ImportError:  # imported from the source tree (tests)
+    from serving.triton.python_models.preprocess import Decoder, InvalidImage
 
 PRODUCTION, CANDIDATE = 0, 1
 _RETAINED: list = []
@@ -86,6 +94,8 @@ class TritonPythonModel:
         self.shadow_fraction = float(_param(params, "shadow_fraction"))
         self.canary_weight = float(_param(params, "canary_weight"))
         self.route_key = _param(params, "route_key").lower()
+        height, width = (int(d) for d in _param(params, "image_size").split("x"))
+        self.decoder = Decoder(params, (width, height))
         labels_path = os.path.join(args["model_repository"], _param(params, "labels_file"))
         with open(labels_path, encoding="utf-8") as fh:
             self.labels = [line.rstrip("\n") for line in fh if line.strip()]
@@ -129,13 +139,24 @@ class TritonPythonModel:
         share = key_share(key) if key is not None else self.random.random()
         return CANDIDATE if share < self.canary_weight else PRODUCTION
 
+    def _decode(self, request) -> np.ndarray:
+        return self.decoder.batch(pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy())
+
     def execute(self, requests: list) -> list:
-        inputs = [pb_utils.get_input_tensor_by_name(r, "INPUT").as_numpy() for r in requests]
-        routes = [self._choose(r) for r in requests]
-        logits: list = [None] * len(requests)
+        inputs: list = [None] * len(requests)
         errors: list = [None] * len(requests)
+        codes: list = [pb_utils.TritonError.UNAVAILABLE] * len(requests)
+        for i, request in enumerate(requests):
+            try:
+                inputs[i] = self._decode(request)
+            except InvalidImage as exc:  # the caller's fault: its own error, the batch goes on
+                errors[i], codes[i] = f"preprocess: {exc}", pb_utils.TritonError.INVALID_ARG
+            except Exception as exc:
+                errors[i], codes[i] = f"preprocess: internal error: {exc!r}", pb_utils.TritonError.INTERNAL
+        routes = [self._choose(r) if errors[i] is None else PRODUCTION for i, r in enumerate(requests)]
+        logits: list = [None] * len(requests)
         for route, target in ((CANDIDATE, self.candidate), (PRODUCTION, self.production)):
-            chosen = [i for i, r in enumerate(routes) if r == route]
+            chosen = [i for i, r in enumerate(routes) if r == route and errors[i] is None]
             if not chosen:
                 continue
             try:
@@ -146,7 +167,7 @@ class TritonPythonModel:
                         routes[i] = PRODUCTION
                     continue
                 for i in chosen:
-                    errors[i] = str(exc)
+                    errors[i] = f"router: {exc}"
                 continue
             start = 0
             for i in chosen:
@@ -155,7 +176,7 @@ class TritonPythonModel:
         responses = []
         for i in range(len(requests)):
             if errors[i] is not None:
-                error = pb_utils.TritonError(f"router: {errors[i]}", pb_utils.TritonError.UNAVAILABLE)
+                error = pb_utils.TritonError(errors[i], codes[i])
                 response = pb_utils.InferenceResponse(output_tensors=[], error=error)
             else:
                 route = np.full((len(inputs[i]), 1), routes[i], dtype=np.int32)
