@@ -135,20 +135,27 @@ def open_release(
         _refuse(ctx, record, checks)
     record = release_record.write(record.moved("gate", {"by": "start"}))
     aliases.promote(candidate_name, "staging", version)
-    ctx.sync()  # loads the candidate beside production; nothing routes to it yet
     from registry import tags
+    from serving.rollout.apply import ApplyError
 
-    model_tags = store.registered_model(store.client(), candidate_name).tags
-    live = gate.answers(
-        ctx.server,
-        triton_model(ctx, candidate_name),
-        version,
-        tags.tensor_name(model_tags, "input", "input", candidate_name),
-        tags.tensor_name(model_tags, "output", "logits", candidate_name),
-    )
+    loaded = True
+    try:
+        ctx.sync()  # loads the candidate beside production; nothing routes to it yet
+    except ApplyError as exc:  # apply restored the previous repository: production serves as before
+        loaded = False
+        live = gate.Check("live", False, f"{candidate_name} v{version} did not load: {exc}")
+    if loaded:
+        model_tags = store.registered_model(store.client(), candidate_name).tags
+        live = gate.answers(
+            ctx.server,
+            triton_model(ctx, candidate_name),
+            version,
+            tags.tensor_name(model_tags, "input", "input", candidate_name),
+            tags.tensor_name(model_tags, "output", "logits", candidate_name),
+        )
     checks.append(live)
     log.info("gate %s: %s (%s)", live.name, "passed" if live.passed else "FAILED", live.detail)
-    if not live.passed and not force_reason:
+    if not live.passed and (not force_reason or not loaded):  # what does not load cannot be forced
         end(ctx, record, "refused", {"failed": [f"{c.name}: {c.detail}" for c in checks if not c.passed]})
         _refuse(ctx, record, checks)
     failing = [c for c in checks if not c.passed]
@@ -163,7 +170,8 @@ def open_release(
 def _refuse(ctx: Context, record: ReleaseRecord, checks: list[gate.Check]) -> None:
     failing = [c for c in checks if not c.passed]
     tracking.log_step(ctx, record, "gate", {}, {c.name: c.detail for c in checks}, "refused")
-    tracking.close_run(ctx, record, "refused")
+    if record.step == "gate" and not record.log:  # end() closed the run when the server was involved
+        tracking.close_run(ctx, record, "refused")
     raise ReleaseFailed(
         f"gate refused {record.candidate_name} v{record.candidate_version}: "
         + "; ".join(f"{c.name}: {c.detail}" for c in failing)

@@ -6,7 +6,8 @@ keeps calling the public ``cifar10`` ensemble the whole time (a third of its req
 are real variants of the exported small model, registered as new versions: ``good`` is the same
 network under another file (identical answers), ``rotated`` answers class ``k+1`` for class ``k``
 (test figures copied from production, so only live traffic can tell), ``weaker`` is tagged with a
-test accuracy 10 points below production's. The windows are seconds (``RELEASE``), not minutes.
+test accuracy 10 points below production's, ``corrupt`` is not an ONNX file at all. The windows
+are seconds (``RELEASE``), not minutes.
 """
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ def register_variant(name: str, base: int, path: Path, accuracy_delta: float = 0
     return int(mv.version)
 
 
+def _corrupt(path: Path) -> Path:
+    path.write_bytes(b"not an ONNX protobuf" + bytes(range(256)) * 16)
+    return path
+
+
 class Load:
     """A client thread calling ``cifar10`` until stopped; every failure is kept with its message."""
 
@@ -150,6 +156,7 @@ class ReleaseStack:
             "rotated": register_variant(
                 self.name, 1, onnx_variant(source, tmp / "rotated.onnx", rotate=True)
             ),
+            "corrupt": register_variant(self.name, 1, _corrupt(tmp / "corrupt.onnx")),
             "weaker": register_variant(
                 self.name, 1, onnx_variant(source, tmp / "weaker.onnx", rotate=False), accuracy_delta=-0.1
             ),
@@ -285,6 +292,11 @@ def test_gate_refuses_a_weaker_candidate_names_the_figures_and_force_needs_a_rea
     assert aliases.alias_version(stack.name, "production") == 1
     assert aliases.alias_version(stack.name, "staging") is None
     assert stack.record() is None and ("router", 1) not in stack.ensemble_steps()
+
+    corrupt = stack.cli("start", "--version", str(stack.versions["corrupt"]), "--force", "--reason", "x")
+    assert corrupt.returncode == 1 and "did not load" in corrupt.stderr, corrupt.stderr[-2000:]
+    assert stack.record().step == "refused" and aliases.alias_version(stack.name, "staging") is None
+    assert stack.ensemble_steps()[1] == ("wrn_fp32", 1)
 
     no_reason = stack.cli("start", "--version", str(weaker), "--force")
     assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
