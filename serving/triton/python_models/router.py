@@ -37,10 +37,9 @@ import threading
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-try:  # inside the stub: preprocess.py is copied beside this file (serving/repository/build.py)
-    from preprocess import Decoder, InvalidImage
-except ImportError:  # imported from the source tree (tests)
-    from serving.triton.python_models.preprocess import Decoder, InvalidImage
+# A sibling module: serving/repository/build.py ships preprocess.py beside this file, and the stub
+# puts the version folder on sys.path.
+from preprocess import Decoder, InvalidImage
 
 PRODUCTION, CANDIDATE = 0, 1
 _RETAINED: list = []
