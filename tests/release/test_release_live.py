@@ -136,6 +136,29 @@ class Load:
         self.thread.join(30)
 
 
+def run_in_process(argv: list[str]) -> subprocess.CompletedProcess:
+    """``cifar10-release argv`` in this process (the same ``main``, minus an interpreter start-up),
+    with its exit code, stdout and stderr as ``subprocess.run`` would give them."""
+    import contextlib
+    import io
+    import logging
+
+    from release import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+    logging.getLogger().handlers.clear()
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
 class ReleaseStack:
     def __init__(self, small_export, tmp: Path, prometheus_bin: str) -> None:
         export_dir, uri = small_export  # the export's runs live there, so its versions register there
@@ -230,13 +253,11 @@ class ReleaseStack:
             self.prometheus.url,
             *args,
         ]
-        if not wait:
+        if not wait:  # a controller of its own: it can be killed, and runs beside the test
             return subprocess.Popen(
                 cmd, env=self.env, cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
-        return subprocess.run(
-            cmd, env=self.env, cwd=self.tmp, capture_output=True, text=True, timeout=timeout
-        )
+        return run_in_process(cmd[3:])
 
     def record(self):
         return release_record.read(self.name)
