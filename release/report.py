@@ -13,11 +13,8 @@ from pathlib import Path
 from common.fsutil import write_json
 from monitoring.drift import psi
 from registry.release_record import ReleaseRecord
+from release.judge import _sel
 from release.prometheus import Prometheus
-
-
-def _sel(model: str, version: int) -> str:
-    return f'model="{model}",version="{version}"'
 
 
 def _roles(record: ReleaseRecord, models: tuple[str, str]) -> tuple[tuple[str, str, int], ...]:

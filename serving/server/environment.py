@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from serving.repository.spec import ROUTE_KEY
+
 TRITONSERVER_ENV = "CIFAR10_TRITONSERVER"
 ORT_THREADS_ENV = "CIFAR10_ORT_THREADS"
 ORT_SPINNING_ENV = "CIFAR10_ORT_SPINNING"
@@ -111,7 +113,7 @@ def admin_headers(header: tuple[str, str], protocol: str = "http") -> dict[str, 
     return {f"triton-grpc-protocol-{key}" if protocol == "grpc" else key: value}
 
 
-ROUTE_HEADER_PATTERN = "^route-key$"  # serving.repository.spec.ROUTE_KEY, as a header
+ROUTE_HEADER_PATTERN = f"^{ROUTE_KEY}$"  # the release router's routing key, sent as a header
 
 
 @dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from common.fsutil import sha256_file
 from common.params import Params, RegistryConfig, ReleaseConfig, ServingConfig
 from registry import aliases, release_record, store
 from registry.sync import sync
-from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig, free_ports
+from serving.server.embedded import EmbeddedServer, private_config
 from tests.conftest import make_image_folder
 from tests.monitoring.test_live import Prometheus
 from tests.prerequisites import ROOT
@@ -190,24 +189,13 @@ class ReleaseStack:
         # An abort must find the release still in its shadow step, however slowly the host starts it.
         self.slow_params = self.write_params(tmp / "params-slow.yaml", replace(RELEASE, shadow_window_s=120))
         sync(self.params, self.repo, self.cache)
-        http, grpc, metrics = free_ports(3)
-        self.header = (ADMIN_HEADER, secrets.token_hex(8))
+        config = private_config(self.repo, tmp, ort_threads=1)  # free ports, its own admin token
+        self.header = config.restricted_header
         self.token_file = tmp / "admin-token"
         self.token_file.write_text(self.header[1])
-        self.server = EmbeddedServer(
-            ServerConfig(
-                model_repository=self.repo,
-                http_port=http,
-                grpc_port=grpc,
-                metrics_port=metrics,
-                log_file=tmp / "triton.log",
-                restricted_header=self.header,
-                ort_threads=1,
-                exit_timeout_s=3,
-            )
-        )
+        self.server = EmbeddedServer(config)
         self.server.start().wait_ready(180)
-        self.prometheus = Prometheus(prometheus_bin, tmp / "prom", metrics).wait_ready()
+        self.prometheus = Prometheus(prometheus_bin, tmp / "prom", config.metrics_port).wait_ready()
         images = make_image_folder(tmp / "traffic", {"test": 4})
         self.images = [p.read_bytes() for p in sorted((images / "test").rglob("*.*"))]
         self.load = Load(self.server.url_grpc, self.images)
@@ -501,7 +489,10 @@ def test_a_version_of_another_form_is_released_and_then_served_by_the_ensemble(s
 
     # The small model's near-ties flip under int8 in runs of one image (40 distinct images in the
     # traffic), which moves its class mix; this test is about routing and promotion across forms.
-    short = replace(RELEASE, shadow_window_s=3, canary_weights=(1.0,), canary_window_s=3, max_psi=2.0)
+    # int8 kernels differ between CPUs (AVX2, AVX-512/VNNI), so how many near-ties flip does too.
+    short = replace(
+        RELEASE, shadow_window_s=3, canary_weights=(1.0,), canary_window_s=3, max_psi=2.0, min_agreement=0.5
+    )
     fast = stack.write_params(stack.tmp / "params-fast.yaml", short)
     int8 = stack.cfg.registered_name("int8")
     assert aliases.alias_version(int8, "production") is None
