@@ -182,10 +182,15 @@ def export_model(
     return manifest
 
 
+def accuracy_rows(test_y: np.ndarray, n: int) -> np.ndarray:
+    """Rows of the test split each artifact is scored on: ``n`` class-balanced ones, seeded (0: all)."""
+    return balanced_subset(test_y, n, seed=2)
+
+
 def _test_split(prepared: Path, data: DataConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` test images (class-balanced; 0: all of them), normalised, and their labels."""
     test_x, test_y = np.load(prepared / "test_x.npy", mmap_mode="r"), np.load(prepared / "test_y.npy")
-    pick = balanced_subset(test_y, n, seed=2)
+    pick = accuracy_rows(test_y, n)
     return normalize_batch(np.asarray(test_x[pick]), data).numpy(), test_y[pick]
 
 

@@ -2,7 +2,10 @@
 
 Alias history lives in registered-model tags (``alias_history.<alias>``: a JSON stack of version
 numbers), so ``rollback`` is defined any number of times and survives across machines that share
-the tracking server. The alias itself is the truth about what serves; the history is its record.
+the tracking server. The stack forgets what a rollback popped, so every move is also appended to
+``alias_log.<alias>`` (version, UTC time, promote/rollback/clear; the newest :data:`LOG_KEEP`): that
+is what ``cifar10-registry show`` turns into each version's periods under each alias. The alias
+itself is the truth about what serves; both tags are its record, written with it or not at all.
 Old MLflow stage names (``Production``/``Staging``) map onto the aliases.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 ALIASES = ("production", "staging")
 STAGE_TO_ALIAS = {"production": "production", "staging": "staging"}
 HISTORY_TAG = "alias_history.{alias}"
+LOG_TAG = "alias_log.{alias}"
+LOG_KEEP = 40  # entries of ~60 characters: well inside MLflow's 5,000-character tag values
 
 
 @dataclass(frozen=True)
@@ -67,23 +73,51 @@ def _history(rm, alias: str) -> list[int]:
     return history
 
 
-def _move_alias(c: MlflowClient, name: str, alias: str, version: int, history: list[int], previous) -> None:
-    """Point the alias, then record it; if the record fails, the alias goes back (all or nothing)."""
-    call_registry(f"setting {name}@{alias}", c.set_registered_model_alias, name, alias, str(version))
+def read_log(rm, alias: str) -> list[dict]:
+    """``alias_log.<alias>``: ``[{"version", "at", "action"}]``, oldest first; [] if unset or unreadable.
+
+    The log is a record for people; a malformed one is reported as empty rather than blocking a move.
+    """
     try:
-        call_registry(
-            f"recording {name}@{alias} history",
-            c.set_registered_model_tag,
-            name,
-            HISTORY_TAG.format(alias=alias),
-            json.dumps(history),
-        )
+        log_ = json.loads(rm.tags.get(LOG_TAG.format(alias=alias), "[]"))
+    except ValueError:
+        return []
+    return [e for e in log_ if isinstance(e, dict) and {"version", "at", "action"} <= e.keys()]
+
+
+def _move_alias(
+    c: MlflowClient, rm, alias: str, version: int | None, history: list[int], action: str
+) -> None:
+    """Point (or, for ``None``, unset) the alias, then record it; any failure puts everything back."""
+    name, previous = rm.name, (rm.aliases or {}).get(alias)
+    old_tags = {
+        key: rm.tags.get(key) for key in (HISTORY_TAG.format(alias=alias), LOG_TAG.format(alias=alias))
+    }
+    entry = {"version": version, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "action": action}
+    new_tags = {
+        HISTORY_TAG.format(alias=alias): json.dumps(history),
+        LOG_TAG.format(alias=alias): json.dumps([*read_log(rm, alias), entry][-LOG_KEEP:]),
+    }
+    if version is None:
+        call_registry(f"unsetting {name}@{alias}", c.delete_registered_model_alias, name, alias)
+    else:
+        call_registry(f"setting {name}@{alias}", c.set_registered_model_alias, name, alias, str(version))
+    written: list[str] = []
+    try:
+        for key, value in new_tags.items():
+            call_registry(f"recording {name} {key}", c.set_registered_model_tag, name, key, value)
+            written.append(key)
     except RegistryError:
         try:
             if previous is None:
                 c.delete_registered_model_alias(name, alias)
             else:
                 c.set_registered_model_alias(name, alias, str(previous))
+            for key in written:
+                if old_tags[key] is None:
+                    c.delete_registered_model_tag(name, key)
+                else:
+                    c.set_registered_model_tag(name, key, old_tags[key])
         except MlflowException as undo:  # pragma: no cover - the server failed twice in a row
             log.error("could not restore %s@%s to %s: %s", name, alias, previous, first_line(undo))
         raise
@@ -100,14 +134,15 @@ def promote(name: str, alias: str, version: int) -> dict:
     previous = history[-1] if history else None
     if previous != version:
         history.append(version)
-    _move_alias(c, name, alias, version, history, (rm.aliases or {}).get(alias))
+    _move_alias(c, rm, alias, version, history, "promote")
     return {"name": name, "alias": alias, "version": version, "previous": previous}
 
 
 def clear(name: str, alias: str) -> None:
     """Unset ``alias`` (its history stays: the record of what it named)."""
     c = client()
-    call_registry(f"unsetting {name}@{alias}", c.delete_registered_model_alias, name, alias)
+    rm = registered_model(c, name)
+    _move_alias(c, rm, alias, None, _history(rm, alias), "clear")
 
 
 def rollback(name: str, alias: str = "production") -> dict:
@@ -118,7 +153,7 @@ def rollback(name: str, alias: str = "production") -> dict:
     if len(history) < 2:
         raise RegistryError(f"{name}@{alias} has no earlier version to roll back to (history: {history})")
     current = history.pop()
-    _move_alias(c, name, alias, history[-1], history, (rm.aliases or {}).get(alias))
+    _move_alias(c, rm, alias, history[-1], history, "rollback")
     return {"name": name, "alias": alias, "version": history[-1], "rolled_back_from": current}
 
 

@@ -93,10 +93,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     sy.add_argument("--kind", choices=("KIND_CPU", "KIND_GPU"), default=None, help="override serving.kind")
 
-    for cmd in ("list", "show"):
-        sp = sub.add_parser(cmd, help=f"{cmd} registered models")
+    for cmd, text in (
+        ("list", "every registered version"),
+        ("show", "one registered model, with alias history"),
+    ):
+        sp = sub.add_parser(cmd, help=f"{text} (a table; --json for machines)")
         sp.add_argument("--precision", default="fp32")
         sp.add_argument("--model", default=None)
+        sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
     setup_logging(args.verbose)
 
@@ -133,10 +137,13 @@ def main(argv: list[str] | None = None) -> None:
             out = aliases.rollback(_name(args, cfg), alias)
         elif args.command == "sync":
             out = sync_from_args(args, params)
-        elif args.command == "show":
-            out = store.describe(_name(args, cfg))
-        else:
-            out = store.list_models(cfg)
+        elif args.command in ("show", "list"):
+            from registry import catalog, tables
+
+            out = catalog.describe(_name(args, cfg)) if args.command == "show" else catalog.list_models(cfg)
+            if not args.json:
+                (tables.print_show if args.command == "show" else tables.print_list)(out)
+                return
         json.dump(out, sys.stdout, indent=2)
         print()
 

@@ -1,7 +1,7 @@
 """The MLflow Model Registry as this project uses it: access, errors, registration, description.
 
 Moving aliases (what serves) is :mod:`registry.aliases`; this module registers the versions they
-can point at and describes what is there.
+can point at. :mod:`registry.catalog` describes what is there.
 
 Two kinds of failure are kept apart, because callers act on them differently: :class:`RegistryError`
 (the request names something that does not exist: exit code 5) and :class:`RegistryUnavailable`
@@ -22,7 +22,6 @@ from common import exit_codes, tracking
 from common.exit_codes import ExitError
 from common.fsutil import sha256_file
 from common.params import RegistryConfig
-from registry import tags
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +119,7 @@ def version_tags(manifest: dict, art: dict, run_id: str) -> dict[str, str]:
         "git_commit": manifest["source"]["git_commit"],
         "source_sha256": manifest["source"]["sha256"],
         "source_weights": Path(manifest["source"].get("weights", "")).name,
+        "source_run_id": manifest["source"].get("run_id") or "",  # the training run; "" for outside weights
         "parity_passed": "true",
         "parity_max_abs_logit": f"{parity['max_abs_logit']:.3e}",
         "parity_agreement": f"{parity['top1_agreement']:.4f}",
@@ -174,46 +174,3 @@ def model_version(c: MlflowClient, name: str, version: int):
         str(version),
         missing=f"{name} has no version {version}",
     )
-
-
-def describe(name: str) -> dict:
-    """Versions, aliases and alias history of one registered model, with each version's accuracy."""
-    c = client()
-    rm = registered_model(c, name)
-    versions = sorted(
-        call_registry(f"listing {name}", c.search_model_versions, f"name='{name}'"),
-        key=lambda v: int(v.version),
-    )
-    by_version: dict[int, list[str]] = {}
-    for alias, v in (rm.aliases or {}).items():
-        by_version.setdefault(int(v), []).append(alias)
-    rows = []
-    for v in versions:
-        measured = tags.accuracy(v.tags)
-        rows.append(
-            {
-                "version": int(v.version),
-                "aliases": by_version.get(int(v.version), []),
-                "run_id": v.run_id,
-                "precision": v.tags.get("precision"),
-                "parity_agreement": v.tags.get("parity_agreement"),
-                "test_accuracy": f"{measured[0]:.4f}" if measured else "unknown",
-                "test_images": measured[1] if measured else None,
-                "test_runtime": v.tags.get("test_runtime") if measured else None,
-                "sha256": v.tags.get("sha256", "")[:12],
-            }
-        )
-    return {
-        "name": name,
-        "aliases": {a: int(v) for a, v in (rm.aliases or {}).items()},
-        "history": {
-            k.split(".", 1)[1]: json.loads(v) for k, v in rm.tags.items() if k.startswith("alias_history.")
-        },
-        "versions": rows,
-    }
-
-
-def list_models(cfg: RegistryConfig) -> list[dict]:
-    c = client()
-    found = call_registry("listing models", c.search_registered_models, f"name LIKE '{cfg.model_prefix}-%'")
-    return [describe(rm.name) for rm in found]

@@ -1,10 +1,11 @@
 """``python -m scripts.demo``: after ``dvc repro``, put the new model into service and check it.
 
 The rest of the main job, in the order an operator would do it by hand: promote the versions the
-pipeline just registered to ``production``, ``sync`` the Triton model repository from the
-registry, start the embedded ``tritonserver``, send a first request over HTTP and gRPC, and run the
-client's offline evaluation of exactly the version ``production`` names. The server is stopped at
-the end unless ``--keep-serving`` is given.
+pipeline just registered to ``production`` (only through the release gate once something serves:
+:mod:`scripts.demo_adopt`), ``sync`` the Triton model repository from the registry, start the
+embedded ``tritonserver``, send a first request over HTTP and gRPC, run the client's offline
+evaluation of exactly the version ``production`` names, and end with a map of what to look at and
+run next (:mod:`scripts.demo_map`). The server is stopped at the end unless ``--keep-serving``.
 """
 
 from __future__ import annotations
@@ -56,17 +57,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from common.cli import setup_logging
     from common.params import load_params
-    from registry import aliases
+    from common.tracking import tracking_uri
     from registry.sync import sync
+    from scripts.demo_adopt import adopt
+    from scripts.demo_map import print_map
     from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig
 
     setup_logging()
     params = load_params(args.params)
     cfg = params.registry
     serve_names = {cfg.registered_name(form) for form in cfg.serve}
+    adoptions = []
     for row in json.loads(args.registered.read_text())["versions"]:
         if row["version"] is not None and row["name"] in serve_names:
-            print(json.dumps(aliases.promote(row["name"], "production", row["version"])))
+            adoptions.append(adopt(row["name"], row["version"], params.release))
+            print(adoptions[-1].line(), flush=True)
     print(json.dumps(sync(params, args.repository, Path("artifacts/registry_cache"))))
 
     token = secrets.token_urlsafe(16)
@@ -85,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     config.log_file.parent.mkdir(parents=True, exist_ok=True)
     with EmbeddedServer(config) as server:
+        endpoints = {"HTTP": server.url_http, "gRPC": server.url_grpc, "metrics": server.url_metrics}
         print(f"tritonserver ready: HTTP {server.url_http}, gRPC {server.url_grpc}")
         print(f"metrics: {server.url_metrics}")
         image = sorted(args.images.rglob("*.*"))[0]
@@ -109,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if code != 0:
             print(f"offline evaluation failed with exit code {code}", file=sys.stderr)
             return code
+        print_map(adoptions, endpoints, tracking_uri(), still_serving=args.keep_serving)
         if args.keep_serving:
             print(
                 f"serving; roll it with `cifar10-registry sync --server {server.url_grpc} "

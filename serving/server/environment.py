@@ -16,6 +16,7 @@ import importlib.util
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass, field
@@ -55,18 +56,28 @@ def _libs_dir(binary: Path) -> Path:
     return binary.parents[3] / "nvidia_pytriton.libs"
 
 
+def _stub(python_version: str | None = None) -> Path:
+    """The python backend stub built for ``python_version`` (default: the running interpreter)."""
+    python_version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
+    stubs = _pytriton_root() / "python_backend_stubs"
+    stub = stubs / python_version / "triton_python_backend_stub"
+    if not stub.is_file():
+        versions = sorted((p.name for p in stubs.iterdir()), key=lambda v: tuple(map(int, v.split("."))))
+        have = ", ".join(versions)
+        raise TritonNotFoundError(
+            f"nvidia-pytriton ships no python backend stub for Python {python_version} (it has {have}); "
+            "run the server from one of those"
+        )
+    return stub
+
+
 def prepare_backend_dir(dest: Path, python_version: str | None = None) -> Path:
     """``dest/python`` (Triton's python backend + the stub for this Python) and ``dest/onnxruntime``.
 
     Files are copied, not linked, so the directory stays valid if the wheel is upgraded underneath a
     running server. Returns ``dest``.
     """
-    python_version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
-    root = _pytriton_root()
-    stub = root / "python_backend_stubs" / python_version / "triton_python_backend_stub"
-    if not stub.is_file():
-        have = sorted(p.name for p in (root / "python_backend_stubs").iterdir())
-        raise TritonNotFoundError(f"no python backend stub for Python {python_version} (have {have})")
+    root, stub = _pytriton_root(), _stub(python_version)
     python_dir, ort_dir = Path(dest) / "python", Path(dest) / "onnxruntime"
     python_dir.mkdir(parents=True, exist_ok=True)
     ort_dir.mkdir(parents=True, exist_ok=True)
@@ -81,23 +92,53 @@ def prepare_backend_dir(dest: Path, python_version: str | None = None) -> Path:
     return Path(dest)
 
 
+def missing_libraries(binary: Path, env: dict[str, str]) -> list[str]:
+    """Shared libraries ``binary`` needs that the dynamic loader cannot find under ``env``.
+
+    Asked of the loader itself (``ldd``), so every place it searches counts: ``LD_LIBRARY_PATH``,
+    the ldconfig cache (where Debian's ``libpython3.X`` package puts its library) and rpaths.
+    Without ``ldd`` nothing can be said in advance and the list is empty.
+    """
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        return []
+    run = subprocess.run([ldd, str(binary)], env=env, capture_output=True, text=True, timeout=30)
+    return [line.split("=>")[0].strip() for line in run.stdout.splitlines() if "not found" in line]
+
+
+def _libpython_hint(python_version: str) -> str:
+    """What to install for ``libpython<version>.so.1.0``, the way this machine's family names it."""
+    if shutil.which("apt-get"):
+        return f"install Debian/Ubuntu's package: apt-get install libpython{python_version}"
+    if shutil.which("dnf") or shutil.which("yum"):
+        return f"install python{python_version}-libs"
+    return "use a Python built with --enable-shared (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared)"
+
+
 def server_env(
     binary: Path,
     ort_threads: int | None = None,
     base: dict[str, str] | None = None,
     ort_spinning: bool | None = None,
 ) -> dict[str, str]:
-    """Environment for ``tritonserver`` and the python stubs it spawns."""
+    """Environment for ``tritonserver`` and the python stubs it spawns.
+
+    The stub for the running Python links against its shared ``libpython``; a Python built without
+    one (or a Debian system Python without the ``libpython3.X`` package) cannot host the python
+    models. That is found here, in one line naming what to install, instead of as a model that
+    fails to load with a loader error buried in Triton's log.
+    """
     env = dict(os.environ if base is None else base)
     libpython_dir = sysconfig.get_config_var("LIBDIR") or ""
-    ldlibrary = sysconfig.get_config_var("LDLIBRARY") or ""
-    if not ldlibrary.endswith(".so") or not (Path(libpython_dir) / ldlibrary).exists():
-        raise TritonNotFoundError(
-            f"the python stub needs a shared libpython, but {sys.executable} has none "
-            f"(LIBDIR={libpython_dir}, LDLIBRARY={ldlibrary}); use a Python built with --enable-shared"
-        )
     ld = [str(_libs_dir(binary)), libpython_dir, env.get("LD_LIBRARY_PATH", "")]
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in ld if p)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    missing = missing_libraries(_stub(version), env)
+    if missing:
+        raise TritonNotFoundError(
+            f"the Python {version} backend stub needs {', '.join(missing)}, which {sys.executable} "
+            f"does not provide: {_libpython_hint(version)}"
+        )
     # The stub takes sys.prefix from the first python3 on PATH; PYTHONPATH alone is not honoured.
     env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p)
     if ort_threads is not None:

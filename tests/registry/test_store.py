@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.params import RegistryConfig
-from registry import aliases, store
+from registry import aliases, catalog, store
 from registry.aliases import alias_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,8 +45,15 @@ def test_register_is_idempotent_and_tags_versions(registry):
         assert info.tags["test_images"] == str(art["test"]["images"]) and art["test"]["images"] > 0
         assert info.tags["test_runtime"].startswith("onnxruntime ")
         assert {"sha256", "run_id", "git_commit", "parity_max_abs_logit", "export_command"} <= set(info.tags)
-    shown = store.describe(cfg.registered_name("int8"))["versions"][0]
+    shown = catalog.describe(cfg.registered_name("int8"))["versions"][0]
     assert shown["test_accuracy"] == f"{data['artifacts'][1]['test']['accuracy']:.4f}"
+    # exported from a weights file, not a training run of this pipeline: named with its hash
+    assert shown["source"] == {
+        "kind": "weights file",
+        "file": "small.safetensors",
+        "sha256": data["source"]["sha256"],
+    }
+    assert shown["parity_passed"] and shown["alias_periods"] == []
 
 
 def test_a_version_without_a_measured_accuracy_says_unknown(registry):
@@ -56,7 +63,7 @@ def test_a_version_without_a_measured_accuracy_says_unknown(registry):
         art.pop("test")  # a manifest written before exports measured their artifacts
     manifest.write_text(json.dumps(data))
     store.register_manifest(manifest, cfg)
-    row = store.describe(cfg.registered_name("fp32"))["versions"][0]
+    row = catalog.describe(cfg.registered_name("fp32"))["versions"][0]
     assert row["test_accuracy"] == "unknown" and row["test_images"] is None
 
 
@@ -73,7 +80,7 @@ def test_failed_artifact_is_never_registered(registry):
         "status": "rejected by parity gate",
     }
     with pytest.raises(store.RegistryError, match="no registered model"):
-        store.describe(cfg.registered_name("int8"))
+        catalog.describe(cfg.registered_name("int8"))
 
 
 def test_tampered_artifact_is_refused(registry):
@@ -108,10 +115,49 @@ def test_promote_rollback_history_and_fallback_only_when_asked(registry, caplog)
     assert aliases.rollback(name)["version"] == 1
     with pytest.raises(store.RegistryError, match="no earlier version"):
         aliases.rollback(name)
-    assert store.describe(name)["aliases"] == {"production": 1}
+    shown = catalog.describe(name)
+    assert shown["aliases"] == {"production": 1}
+    # The stack forgot v3 and v2; the log still says when each one served and what ended it.
+    periods = {
+        row["version"]: [(p["by"], p["ended_by"]) for p in row["alias_periods"]] for row in shown["versions"]
+    }
+    assert periods == {
+        1: [("promote", "promote"), ("rollback", None)],
+        2: [("promote", "promote"), ("rollback", "rollback")],
+        3: [("promote", "rollback")],
+    }
     with pytest.raises(store.RegistryError, match="has no version 9"):
         aliases.promote(name, "production", 9)
     assert aliases.alias_version(name, "staging") is None
+
+
+def test_a_failed_record_puts_the_alias_and_its_history_back(registry, monkeypatch):
+    """Registry error between moving the alias and logging it: nothing is left half-written."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    manifest, cfg = registry
+    name = cfg.registered_name("fp32")
+    store.register_manifest(manifest, cfg)
+    client = store.client()
+    v1 = client.get_model_version(name, "1")
+    client.create_model_version(name, v1.source, run_id=v1.run_id, tags=dict(v1.tags))
+    aliases.promote(name, "production", 1)
+    before = client.get_registered_model(name)
+    real = MlflowClient.set_registered_model_tag
+
+    def fail_on_log(self, model, key, value):
+        if key.startswith("alias_log."):
+            raise MlflowException("injected: the tracking server failed this write")
+        return real(self, model, key, value)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_tag", fail_on_log)
+    with pytest.raises(store.RegistryUnavailable, match="injected"):
+        aliases.promote(name, "production", 2)
+    monkeypatch.undo()
+    after = client.get_registered_model(name)
+    assert after.aliases == before.aliases == {"production": 1}
+    assert after.tags == before.tags
 
 
 def test_history_follows_an_alias_moved_by_hand(registry):
@@ -207,3 +253,36 @@ def test_cli_exit_3_when_the_registry_is_unreachable(tmp_path):
     )  # fmt: skip
     assert done.returncode == 3, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: registry error while")
+
+
+def test_list_and_show_print_tables_for_people_and_json_on_request(registry):
+    manifest, cfg = registry
+    store.register_manifest(manifest, cfg)
+    name = cfg.registered_name("fp32")
+    aliases.promote(name, "production", 1)
+    prefix = {"model_prefix": cfg.model_prefix}
+    params = manifest.parent / "params.yaml"
+    params.write_text(
+        (ROOT / "params.yaml")
+        .read_text()
+        .replace("model_prefix: cifar10-wrn", f"model_prefix: {prefix['model_prefix']}")
+    )
+
+    def cli(*args: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-m", "registry.cli", "--params", str(params), *args],
+            capture_output=True, text=True, timeout=120, env=os.environ | {"COLUMNS": "220"},
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    listed = cli("list")
+    assert name in listed and cfg.registered_name("int8") in listed
+    shown = cli("show", "--model", name)
+    row = next(line for line in shown.splitlines() if line.strip().startswith("1 "))
+    accuracy = float(aliases.resolve(name, version=1).tags["test_accuracy"])
+    assert "production" in row and f"{100 * accuracy:.2f} %" in row and "passed" in row
+    assert "small.safetensors (sha256" in row and "(promote) → now" in row
+    assert "production: now v1; rollback goes to nothing" in shown
+    assert json.loads(cli("show", "--model", name, "--json"))["versions"][0]["aliases"] == ["production"]
+    assert [m["name"] for m in json.loads(cli("list", "--json"))] == [name, cfg.registered_name("int8")]

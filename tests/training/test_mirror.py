@@ -39,22 +39,34 @@ DOCUMENTED_CORRECT = 4_662
 
 
 @pytest.mark.slow
-def test_reference_weights_score_what_is_documented(prepared_mirror, reference_test_logits):
-    """The project's model and inference code on the mirror's 5,000 test images, no TTA.
+def test_reference_weights_score_what_is_documented(prepared_mirror, reference_test_logits, reference_rows):
+    """The project's model and inference code on the mirror's test split, no TTA.
 
-    Another CPU's fp32 kernels move a logit by far less than 1e-3 (PyTorch against ONNX Runtime
-    here: 3e-6), so they can flip only predictions whose two best logits lie within 2e-3. The count
-    of correct answers may differ from the documented one by at most that many images, on any machine.
+    On all 5,000 images (a run with the ``full`` tests): another CPU's fp32 kernels move a logit by
+    far less than 1e-3 (PyTorch against ONNX Runtime here: 3e-6), so they can flip only predictions
+    whose two best logits lie within 2e-3; the count of correct answers may differ from the
+    documented one by at most that many images, on any machine.
+
+    On the default run's part of the split, the documented figure is a rate, and the count on ``n``
+    images is binomial around it: the check allows 4.5 standard deviations (a false alarm about once
+    in 150,000 runs), which still catches any real breakage of decoding, normalisation or layout
+    (those cost tens of points, not one or two).
     """
     from common.metrics import classification_summary
     from common.params import DataConfig
     from tests.conftest import fp32_tolerance, near_ties
 
-    y = np.load(prepared_mirror / "test_y.npy")
-    summary = classification_summary(y, reference_test_logits.argmax(1), list(DataConfig().classes))
-    assert summary["tested_samples"] == 5_000
-    correct = int((reference_test_logits.argmax(1) == y).sum())
-    fragile = int(near_ties(reference_test_logits, 2 * fp32_tolerance()).sum())
-    assert abs(correct - DOCUMENTED_CORRECT) <= fragile, (correct, fragile)
-    # The weakest class (cat) sits near 85 % recall: 500 images each, far from this floor.
-    assert min(row["recall"] for row in summary["per_class"].values()) > 0.8
+    y = np.load(prepared_mirror / "test_y.npy")[reference_rows]
+    logits = reference_test_logits[reference_rows]
+    n = len(y)
+    summary = classification_summary(y, logits.argmax(1), list(DataConfig().classes))
+    assert summary["tested_samples"] == n
+    correct = int((logits.argmax(1) == y).sum())
+    if n == 5_000:
+        fragile = int(near_ties(logits, 2 * fp32_tolerance()).sum())
+        assert abs(correct - DOCUMENTED_CORRECT) <= fragile, (correct, fragile)
+        # The weakest class (cat) sits near 85 % recall: 500 images each, far from this floor.
+        assert min(row["recall"] for row in summary["per_class"].values()) > 0.8
+    else:
+        p = DOCUMENTED_CORRECT / 5_000
+        assert abs(correct - p * n) <= 4.5 * np.sqrt(n * p * (1 - p)), (correct, n)
