@@ -230,6 +230,74 @@ class ReleaseConfig:
 
 
 @dataclass(frozen=True)
+class SearchParam:
+    """One dimension of the search: a float range (``low``/``high``, optionally ``log``) or ``choices``."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    def __post_init__(self) -> None:
+        ranged = self.low is not None and self.high is not None
+        if ranged == (self.choices is not None) or (ranged and not 0 <= self.low < self.high):
+            raise ValueError("tune: each searched setting needs 0 <= low < high, or choices (not both)")
+        if self.log and (not ranged or self.low <= 0):
+            raise ValueError("tune: a log range needs low > 0")
+
+
+@dataclass(frozen=True)
+class TuneBudget:
+    """What one profile's study may spend, and the short training each trial gets."""
+
+    trials: int = 16  # finished (complete or pruned) trials the study stops at
+    timeout_minutes: float = 14.0  # ... or this much wall time, over every invocation of the study
+    epochs: int = 4  # per trial; pruning looks at each epoch's validation accuracy
+    train_subset: int = 5000  # class-balanced training images per trial (0: all)
+    val_images: int = 1000  # class-balanced validation images each epoch is scored on (0: all)
+    space: dict[str, SearchParam] = field(default_factory=dict)  # "train.lr" / "model.width" -> range
+
+    def __post_init__(self) -> None:
+        if self.trials < 1 or self.epochs < 1 or self.timeout_minutes <= 0:
+            raise ValueError("tune: trials, epochs and timeout_minutes must be positive")
+        searchable = {"train": TrainConfig, "model": ModelConfig}
+        for key in self.space:
+            section, _, name = key.partition(".")
+            cls = searchable.get(section)
+            if cls is None or name not in {f.name for f in dataclasses.fields(cls)}:
+                raise ValueError(f"tune: {key!r} is not a setting of a profile (train.<key> or model.<key>)")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """``cifar10-tune``: the Optuna study over the active profile's settings."""
+
+    sampler_seed: int = 0  # TPE's seed: the same study draws the same trials
+    pruner: str = "median"  # median | halving (successive halving)
+    startup_trials: int = 3  # finished trials before the median pruner may prune
+    warmup_epochs: int = 1  # epochs of a trial before it may be pruned
+    storage: str = "optuna.db"  # Optuna's sqlite study store, beside mlflow.db
+    budget: TuneBudget = field(default_factory=TuneBudget)  # of the active profile
+
+    def __post_init__(self) -> None:
+        if self.pruner not in ("median", "halving"):
+            raise ValueError(f"tune.pruner must be median or halving, got {self.pruner!r}")
+
+
+def _tune(raw: dict[str, Any] | None, profile: str) -> TuneConfig:
+    """``tune`` with the active profile's budget and search space (``tune.profiles.<profile>``)."""
+    raw = dict(raw or {})
+    where = f"tune.profiles.{profile}"
+    budget = dict((raw.pop("profiles", None) or {}).get(profile) or {})
+    space = {
+        k: from_dict(SearchParam, v, f"{where}.space.{k}")
+        for k, v in (budget.pop("space", None) or {}).items()
+    }
+    tune = from_dict(TuneConfig, raw, "tune")
+    return dataclasses.replace(tune, budget=from_dict(TuneBudget, budget | {"space": space}, where))
+
+
+@dataclass(frozen=True)
 class Params:
     """Everything ``params.yaml`` holds, with the active training profile already selected."""
 
@@ -244,6 +312,7 @@ class Params:
     serving: ServingConfig = field(default_factory=ServingConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -281,6 +350,7 @@ SECTIONS = (
     "serving",
     "optimize",
     "release",
+    "tune",
 )
 
 
@@ -312,5 +382,6 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
         serving=from_dict(ServingConfig, raw.get("serving"), "serving"),
         optimize=from_dict(OptimizeConfig, raw.get("optimize"), "optimize"),
         release=from_dict(ReleaseConfig, raw.get("release"), "release"),
+        tune=_tune(raw.get("tune"), name),
         raw=raw,
     )

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_repository_params_load_into_frozen_sections():
     params = load_params(ROOT / "params.yaml")
-    for section in ("data", "model", "train", "evaluate", "mlflow", "export", "registry", "serving"):
+    for section in ("data", "model", "train", "evaluate", "mlflow", "export", "registry", "serving", "tune"):
         value = getattr(params, section)
         assert dataclasses.is_dataclass(value) and value.__dataclass_params__.frozen, section
     assert params.profile == "cpu" and params.export.max_batch >= max(params.serving.preferred_batch_sizes)
@@ -37,6 +37,20 @@ def test_the_repository_params_load_into_frozen_sections():
         (lambda raw: raw["profiles"]["cpu"]["train"].update(epoch=3), r"in profiles.cpu.train: epoch"),
         (lambda raw: raw["profiles"]["cpu"].update(optimizer={}), r"in profiles.cpu: optimizer"),
         (lambda raw: raw["serving"].update(kind="KIND_TPU"), "serving.kind must be one of"),
+        (
+            lambda raw: raw["tune"]["profiles"]["cpu"]["space"].update(
+                {"train.learning_rate": {"low": 0.1, "high": 1}}
+            ),
+            "'train.learning_rate' is not a setting of a profile",
+        ),
+        (
+            lambda raw: raw["tune"]["profiles"]["cpu"]["space"].update(
+                {"train.lr": {"low": 0.0, "high": 1, "log": True}}
+            ),
+            "a log range needs low > 0",
+        ),
+        (lambda raw: raw["tune"]["profiles"]["cpu"].update(trails=3), r"in tune.profiles.cpu: trails"),
+        (lambda raw: raw["tune"].update(pruner="hyperband"), "tune.pruner must be median or halving"),
     ],
 )
 def test_a_typo_fails_at_load_time_with_its_place_named(tmp_path, edit, message):

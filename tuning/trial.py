@@ -1,0 +1,105 @@
+"""One trial: a short training run of the drawn settings, judged on validation accuracy each epoch.
+
+It is the ``train`` stage's recipe (same model, augmentation, optimiser, warm-up and cosine
+schedule, laid out for the trial's epochs) on a class-balanced part of the training split, scored
+on a class-balanced part of the validation split after every epoch. Each score is reported to
+Optuna, whose pruner may stop the trial there, and logged to the trial's MLflow run. The test split
+is never looked at: choosing settings on it would make its accuracy an optimistic estimate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from common.params import Params
+from training.augment import ArrayDataset, balanced_subset, train_transform
+from training.engine import build_optimizer, lr_factor, predict_logits, train_epoch
+from training.model import WideResNet
+
+log = logging.getLogger(__name__)
+
+
+class Pruned(Exception):
+    """The pruner stopped the trial after ``epoch`` (raised as ``optuna.TrialPruned`` by the caller)."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"pruned after epoch {epoch}")
+        self.epoch = epoch
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """The trial's training subset and validation subset (uint8 N×32×32×3 and labels)."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+
+    @classmethod
+    def pick(cls, arrays: tuple[np.ndarray, ...], train_subset: int, val_images: int, seed: int) -> TrialData:
+        train_x, train_y, val_x, val_y = arrays
+        t, v = balanced_subset(train_y, train_subset, seed), balanced_subset(val_y, val_images, seed + 1)
+        return cls(train_x[t], train_y[t], val_x[v], val_y[v])
+
+
+def fit(
+    params: Params,
+    data: TrialData,
+    epochs: int,
+    report: Callable[[int, float], bool],
+    log_epoch: Callable[[int, dict], None] = lambda epoch, row: None,
+) -> float:
+    """Train for ``epochs``; after each, ``report(epoch, val_acc)`` returns whether to prune.
+
+    Returns the last epoch's validation accuracy (the schedule ends there, so it is the model the
+    settings produce in this budget). Raises :class:`Pruned` when ``report`` says so.
+    """
+    cfg = dataclasses.replace(params.train, epochs=epochs)
+    torch.manual_seed(cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = WideResNet(params.model.depth, params.model.width, len(params.data.classes), params.model.dropout)
+    model = model.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    dataset = ArrayDataset(data.train_x, data.train_y, train_transform(cfg, params.data))
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.num_workers > 0,
+    )
+    optimizer = build_optimizer(model, cfg)
+    total, warmup = epochs * len(loader), int(cfg.warmup_epochs * len(loader))
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.amp == "fp16")
+    step, accuracy = 0, 0.0
+    for epoch in range(1, epochs + 1):
+        stats = train_epoch(
+            model,
+            loader,
+            optimizer,
+            lambda s: cfg.lr * lr_factor(s, warmup, total),
+            step,
+            scaler,
+            cfg,
+            device,
+            f"trial epoch {epoch}/{epochs}",
+            show_progress=False,
+        )
+        step += len(loader)
+        logits = predict_logits(model, data.val_x, params.data, device, cfg.eval_batch_size)
+        accuracy = float((logits.argmax(1) == data.val_y).mean())
+        log_epoch(epoch, {**stats, "val_acc": accuracy})
+        if report(epoch, accuracy):
+            raise Pruned(epoch)
+    return accuracy
