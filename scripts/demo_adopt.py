@@ -30,6 +30,8 @@ class Adoption:
         return self.version if self.promoted else self.production_before
 
     def line(self) -> str:
+        if self.production_before == self.version:
+            return f"{self.name}: production already is v{self.version}"
         if self.promoted:
             before = f" (was v{self.production_before})" if self.production_before is not None else ""
             return f"{self.name}: production -> v{self.version}{before}: {self.reason}"

@@ -59,6 +59,8 @@ def render(
     facts.add_row("MLflow UI", f"{ui.strip()}   then open http://127.0.0.1:5000")
 
     files = Table.grid(padding=(0, 2))
+    files.add_column(no_wrap=True)
+    files.add_column()
     for path, what in REPORTS:
         if (root / path).exists():
             files.add_row(path, Text(what, style="dim"))

@@ -40,6 +40,23 @@ def apply(params: Params, point: dict[str, Any]) -> Params:
     )
 
 
+def baseline(params: Params, space: dict[str, SearchParam]) -> dict[str, Any] | None:
+    """The profile's own settings as a point of the space, or ``None`` where one lies outside it.
+
+    The study's first trial, so "the best trial" is always compared with what the profile would have
+    done on the same budget, data and epochs, not with a figure from a different recipe.
+    """
+    point = {}
+    for key, p in space.items():
+        section, _, name = key.partition(".")
+        value = getattr(getattr(params, section), name)
+        inside = value in p.choices if p.choices is not None else p.low <= value <= p.high
+        if not inside:
+            return None
+        point[key] = value
+    return point
+
+
 def _yaml_scalar(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

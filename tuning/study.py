@@ -4,7 +4,8 @@ The study lives in ``tune.storage`` (sqlite, beside ``mlflow.db``) under a name 
 searches (:func:`tuning.space.study_name`), so running the stage again continues it: finished trials
 (complete or pruned) count against ``trials``, the wall time already spent counts against
 ``timeout_minutes``, and a trial whose process was killed is failed by Optuna's heartbeat and not
-counted. The study is one MLflow parent run (resumed too), each trial a nested child run.
+counted. The study is one MLflow parent run (resumed too), each trial a nested child run. Its first
+trial is the profile's own settings (the baseline), so the best one is judged against them.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ def run_study(params: Params, prepared: Path, out_dir: Path, storage_url: str | 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    if not study.trials:
+        start = space.baseline(params, budget.space)
+        if start is not None:
+            study.enqueue_trial(start, user_attrs={"baseline": True})
     arrays = tuple(load_arrays(prepared, "train_x", "train_y", "val_x", "val_y"))
     data = TrialData.pick(arrays, budget.train_subset, budget.val_images, params.train.seed)
 
@@ -155,6 +160,12 @@ def _summarise(study, params: Params, out_dir: Path) -> dict:
         "wall_s": round(float(study.user_attrs.get("elapsed_s", 0.0)), 1),
         "budget": _budget_params(params),
     }
+    base = next((t for t in trials if t.user_attrs.get("baseline")), None)
+    if base is not None and base.intermediate_values:
+        last = max(base.intermediate_values)
+        value = base.intermediate_values[last]
+        summary["baseline"] = {"trial": base.number, "val_acc": value, "epochs": last, "params": base.params}
+        summary["baseline"]["state"] = base.state.name
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
         best = study.best_trial
@@ -178,6 +189,8 @@ def _log_parent(study, summary: dict, out_dir: Path) -> None:
 
     mlflow.log_metrics({f"trials_{k}": v for k, v in summary["trials"].items()})
     mlflow.log_metric("wall_s", summary["wall_s"])
+    if "baseline" in summary:
+        mlflow.log_metric("baseline_val_acc", summary["baseline"]["val_acc"])
     if "best" in summary:
         mlflow.log_metric("best_val_acc", summary["best"]["val_acc"])
         mlflow.set_tags({"best_trial": str(summary["best"]["trial"])})

@@ -56,8 +56,12 @@ def test_a_tiny_study_completes_with_nested_runs_and_a_best_params_file(
 ):
     from tuning.study import run_study
 
-    summary = run_study(tiny(tmp_path), small_prepared, tmp_path / "out")
+    params = tiny(tmp_path)
+    summary = run_study(params, small_prepared, tmp_path / "out")
     assert sum(summary["trials"].get(k, 0) for k in ("complete", "pruned")) == 3
+    # the first trial is the profile's own settings: the baseline the best is compared with
+    assert summary["baseline"]["trial"] == 0 and summary["baseline"]["params"]["train.lr"] == params.train.lr
+    assert summary["best"]["val_acc"] >= summary["baseline"]["val_acc"]
     c, found = runs(isolated_mlflow)
     parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
