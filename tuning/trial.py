@@ -59,6 +59,9 @@ def fit(
 ) -> float:
     """Train for ``epochs``; after each, ``report(epoch, val_acc)`` returns whether to prune.
 
+    The answer after the last epoch is ignored: stopping then saves nothing, and the trial's
+    settings did produce a finished model with that accuracy.
+
     Returns the last epoch's validation accuracy (the schedule ends there, so it is the model the
     settings produce in this budget). Raises :class:`Pruned` when ``report`` says so.
     """
@@ -100,6 +103,7 @@ def fit(
         logits = predict_logits(model, data.val_x, params.data, device, cfg.eval_batch_size)
         accuracy = float((logits.argmax(1) == data.val_y).mean())
         log_epoch(epoch, {**stats, "val_acc": accuracy})
-        if report(epoch, accuracy):
+        # Pruning saves the epochs still to come; a trial that has run them all is complete.
+        if report(epoch, accuracy) and epoch < epochs:
             raise Pruned(epoch)
     return accuracy

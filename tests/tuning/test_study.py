@@ -92,6 +92,8 @@ def test_a_trial_whose_curve_is_clearly_worse_is_pruned(small_prepared, isolated
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
     assert max(trials[2].intermediate_values) < 3  # stopped before its last epoch
+    # no trial that ran all its epochs is called pruned: the pruner only saves epochs still to come
+    assert all(t.state == TrialState.COMPLETE for t in trials if len(t.intermediate_values) == 3)
     print({t.number: t.intermediate_values for t in trials})
 
 
