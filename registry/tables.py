@@ -37,11 +37,16 @@ def _aliases(row: dict) -> Text:
     return Text(", ".join(row["aliases"]), style="bold cyan") if row["aliases"] else Text("-", style="dim")
 
 
+def _minute(iso: str) -> str:
+    """``2026-11-30T01:15:42+00:00`` -> ``2026-11-30 01:15``: alias moves are read to the minute."""
+    return iso[:16].replace("T", " ")
+
+
 def _periods(row: dict) -> str:
     lines = []
     for p in row["alias_periods"]:
-        until = "now" if p["until"] is None else f"{p['until'][:16].replace('T', ' ')} ({p['ended_by']})"
-        lines.append(f"{p['alias']}: {p['from'][:16].replace('T', ' ')} ({p['by']}) → {until}")
+        until = "now" if p["until"] is None else f"{_minute(p['until'])} ({p['ended_by']})"
+        lines.append(f"{p['alias']}: {_minute(p['from'])} ({p['by']}) → {until}")
     return "\n".join(lines) or "-"
 
 

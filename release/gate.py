@@ -67,6 +67,15 @@ def accuracy(candidate: Resolved, production: Resolved, cfg: ReleaseConfig) -> C
     return Check("accuracy", True, detail)
 
 
+def offline(candidate: Resolved, production: Resolved, cfg: ReleaseConfig) -> tuple[Check, Check]:
+    """The checks that need no server, in the order they are judged: parity, then accuracy.
+
+    A release opens with these, and so does the demo's adoption of a newly registered version:
+    one definition of "good enough to serve" for both.
+    """
+    return parity(candidate), accuracy(candidate, production, cfg)
+
+
 def answers(grpc_url: str, model: str, version: int, input_name: str, output_name: str) -> Check:
     """The loaded version answers a batch of 4 with finite logits of the served shape."""
     import tritonclient.grpc as grpcclient

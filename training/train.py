@@ -19,15 +19,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 
 from common import tracking
 from common.fsutil import atomic_path, write_json
 from common.params import Params
 from training.augment import ArrayDataset, balanced_subset, train_transform
 from training.checkpoint import load_checkpoint, model_metadata, save_checkpoint, save_weights
-from training.engine import build_optimizer, lr_factor, predict_logits, train_epoch
+from training.engine import build_optimizer, predict_logits
+from training.loop import EpochEnd, fit_epochs
 from training.model import WideResNet, count_parameters
 from training.prepare import data_hash, load_arrays
 
@@ -118,9 +117,6 @@ def train(
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     optimizer = build_optimizer(model, cfg)
-    per_rank_batch = max(1, cfg.batch_size // world)
-    steps_per_epoch = -(-len(dataset) // (per_rank_batch * world))
-    total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
     meta = model_metadata(params.model.depth, params.model.width, data.classes, data.mean, data.std)
 
     state = {"epoch": 0, "step": 0, "history": [], "fingerprint": fp, "run_id": None}
@@ -132,12 +128,28 @@ def train(
                 log.info("resuming from %s after epoch %d", checkpoint_dir, state["epoch"])
         elif rank == 0:
             log.warning("checkpoint in %s is for another configuration; starting afresh", checkpoint_dir)
-
-    def lr_at(step: int) -> float:
-        return cfg.lr * lr_factor(step, warmup, total)
-
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.amp == "fp16")
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    def after_epoch(end: EpochEnd) -> bool:
+        state["step"], state["epoch"] = end.step, end.epoch
+        if rank == 0:
+            logits = predict_logits(model, val_x, data, device, cfg.eval_batch_size)
+            val_loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_y)).item()
+            row = {
+                "epoch": end.epoch,
+                **end.stats,
+                "val_loss": val_loss,
+                "val_acc": float((logits.argmax(1) == val_y).mean()),
+            }
+            state["history"].append(row)
+            save_checkpoint(checkpoint_dir, model, optimizer, state, meta)
+            import mlflow
+
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=end.epoch)
+            log.info("epoch %d: %s", end.epoch, {k: round(v, 4) for k, v in row.items()})
+        if world > 1:
+            dist.barrier()
+        return stop_after_epochs is not None and end.epoch >= stop_after_epochs
 
     run = None
     if rank == 0:
@@ -145,57 +157,21 @@ def train(
         run = _start_run(params, state.get("run_id"), digest, count_parameters(model), len(dataset), source)
         state["run_id"] = run.info.run_id
     try:
-        for epoch in range(state["epoch"], cfg.epochs):
-            if stop_after_epochs is not None and epoch >= stop_after_epochs:
-                return {"interrupted_after_epoch": epoch, "run_id": state["run_id"]}
-            torch.manual_seed(cfg.seed + epoch)  # augmentation/dropout RNG: identical with or without resume
-            gen = torch.Generator().manual_seed(cfg.seed + epoch)
-            sampler = DistributedSampler(dataset, seed=cfg.seed, drop_last=False) if world > 1 else None
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            loader = DataLoader(
-                dataset,
-                batch_size=per_rank_batch,
-                shuffle=sampler is None,
-                sampler=sampler,
-                generator=gen,
-                num_workers=cfg.num_workers,
-                pin_memory=device.type == "cuda",
-                persistent_workers=False,
-                drop_last=False,
-            )
-            stats = train_epoch(
+        if stop_after_epochs is None or state["epoch"] < stop_after_epochs:
+            fit_epochs(
                 net,
-                loader,
-                optimizer,
-                lr_at,
-                state["step"],
-                scaler,
+                dataset,
                 cfg,
                 device,
-                f"epoch {epoch + 1}/{cfg.epochs}",
-                show_progress and rank == 0,
+                after_epoch,
+                optimizer=optimizer,
+                start_epoch=state["epoch"],
+                start_step=state["step"],
+                world=world,
+                show_progress=show_progress and rank == 0,
             )
-            stats["images_per_s"] *= world
-            state["step"] += len(loader)
-            state["epoch"] = epoch + 1
-            if rank == 0:
-                logits = predict_logits(model, val_x, data, device, cfg.eval_batch_size)
-                val_loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_y)).item()
-                row = {
-                    "epoch": epoch + 1,
-                    **stats,
-                    "val_loss": val_loss,
-                    "val_acc": float((logits.argmax(1) == val_y).mean()),
-                }
-                state["history"].append(row)
-                save_checkpoint(checkpoint_dir, model, optimizer, state, meta)
-                import mlflow
-
-                mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-                log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
-            if world > 1:
-                dist.barrier()
+        if state["epoch"] < cfg.epochs:
+            return {"interrupted_after_epoch": state["epoch"], "run_id": state["run_id"]}
         if rank != 0:
             return {}
         save_weights(model, model_out, meta)

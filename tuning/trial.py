@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from common.params import Params
 from training.augment import ArrayDataset, balanced_subset, train_transform
-from training.engine import build_optimizer, lr_factor, predict_logits, train_epoch
+from training.engine import predict_logits
+from training.loop import EpochEnd, fit_epochs
 from training.model import WideResNet
 
 log = logging.getLogger(__name__)
@@ -73,37 +73,16 @@ def fit(
     if cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     dataset = ArrayDataset(data.train_x, data.train_y, train_transform(cfg, params.data))
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(cfg.seed),
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=cfg.num_workers > 0,
-    )
-    optimizer = build_optimizer(model, cfg)
-    total, warmup = epochs * len(loader), int(cfg.warmup_epochs * len(loader))
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.amp == "fp16")
-    step, accuracy = 0, 0.0
-    for epoch in range(1, epochs + 1):
-        stats = train_epoch(
-            model,
-            loader,
-            optimizer,
-            lambda s: cfg.lr * lr_factor(s, warmup, total),
-            step,
-            scaler,
-            cfg,
-            device,
-            f"trial epoch {epoch}/{epochs}",
-            show_progress=False,
-        )
-        step += len(loader)
+    scores: list[float] = []
+
+    def after_epoch(end: EpochEnd) -> bool:
         logits = predict_logits(model, data.val_x, params.data, device, cfg.eval_batch_size)
-        accuracy = float((logits.argmax(1) == data.val_y).mean())
-        log_epoch(epoch, {**stats, "val_acc": accuracy})
+        scores.append(float((logits.argmax(1) == data.val_y).mean()))
+        log_epoch(end.epoch, {**end.stats, "val_acc": scores[-1]})
         # Pruning saves the epochs still to come; a trial that has run them all is complete.
-        if report(epoch, accuracy) and epoch < epochs:
-            raise Pruned(epoch)
-    return accuracy
+        if report(end.epoch, scores[-1]) and end.epoch < epochs:
+            raise Pruned(end.epoch)
+        return False
+
+    fit_epochs(model, dataset, cfg, device, after_epoch, desc="trial epoch", show_progress=False)
+    return scores[-1]

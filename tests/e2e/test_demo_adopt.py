@@ -16,6 +16,7 @@ from common.params import RegistryConfig, ReleaseConfig
 from registry import aliases, store
 from scripts.demo_adopt import adopt
 from scripts.demo_map import render
+from tests.conftest import add_version
 
 MARGIN = ReleaseConfig().accuracy_margin
 
@@ -32,10 +33,7 @@ def registered(small_export, monkeypatch, tmp_path):
 
 def new_version(name: str, accuracy: float) -> int:
     """Another version of ``name`` as a later pipeline run registers it, scoring ``accuracy``."""
-    c = store.client()
-    v1 = c.get_model_version(name, "1")
-    tags = dict(v1.tags) | {"sha256": uuid.uuid4().hex * 2, "test_accuracy": f"{accuracy:.4f}"}
-    return int(c.create_model_version(name, v1.source, run_id=v1.run_id, tags=tags).version)
+    return add_version(name, sha256=uuid.uuid4().hex * 2, test_accuracy=f"{accuracy:.4f}")
 
 
 def test_the_first_run_promotes_and_a_rerun_changes_nothing(registered):

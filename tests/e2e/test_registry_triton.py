@@ -24,7 +24,7 @@ from export import onnx_io
 from registry import aliases, store
 from registry.sync import sync
 from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig
-from tests.conftest import assert_served_like_pytorch, fp32_tolerance
+from tests.conftest import add_version, assert_served_like_pytorch, fp32_tolerance
 from tests.serving.conftest import free_ports, triton_or_skip
 from training.augment import normalize_batch
 
@@ -146,9 +146,7 @@ def test_server_serves_exactly_the_aliased_versions(small_stack):
 
 def test_promote_and_rollback_while_a_client_sends_requests(small_stack, small_prepared):
     """Zero failed requests across promote -> sync and rollback -> sync; routing follows the alias."""
-    client = store.client()
-    v1 = client.get_model_version(small_stack.name, "1")
-    client.create_model_version(small_stack.name, v1.source, run_id=v1.run_id, tags=dict(v1.tags))
+    add_version(small_stack.name)
     blob = sorted((small_prepared / "test_images").rglob("*.*"))[0].read_bytes()
     stop, failures, done = threading.Event(), [], [0]
 
@@ -220,8 +218,7 @@ def test_a_rollout_without_a_chosen_version_changes_nothing_on_the_live_server(s
     from tests.registry.test_sync import tree_digest
 
     client = store.client()
-    v1 = client.get_model_version(small_stack.name, "1")
-    newest = client.create_model_version(small_stack.name, v1.source, run_id=v1.run_id, tags=dict(v1.tags))
+    newest = add_version(small_stack.name)
     before, routed = tree_digest(small_stack.repo), small_stack.routed_version()
     client.delete_registered_model_alias(small_stack.name, "production")
     try:
@@ -241,7 +238,7 @@ def test_a_rollout_without_a_chosen_version_changes_nothing_on_the_live_server(s
         (m["name"], m.get("version")): m.get("state")
         for m in small_stack.http.get_model_repository_index(headers=small_stack.server.admin_headers)
     }
-    assert ("wrn_fp32", newest.version) not in states  # never loaded
+    assert ("wrn_fp32", str(newest)) not in states  # never loaded
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from client.core.transport import image_batch
 from optimize.cli import main as optimize_main
 from registry import aliases, serving_choice, store
 from registry.sync import sync
+from tests.conftest import add_version
 from tests.e2e.test_registry_triton import Stack
 from tests.serving.conftest import encode, random_image, triton_or_skip
 
@@ -143,10 +144,7 @@ def test_optimize_chooses_records_and_the_live_server_follows(stack, tmp_path, m
 
     # The ordinary sync path keeps it; a new fp32 production (not measured) makes it lapse.
     assert sync(stack.params, stack.repo, stack.cache)["models"]["ensemble_target"]["form"] == form
-    client = store.client()
-    v1 = client.get_model_version(stack.name, "1")
-    v2 = client.create_model_version(stack.name, v1.source, run_id=v1.run_id, tags=dict(v1.tags))
-    aliases.promote(stack.name, "production", int(v2.version))
+    aliases.promote(stack.name, "production", add_version(stack.name))
     assert serving_choice.read(stack.cfg, ("fp32", "int8")) is None
     spec_target = sync(stack.params, stack.repo, stack.cache)["models"]["ensemble_target"]
     assert spec_target["form"] == "fp32" and "params.yaml" in spec_target["decided_by"]

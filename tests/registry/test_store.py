@@ -13,6 +13,7 @@ import pytest
 from common.params import RegistryConfig
 from registry import aliases, catalog, store
 from registry.aliases import alias_for
+from tests.conftest import add_version
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,12 +97,8 @@ def test_promote_rollback_history_and_fallback_only_when_asked(registry, caplog)
     name = cfg.registered_name("fp32")
     store.register_manifest(manifest, cfg)
     # Two more versions of the same form, as successive training runs would create.
-    client = store.client()
-    v1 = client.get_model_version(name, "1")
     for _ in range(2):
-        client.create_model_version(
-            name, v1.source, run_id=v1.run_id, tags=dict(v1.tags) | {"sha256": uuid.uuid4().hex * 2}
-        )
+        add_version(name, sha256=uuid.uuid4().hex * 2)
     with pytest.raises(store.RegistryError, match="has no alias 'production'"):
         aliases.resolve(name)  # strict: whoever changes what serves never gets a guess
     with caplog.at_level("WARNING"):
@@ -140,8 +137,7 @@ def test_a_failed_record_puts_the_alias_and_its_history_back(registry, monkeypat
     name = cfg.registered_name("fp32")
     store.register_manifest(manifest, cfg)
     client = store.client()
-    v1 = client.get_model_version(name, "1")
-    client.create_model_version(name, v1.source, run_id=v1.run_id, tags=dict(v1.tags))
+    add_version(name)
     aliases.promote(name, "production", 1)
     before = client.get_registered_model(name)
     real = MlflowClient.set_registered_model_tag
@@ -166,8 +162,7 @@ def test_history_follows_an_alias_moved_by_hand(registry):
     name = cfg.registered_name("fp32")
     store.register_manifest(manifest, cfg)
     client = store.client()
-    v1 = client.get_model_version(name, "1")
-    client.create_model_version(name, v1.source, run_id=v1.run_id, tags=dict(v1.tags))
+    add_version(name)
     aliases.promote(name, "production", 1)
     client.set_registered_model_alias(name, "production", "2")  # not through promote
     assert aliases.rollback(name) == {

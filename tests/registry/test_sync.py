@@ -14,6 +14,7 @@ from common.params import Params, RegistryConfig, ServingConfig
 from registry import aliases, store
 from registry.sync import ServingSettingError, sync
 from registry.tags import TagError
+from tests.conftest import add_version
 
 SERVING = ServingConfig(preferred_batch_sizes=(8, 32))
 
@@ -46,14 +47,6 @@ def synced(small_export, monkeypatch, tmp_path):
     repo, cache = tmp_path / "model_repository", tmp_path / "cache"
     assert sync(cfg, repo, cache)["changed"] is True
     return cfg, name, repo, cache
-
-
-def add_version(name: str, **tags: str) -> int:
-    """A new version of ``name`` pointing at v1's artifacts, with some tags replaced."""
-    client = store.client()
-    v1 = client.get_model_version(name, "1")
-    mv = client.create_model_version(name, v1.source, run_id=v1.run_id, tags=dict(v1.tags) | tags)
-    return int(mv.version)
 
 
 @pytest.mark.parametrize(
