@@ -148,6 +148,29 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class GpuServingConfig:
+    """What ``KIND_GPU`` configs add (``sync --kind KIND_GPU``): NVIDIA's documented GPU settings."""
+
+    onnx_accelerator: str = "tensorrt"  # tensorrt: ORT's TensorRT EP (CUDA EP for refused layers) | cuda
+    trt_precision: str = "FP16"  # FP16 | FP32
+    trt_workspace_bytes: int = 1 << 30
+    trt_cache_dir: str = "trt_cache"  # ORT's engine cache inside each model folder; sync keeps it
+    served_repository: str = "/triton/model_repository"  # the repository's path where the server runs
+    cuda_graphs: bool = True  # TensorRT plans: a CUDA graph per preferred batch size
+    gpus: tuple[int, ...] = (0,)  # instance groups: serving.instance_count instances on each of these
+    pinned_memory: bool = True  # pinned host buffers for inputs and outputs
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gpus", tuple(self.gpus))
+        if self.onnx_accelerator not in ("tensorrt", "cuda") or self.trt_precision not in ("FP16", "FP32"):
+            raise ValueError("serving.gpu: onnx_accelerator is tensorrt|cuda and trt_precision FP16|FP32")
+        if self.trt_workspace_bytes < 1 << 20 or not self.gpus or min(self.gpus) < 0:
+            raise ValueError("serving.gpu: trt_workspace_bytes >= 1 MiB and at least one GPU index >= 0")
+        if not self.served_repository.startswith("/") or "/" in self.trt_cache_dir.strip("/"):
+            raise ValueError("serving.gpu: served_repository is absolute and trt_cache_dir one folder name")
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     """How Triton serves; the classifiers' batch limit is not here but ``export.max_batch``."""
 
@@ -160,8 +183,12 @@ class ServingConfig:
     preprocess_max_batch: int = 64  # decoding is the costly python step: one stub, bounded memory
     postprocess_max_batch: int = 256
     python_queue_delay_us: int = 500
+    warmup: bool = True  # model_warmup samples: a loaded version answers warm from its first request
+    gpu: GpuServingConfig = field(default_factory=GpuServingConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.gpu, dict):
+            object.__setattr__(self, "gpu", from_dict(GpuServingConfig, self.gpu, "serving.gpu"))
         if self.kind not in KINDS:
             raise ValueError(f"serving.kind must be one of {KINDS}, got {self.kind!r}")
 

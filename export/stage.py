@@ -153,6 +153,11 @@ def export_model(
                     "passed": result.passed,
                     "parity": result.as_dict(),
                     "test": measured,
+                    **(
+                        {"built_on": tensorrt_engine.build_facts(cfg.max_batch)}
+                        if precision == "trt_fp16"
+                        else {}
+                    ),
                 }
             )
         table = render_table(list(results.values()))

@@ -22,6 +22,26 @@ def availability() -> str | None:
     return None
 
 
+def profile_batches(max_batch: int) -> tuple[int, int, int]:
+    """The plan's optimisation profile over the batch axis: (min, opt, max)."""
+    return 1, max(1, max_batch // 2), max_batch
+
+
+def build_facts(max_batch: int) -> dict[str, str]:
+    """What decides where a plan built here can run, recorded on it (registry tags ``trt_*``)."""
+    import tensorrt as trt
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return {
+        "trt_version": trt.__version__,
+        "trt_compute_capability": f"{major}.{minor}",
+        "trt_cuda": torch.version.cuda or "",
+        "trt_profile": "/".join(str(b) for b in profile_batches(max_batch)),
+        "trt_gpu": torch.cuda.get_device_name(),
+    }
+
+
 def build_plan(onnx_path: Path, plan_path: Path, max_batch: int, fp16: bool = True) -> Path:
     """Parse the ONNX graph and build a serialised engine with one profile for batch 1..max_batch."""
     import tensorrt as trt
@@ -37,7 +57,7 @@ def build_plan(onnx_path: Path, plan_path: Path, max_batch: int, fp16: bool = Tr
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
-    opt = max(1, max_batch // 2)
+    opt = profile_batches(max_batch)[1]
     profile.set_shape(INPUT_NAME, (1, 3, 32, 32), (opt, 3, 32, 32), (max_batch, 3, 32, 32))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)

@@ -37,7 +37,13 @@ def sync_from_args(args, params) -> dict:
         raise ValueError(
             "rolling a live server needs its admin token (--admin-token-file or $CIFAR10_ADMIN_TOKEN)"
         )
-    return sync(params, args.repository, args.cache, args.server, (ADMIN_HEADER, token) if token else None)
+    host, trt, arch = None, getattr(args, "tensorrt_version", None), getattr(args, "gpu_arch", None)
+    if trt or arch:
+        from registry.plan_compat import host_facts
+
+        host = host_facts(tensorrt=trt, compute_capability=arch)
+    header = (ADMIN_HEADER, token) if token else None
+    return sync(params, args.repository, args.cache, args.server, header, host)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,6 +98,16 @@ def main(argv: list[str] | None = None) -> None:
         help="token unlocking the server's model-repository API (or $CIFAR10_ADMIN_TOKEN)",
     )
     sy.add_argument("--kind", choices=("KIND_CPU", "KIND_GPU"), default=None, help="override serving.kind")
+    sy.add_argument(
+        "--tensorrt-version",
+        default=None,
+        help="the serving host's TensorRT (default: from the NGC image compose.yaml pins)",
+    )
+    sy.add_argument(
+        "--gpu-arch",
+        default=None,
+        help="the serving GPU's compute capability, e.g. 9.0 (default: nvidia-smi on this host)",
+    )
 
     for cmd, text in (
         ("list", "every registered version"),

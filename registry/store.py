@@ -127,6 +127,7 @@ def version_tags(manifest: dict, art: dict, run_id: str) -> dict[str, str]:
         "max_batch": str(manifest["io"]["max_batch"]),
         "export_command": manifest.get("command", ""),
     }
+    out |= art.get("built_on") or {}  # a TensorRT plan: the TensorRT, GPU and CUDA that built it
     measured = art.get("test")
     if measured:
         out |= {

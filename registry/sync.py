@@ -14,6 +14,7 @@ a serving setting above it (a preferred batch size) is refused with both values 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -24,10 +25,10 @@ from common import exit_codes
 from common.exit_codes import ExitError
 from common.fsutil import sha256_file
 from common.params import ALL_PRECISIONS, Params
-from registry import aliases, release_record, serving_choice, store, tags
+from registry import aliases, plan_compat, release_record, serving_choice, store, tags
 from registry.release_record import ReleaseRecord
 from registry.serving_choice import ServingChoice
-from serving.repository.spec import Release, RepositorySpec, ServedModel, ServedVersion
+from serving.repository.spec import GpuSettings, Release, RepositorySpec, ServedModel, ServedVersion
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ def _classifier(
     cache: Path,
     choice: ServingChoice | None = None,
     candidate: int | None = None,
+    host: plan_compat.HostFacts | None = None,
 ) -> tuple[ServedModel, dict, dict]:
     """One served form; ``choice`` (the optimize record for this form) overrides its batching.
 
@@ -121,6 +123,10 @@ def _classifier(
     }
     versions = tuple(ServedVersion(v, fetch_artifact(name, v, cache)) for v in numbers)
     fmt = tags.artifact_format(production.tags, name, production.version)
+    if fmt == "tensorrt_plan":  # before any file is written: a plan runs only where it was built
+        host = host or plan_compat.host_facts()
+        for v, info in resolved.items():
+            plan_compat.check_plan(name, v, info.tags, host)
     limit = min(max_batch(name, info, fmt, params) for info in resolved.values())
     preferred, delay, instances = (
         serving.preferred_batch_sizes,
@@ -162,7 +168,9 @@ def _classifier(
     return model, summary, model_tags
 
 
-def desired_spec(params: Params, cache: Path, honour_choice: bool = True) -> tuple[RepositorySpec, dict]:
+def desired_spec(
+    params: Params, cache: Path, honour_choice: bool = True, host: plan_compat.HostFacts | None = None
+) -> tuple[RepositorySpec, dict]:
     """The repository spec the registry's aliases call for, and a summary of what was resolved.
 
     Strict: a form without a ``production`` alias, a registry failure or a malformed tag raises
@@ -183,7 +191,7 @@ def desired_spec(params: Params, cache: Path, honour_choice: bool = True) -> tup
         mine = choice if choice is not None and choice.precision == precision else None
         trial = record.candidate_version if record and precision == candidate_form else None
         model, summary[cfg.registered_name(precision)], model_tags = _classifier(
-            params, precision, cache, mine, trial
+            params, precision, cache, mine, trial, host
         )
         models.append(model)
         meta = meta or model_tags
@@ -217,6 +225,8 @@ def desired_spec(params: Params, cache: Path, honour_choice: bool = True) -> tup
         postprocess_max_batch=serving.postprocess_max_batch,
         python_queue_delay_us=serving.python_queue_delay_us,
         release=release,
+        warmup=serving.warmup,
+        gpu=GpuSettings(**dataclasses.asdict(serving.gpu)) if serving.kind == "KIND_GPU" else None,
     )
     spec.validate()
     return spec, summary
@@ -256,12 +266,17 @@ def sync(
     cache: Path,
     server_url: str | None = None,
     header: tuple[str, str] | None = None,
+    host: plan_compat.HostFacts | None = None,
 ) -> dict:
-    """Write ``repository`` from the registry; with ``server_url``, roll the live server over too."""
+    """Write ``repository`` from the registry; with ``server_url``, roll the live server over too.
+
+    ``host`` (TensorRT version, GPU architecture) judges TensorRT plans; by default it is read from
+    the image ``compose.yaml`` pins and ``nvidia-smi`` when a plan is served.
+    """
     from serving.repository.build import build_repository, read_deployed_spec
     from serving.rollout.apply import apply
 
-    spec, summary = desired_spec(params, cache)
+    spec, summary = desired_spec(params, cache, host=host)
     if server_url:
         phases = apply(server_url, read_deployed_spec(repository), spec, header, repository)
         return {"models": summary, "changed": bool(phases), "phases": phases}

@@ -50,10 +50,12 @@ from serving.repository.spec import (
     POSTPROCESS,
     PREPROCESS,
     ROUTER,
+    GpuSettings,
     RepositorySpec,
     spec_from_dict,
     spec_to_dict,
 )
+from serving.repository.warmup import warmup_files
 
 SPEC_FILE = ".spec.json"
 __all__ = [
@@ -94,6 +96,7 @@ def repository_layout(spec: RepositorySpec) -> tuple[dict[str, bytes | Path], se
         files[f"{ROUTER}/1/preprocess.py"] = python_model_source("preprocess")  # its Decoder
     files[f"{spec.ensemble_name}/config.pbtxt"] = to_text(ensemble_config(spec)).encode()
     files[f"{spec.ensemble_name}/{LABELS_FILE}"] = labels  # the classification extension's labels
+    files.update(warmup_files(spec))
     files[SPEC_FILE] = (json.dumps(spec_to_dict(spec), indent=2) + "\n").encode()
     # Triton only loads an ensemble that has a (here empty) version directory.
     return files, {f"{spec.ensemble_name}/1"}
@@ -153,6 +156,8 @@ def build_repository(spec: RepositorySpec, dest: Path) -> bool:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.build-", dir=dest.parent))
         try:
             _write_tree(tmp, files, dirs, old)
+            if old is not None:
+                _carry_caches(tmp, old, engine_caches(spec))
             if old is not None and same_tree(tmp, old):
                 return False
             os.chmod(tmp, 0o755)
@@ -160,6 +165,36 @@ def build_repository(spec: RepositorySpec, dest: Path) -> bool:
             return True
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def engine_caches(spec: RepositorySpec) -> list[str]:
+    """Folders the server writes into the repository (ORT's TensorRT engine caches), by model."""
+    gpu = spec.gpu or GpuSettings()
+    if gpu.onnx_accelerator != "tensorrt":
+        return []
+    return [
+        f"{m.name}/{gpu.trt_cache_dir.strip('/')}"
+        for m in spec.classifiers
+        if m.kind == "KIND_GPU" and m.backend == "onnxruntime"
+    ]
+
+
+def _carry_caches(root: Path, old: Path, caches: list[str]) -> None:
+    """Hard-link every file of each cache folder from the current tree into the new one.
+
+    An engine takes minutes to build and depends only on the model file, the TensorRT version and
+    the GPU, none of which a rollout changes; without this every sync would swap the cache away.
+    """
+    for rel in caches:
+        source = old / rel
+        if not source.is_dir() or source.is_symlink():
+            continue
+        for path, _, names in os.walk(source):
+            target = root / rel / os.path.relpath(path, source)
+            target.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                if (Path(path) / name).is_file() and not (Path(path) / name).is_symlink():
+                    link_or_copy(Path(path) / name, target / name)
 
 
 def _write_tree(root: Path, files: dict[str, bytes | Path], dirs: set[str], old: Path | None) -> None:

@@ -10,7 +10,17 @@ from __future__ import annotations
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from serving.repository.spec import POSTPROCESS, PREPROCESS, ROUTE_KEY, ROUTER, RepositorySpec, ServedModel
+from serving.repository import warmup
+from serving.repository.gpu_configs import apply_gpu
+from serving.repository.spec import (
+    POSTPROCESS,
+    PREPROCESS,
+    ROUTE_KEY,
+    ROUTER,
+    GpuSettings,
+    RepositorySpec,
+    ServedModel,
+)
 
 IMAGE_SIZE = 32
 CHANNELS = 3
@@ -63,6 +73,11 @@ def classifier_config(model: ServedModel, spec: RepositorySpec) -> mc.ModelConfi
     config.parameters["mean"].string_value = _floats(spec.mean)
     config.parameters["std"].string_value = _floats(spec.std)
     config.parameters["input_layout"].string_value = "NCHW float32 RGB, (pixel/255 - mean)/std"
+    dims = [CHANNELS, IMAGE_SIZE, IMAGE_SIZE]
+    if model.kind == "KIND_GPU":
+        apply_gpu(config, model, spec.gpu or GpuSettings(), dims)
+    if spec.warmup:
+        config.model_warmup.extend(warmup.classifier_samples(model, dims))
     return config
 
 
@@ -88,6 +103,8 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.parameters["resample"].string_value = "bilinear"
     config.parameters["max_bytes"].string_value = str(spec.max_image_bytes)
     config.parameters["max_pixels"].string_value = str(spec.max_image_pixels)
+    if spec.warmup:
+        config.model_warmup.extend(warmup.preprocess_samples(spec))
     return config
 
 
@@ -115,6 +132,8 @@ def postprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     if spec.release is not None:
         config.parameters["candidate_model"].string_value = spec.release.candidate_model
         config.parameters["candidate_version"].string_value = str(spec.release.candidate_version)
+    if spec.warmup:
+        config.model_warmup.extend(warmup.postprocess_samples(spec))
     return config
 
 

@@ -102,6 +102,23 @@ class ServedModel:
 
 
 @dataclass(frozen=True)
+class GpuSettings:
+    """What a ``KIND_GPU`` classifier's config carries (params.yaml ``serving.gpu``; see gpu_configs)."""
+
+    onnx_accelerator: str = "tensorrt"
+    trt_precision: str = "FP16"
+    trt_workspace_bytes: int = 1 << 30
+    trt_cache_dir: str = "trt_cache"
+    served_repository: str = "/triton/model_repository"
+    cuda_graphs: bool = True
+    gpus: tuple[int, ...] = (0,)
+    pinned_memory: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gpus", tuple(self.gpus))
+
+
+@dataclass(frozen=True)
 class Release:
     """A candidate served beside production through the ``router`` step of the public ensemble.
 
@@ -155,10 +172,16 @@ class RepositorySpec:
     python_queue_delay_us: int = 500
     # A candidate in shadow or canary (``None``: the ensemble calls production's classifier directly).
     release: Release | None = None
+    # ``model_warmup`` samples in every classifier and python model but the router (serving.warmup).
+    warmup: bool = True
+    # GPU execution settings of the KIND_GPU classifiers (``None``: GpuSettings' defaults).
+    gpu: GpuSettings | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.release, dict):
             object.__setattr__(self, "release", Release(**self.release))
+        if isinstance(self.gpu, dict):
+            object.__setattr__(self, "gpu", GpuSettings(**self.gpu))
         for name in ("classifiers", "classes", "mean", "std"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 

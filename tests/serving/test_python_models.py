@@ -228,3 +228,19 @@ def test_ort_backend_reports_a_corrupt_model_clearly(pb_utils, spec, tmp_path, c
         load(PACKAGE / "backends/onnxruntime/model.py", config, tmp_path / "wrn", version=3, name="wrn")
     with pytest.raises(FileNotFoundError, match="model file for wrn:4 not found"):
         load(PACKAGE / "backends/onnxruntime/model.py", config, tmp_path / "wrn", version=4, name="wrn")
+
+
+def test_postprocess_answers_warmup_samples_without_counting_them(pb_utils, spec, tmp_path):
+    """``ROUTE`` -1 marks Triton's model_warmup samples: answered, never in the drift counter."""
+    (tmp_path / "labels.txt").write_text("\n".join(spec.classes) + "\n")
+    model = load(PACKAGE / "python_models/postprocess.py", postprocess_config(spec), tmp_path)
+    logits = np.random.default_rng(1).normal(size=(3, 10)).astype(np.float32)
+    warm = {
+        "LOGITS": FakeTensor("LOGITS", logits),
+        "ROUTE": FakeTensor("ROUTE", np.full((3, 1), -1, np.int32)),
+    }
+    real = {"LOGITS": FakeTensor("LOGITS", logits[:1])}
+    answers = model.execute([warm, real])
+    assert all(a.error is None for a in answers) and answers[0].outputs["PROBABILITIES"].shape == (3, 10)
+    (family,) = FakeFamily.created
+    assert sum(m.value for m in family.metrics) == 1  # only the real request's image

@@ -10,7 +10,8 @@ It also counts predictions in ``predicted_class_total{model, version, class}``: 
 is the cheapest drift signal there is, and it needs no labels. ``model``/``version`` come from the
 config parameters ``target_model``/``target_version`` (the classifier and production version the
 ensemble routes to); while a release runs, the optional ``ROUTE`` input (from the router) says per
-image whether production or the candidate (``candidate_model``/``candidate_version``) answered.
+image whether production or the candidate (``candidate_model``/``candidate_version``) answered;
+``ROUTE`` -1 marks the warm-up samples Triton sends at load time, which are answered but not counted.
 The config parameter ``class_metric`` (``true``/``false``, default ``true``)
 switches the counter off; that exists to measure its overhead, not for production use.
 
@@ -109,8 +110,9 @@ class TritonPythonModel:
         best = logits.argmax(axis=1)  # the counter counts what the classification extension ranks first
         route = pb_utils.get_input_tensor_by_name(request, "ROUTE")
         routes = np.zeros(len(best), dtype=np.int64)
-        if route is not None and self.counters:
-            routes = np.clip(route.as_numpy().reshape(-1).astype(np.int64), 0, len(self.counters) - 1)
+        if route is not None:  # -1: a warm-up sample (config model_warmup), answered but never counted
+            given = route.as_numpy().reshape(-1).astype(np.int64)
+            routes = np.where(given < 0, -1, np.minimum(given, max(len(self.counters) - 1, 0)))
         response = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("PROBABILITIES", probs)])
         return response, best, routes
 
@@ -120,7 +122,8 @@ class TritonPythonModel:
         for request in requests:
             try:
                 response, best, routes = self._one(request)
-                np.add.at(counts, (routes, best), 1)
+                counted = routes >= 0
+                np.add.at(counts, (routes[counted], best[counted]), 1)
                 responses.append(response)
             except InvalidLogits as exc:
                 error = pb_utils.TritonError(f"postprocess: {exc}", pb_utils.TritonError.INVALID_ARG)
