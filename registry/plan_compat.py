@@ -107,7 +107,7 @@ def check_plan(name: str, version: int, tags: dict[str, str], host: HostFacts) -
     if missing:
         raise PlanMismatch(
             f"{name} v{version}: a TensorRT plan without {' and '.join(missing)}; "
-            "rebuild it on the serving host (scripts/gpu_host_plan.py) so it records them"
+            "rebuild it on the serving host (python -m scripts.gpu_host_plan) so it records them"
         )
     built = (version_prefix(tags["trt_version"]), tags["trt_compute_capability"])
     if host.compute_capability is None:
@@ -119,5 +119,5 @@ def check_plan(name: str, version: int, tags: dict[str, str], host: HostFacts) -
         raise PlanMismatch(
             f"{name} v{version}: built with TensorRT {built[0]} for compute capability {built[1]}, "
             f"but the serving host has TensorRT {host.tensorrt} ({host.source}) and compute capability "
-            f"{host.compute_capability}; rebuild the plan there (scripts/gpu_host_plan.py)"
+            f"{host.compute_capability}; rebuild the plan there (python -m scripts.gpu_host_plan)"
         )

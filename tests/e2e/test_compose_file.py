@@ -112,3 +112,14 @@ def test_prometheus_scrapes_triton_metrics_port_and_grafana_reads_prometheus(com
     prom_port = _container_port(compose["services"]["prometheus"]["ports"][0])
     ds = yaml.safe_load((ROOT / "monitoring/grafana/provisioning/datasources/prometheus.yml").read_text())
     assert ds["datasources"][0]["url"] == f"http://prometheus:{prom_port}"
+
+
+def test_the_gpu_configs_name_the_repository_where_the_container_sees_it_writable(compose):
+    """ORT writes TensorRT engines to serving.gpu.served_repository/<model>/trt_cache in the container."""
+    from common.params import load_params
+
+    triton = compose["services"]["triton"]
+    repository = next(a.split("=", 1)[1] for a in triton["command"] if a.startswith("--model-repository="))
+    assert load_params(ROOT / "params.yaml").serving.gpu.served_repository == repository
+    (mount,) = [m for m in triton["volumes"] if repository.startswith(m.split(":")[1])]
+    assert not mount.endswith(":ro"), "the engine cache is written inside the repository"
