@@ -72,8 +72,11 @@ class TrainConfig:
     num_workers: int = 0
     seed: int = 0
     eval_batch_size: int = 500
+    max_minutes: float = 0.0  # > 0: the schedule ends when this much training time is spent (epochs: a cap)
 
     def __post_init__(self) -> None:
+        if self.max_minutes < 0:
+            raise ValueError("train.max_minutes must be >= 0 (0: no time budget)")
         if self.amp not in {"none", "bf16", "fp16"}:
             raise ValueError(f"train.amp must be none, bf16 or fp16, got {self.amp!r}")
         if self.epochs < 1 or self.batch_size < 1:

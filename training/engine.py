@@ -57,28 +57,33 @@ def train_epoch(
     device: torch.device,
     desc: str,
     show_progress: bool = True,
+    stop: Callable[[int], bool] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader`` starting at global ``step``; returns loss, accuracy, lr and images/s.
+    """One pass over ``loader`` starting at global ``step``; returns loss, accuracy, lr, images/s, steps.
 
     The learning rate is set from the global step before every update rather than kept in a
     scheduler object, so a resumed run needs nothing but the step count to be exactly on schedule.
+    ``stop(step)`` ends the pass early (a time budget that ran out). Loss and accuracy are summed on
+    the device and read back every ``SYNC_EVERY`` steps, not every step: each read waits for the GPU.
     """
     model.train()
     memory_format = (
         torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
     )
-    total_loss = correct = seen = 0.0
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, first, lr = 0, step, cfg.lr
     start = time.perf_counter()
     # disable=None: a bar on a terminal, silence in CI logs
     bar = tqdm(loader, desc=desc, leave=False, disable=None if show_progress else True, mininterval=1.0)
     for x, y in bar:
+        if stop is not None and stop(step):
+            break
         x = x.to(device, non_blocking=True, memory_format=memory_format)
         y = y.to(device, non_blocking=True)
         with autocast(device, cfg.amp):
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} ({desc}); lower train.lr")
         lr = lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -88,18 +93,32 @@ def train_epoch(
         scaler.update()
         step += 1
         n = y.numel()
-        total_loss += loss.item() * n
-        correct += (logits.argmax(1) == y).sum().item()
+        total_loss += loss.detach().float() * n
+        correct += (logits.argmax(1) == y).sum()
         seen += n
-        rate = seen / (time.perf_counter() - start)
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{lr:.4f}", img_s=f"{rate:.0f}")
+        if (step - first) % SYNC_EVERY == 0 or device.type == "cpu":
+            _check_finite(total_loss, desc)
+            rate = seen / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", lr=f"{lr:.4f}", img_s=f"{rate:.0f}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
+    _check_finite(total_loss, desc)
     return {
-        "train_loss": total_loss / seen,
-        "train_acc": correct / seen,
+        "train_loss": total_loss.item() / max(seen, 1),
+        "train_acc": correct.item() / max(seen, 1),
         "lr": lr,
-        "images_per_s": seen / elapsed,
+        "images_per_s": seen / max(elapsed, 1e-9),
+        "steps": step - first,
     }
+
+
+SYNC_EVERY = 50
+
+
+def _check_finite(total_loss: torch.Tensor, desc: str) -> None:
+    if not torch.isfinite(total_loss):
+        raise FloatingPointError(f"non-finite training loss ({desc}); lower train.lr")
 
 
 @torch.inference_mode()

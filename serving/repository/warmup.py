@@ -7,10 +7,10 @@ python stub's first decode), which puts cold requests into the tail exactly when
 starts serving.
 
 * Classifiers: one sample per batch size the dynamic batcher prefers, plus batch 1 (the low-load
-  path), random inputs of the served shape.
+  path), zero tensors of the served shape.
 * ``preprocess``: a real encoded image (a JPEG built here, deterministic), so the decoder, not only
   the tensor plumbing, is warm.
-* ``postprocess``: random logits with ``ROUTE`` -1, which postprocess answers without counting, so
+* ``postprocess``: zero logits with ``ROUTE`` -1, which postprocess answers without counting, so
   warm-up never shows in ``predicted_class_total`` (the drift signal).
 * The release ``router`` gets none: its BLS calls would feed the release's own shadow metrics, and
   it decodes and calls classifiers that are already warm.
@@ -46,8 +46,10 @@ def _sample(name: str, batch: int, inputs: dict[str, mc.ModelWarmup.Input]) -> m
     return sample
 
 
-def _random(data_type: int, dims: list[int]) -> mc.ModelWarmup.Input:
-    return mc.ModelWarmup.Input(data_type=data_type, dims=dims, random_data=True)
+def _zeros(data_type: int, dims: list[int]) -> mc.ModelWarmup.Input:
+    """Zeros, not ``random_data``: Triton fills that with random *bytes*, which as FP32 include NaN
+    and Inf (postprocess rightly refuses non-finite logits, and the load would fail at random)."""
+    return mc.ModelWarmup.Input(data_type=data_type, dims=dims, zero_data=True)
 
 
 def _file(data_type: int, dims: list[int], name: str) -> mc.ModelWarmup.Input:
@@ -55,7 +57,7 @@ def _file(data_type: int, dims: list[int], name: str) -> mc.ModelWarmup.Input:
 
 
 def classifier_samples(model: ServedModel, dims: list[int]) -> list[mc.ModelWarmup]:
-    inputs = {model.input_name: _random(mc.TYPE_FP32, dims)}
+    inputs = {model.input_name: _zeros(mc.TYPE_FP32, dims)}
     return [
         _sample(f"batch_{b}", b, inputs)
         for b in batch_sizes(model.preferred_batch_sizes, model.max_batch_size)
@@ -70,7 +72,7 @@ def preprocess_samples(spec: RepositorySpec) -> list[mc.ModelWarmup]:
 
 def postprocess_samples(spec: RepositorySpec) -> list[mc.ModelWarmup]:
     inputs = {
-        "LOGITS": _random(mc.TYPE_FP32, [len(spec.classes)]),
+        "LOGITS": _zeros(mc.TYPE_FP32, [len(spec.classes)]),
         "ROUTE": _file(mc.TYPE_INT32, [1], ROUTE_FILE),
     }
     sizes = batch_sizes(spec.target.preferred_batch_sizes, spec.postprocess_max_batch)

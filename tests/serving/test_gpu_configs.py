@@ -126,7 +126,9 @@ def test_every_classifier_and_python_model_has_warmup_samples(tmp_path, artifact
     build_repository(make_spec(artifacts, 1), repo)
     sizes = {"batch_1": 1, "batch_4": 4, "batch_8": 8}
     assert {w.name: w.batch_size for w in config_of(repo, CLASSIFIER).model_warmup} == sizes
-    assert all(w.inputs["input"].random_data for w in config_of(repo, CLASSIFIER).model_warmup)
+    # Zeros: Triton's random_data is random bytes, NaN and Inf included as FP32.
+    assert all(w.inputs["input"].zero_data for w in config_of(repo, CLASSIFIER).model_warmup)
+    assert all(w.inputs["LOGITS"].zero_data for w in config_of(repo, "postprocess").model_warmup)
     (pre, post) = config_of(repo, "preprocess"), config_of(repo, "postprocess")
     assert [w.batch_size for w in pre.model_warmup] == [w.batch_size for w in post.model_warmup] == [1, 4, 8]
     assert {w.inputs["IMAGE"].input_data_file for w in pre.model_warmup} == {IMAGE_FILE}
