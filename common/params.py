@@ -73,10 +73,14 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 500
     max_minutes: float = 0.0  # > 0: the schedule ends when this much training time is spent (epochs: a cap)
+    ema_decay: float = 0.0  # > 0: evaluate and save an exponential moving average of the weights
+    compile: bool = False  # torch.compile the training model (CUDA only)
 
     def __post_init__(self) -> None:
         if self.max_minutes < 0:
             raise ValueError("train.max_minutes must be >= 0 (0: no time budget)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError("train.ema_decay must be in [0, 1) (0: no EMA)")
         if self.amp not in {"none", "bf16", "fp16"}:
             raise ValueError(f"train.amp must be none, bf16 or fp16, got {self.amp!r}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -414,4 +418,25 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
         release=from_dict(ReleaseConfig, raw.get("release"), "release"),
         tune=_tune(raw.get("tune"), name),
         raw=raw,
+    )
+
+
+def with_overrides(params: Params, assignments: list[str]) -> Params:
+    """``params`` with ``section.key=value`` assignments applied (values read as YAML), validated.
+
+    For one-off runs outside DVC (the device script, quick experiments); ``dvc exp run -S`` is the
+    tracked way to change a setting.
+    """
+    changes: dict[str, dict[str, Any]] = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        section, _, field_name = key.partition(".")
+        if not sep or not field_name or not hasattr(params, section):
+            raise ValueError(f"override {item!r} is not section.key=value")
+        if field_name not in {f.name for f in dataclasses.fields(getattr(params, section))}:
+            raise ValueError(f"override {item!r}: {section} has no key {field_name!r}")
+        parsed = yaml.safe_load(value)
+        changes.setdefault(section, {})[field_name] = tuple(parsed) if isinstance(parsed, list) else parsed
+    return dataclasses.replace(
+        params, **{s: dataclasses.replace(getattr(params, s), **kv) for s, kv in changes.items()}
     )

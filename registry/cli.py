@@ -109,6 +109,19 @@ def main(argv: list[str] | None = None) -> None:
         help="the serving GPU's compute capability, e.g. 9.0 (default: nvidia-smi on this host)",
     )
 
+    imp = sub.add_parser(
+        "import-run", help="replay a training run folder (made where MLflow was missing) into MLflow"
+    )
+    imp.add_argument("folder", type=Path, help="the run folder (train --run-folder, or run.tar.gz unpacked)")
+    imp.add_argument(
+        "--run-file", type=Path, default=None, help="write {run_id} here, for `cifar10-export --run-file`"
+    )
+    unp = sub.add_parser(
+        "unpack", help="check and unpack weights packed on the GPU machine (fp32 safetensors)"
+    )
+    unp.add_argument("pack_dir", type=Path, help="folder with pack.json and its weights.pack.NNN parts")
+    unp.add_argument("--out", type=Path, required=True, help="the fp32 safetensors to write")
+
     for cmd, text in (
         ("list", "every registered version"),
         ("show", "one registered model, with alias history"),
@@ -153,6 +166,18 @@ def main(argv: list[str] | None = None) -> None:
             out = aliases.rollback(_name(args, cfg), alias)
         elif args.command == "sync":
             out = sync_from_args(args, params)
+        elif args.command == "import-run":
+            from common.fsutil import write_json
+            from common.run_folder import import_run
+
+            run_id, created = import_run(args.folder)
+            out = {"run_id": run_id, "created": created}
+            if args.run_file:
+                write_json(args.run_file, {"run_id": run_id})
+        elif args.command == "unpack":
+            from training.weight_pack import unpack
+
+            out = {"weights": str(unpack(args.pack_dir, args.out))}
         elif args.command in ("show", "list"):
             from registry import catalog, tables
 

@@ -45,6 +45,12 @@ def train_main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint-dir", type=Path, default=Path("artifacts/checkpoint"))
     p.add_argument("--log-csv", type=Path, default=Path("reports/train_log.csv"))
     p.add_argument("--run-file", type=Path, default=Path("artifacts/train/run.json"))
+    p.add_argument(
+        "--run-folder",
+        type=Path,
+        default=Path("artifacts/train_run"),
+        help="the run's own record (params, metrics, artifacts), kept even when MLflow is unreachable",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     setup_logging(args.verbose)
@@ -60,9 +66,11 @@ def train_main(argv: list[str] | None = None) -> None:
             args.log_csv,
             args.run_file,
             show_progress=not args.no_progress,
+            run_folder=args.run_folder,
         )
         if summary:
-            print(json.dumps({k: summary[k] for k in ("run_id", "profile", "final", "mean_images_per_s")}))
+            keys = ("run_id", "run_folder", "profile", "final", "train_seconds", "mean_images_per_s")
+            print(json.dumps({k: summary.get(k) for k in keys}))
 
     run_cli(go, (ValueError, FileNotFoundError, FloatingPointError))
 

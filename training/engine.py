@@ -58,12 +58,14 @@ def train_epoch(
     desc: str,
     show_progress: bool = True,
     stop: Callable[[int], bool] | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader`` starting at global ``step``; returns loss, accuracy, lr, images/s, steps.
 
     The learning rate is set from the global step before every update rather than kept in a
     scheduler object, so a resumed run needs nothing but the step count to be exactly on schedule.
-    ``stop(step)`` ends the pass early (a time budget that ran out). Loss and accuracy are summed on
+    ``stop(step)`` ends the pass early (a time budget that ran out); ``on_step`` runs after every
+    update (the weight EMA). Loss and accuracy are summed on
     the device and read back every ``SYNC_EVERY`` steps, not every step: each read waits for the GPU.
     """
     model.train()
@@ -91,6 +93,8 @@ def train_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if on_step is not None:
+            on_step()
         step += 1
         n = y.numel()
         total_loss += loss.detach().float() * n

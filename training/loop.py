@@ -114,6 +114,7 @@ def fit_epochs(
     world: int = 1,
     desc: str = "epoch",
     show_progress: bool = True,
+    on_step: Callable[[], None] | None = None,
 ) -> EpochEnd | None:
     """Train ``model`` from ``start_epoch`` until the schedule ends; returns the last epoch's end.
 
@@ -153,6 +154,7 @@ def fit_epochs(
             f"{desc} {epoch + 1}/{cfg.epochs}",
             show_progress,
             stop=schedule.done if math.isfinite(schedule.budget) else None,
+            on_step=on_step,
         )
         stats["images_per_s"] *= world
         step += int(stats.pop("steps"))

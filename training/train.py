@@ -13,16 +13,19 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+import yaml
 
 from common import tracking
 from common.fsutil import atomic_path, write_json
 from common.params import Params
+from common.run_folder import RunFolder, RunRecorder
 from training.augment import ArrayDataset, balanced_subset, train_transform
 from training.checkpoint import load_checkpoint, model_metadata, save_checkpoint, save_weights
 from training.engine import build_optimizer, predict_logits
@@ -31,7 +34,7 @@ from training.model import WideResNet, count_parameters
 from training.prepare import data_hash, load_arrays
 
 log = logging.getLogger(__name__)
-LOG_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s")
+LOG_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "elapsed_s")
 
 
 def _setup_distributed() -> tuple[int, int, torch.device]:
@@ -59,32 +62,48 @@ def fingerprint(params: Params, data_digest: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _start_run(params: Params, run_id: str | None, digest: str, n_params: int, n_train: int, source: str):
-    import mlflow
+def _run_params(params: Params, n_train: int, source: str) -> dict:
+    flat = {f"model.{k}": v for k, v in dataclasses.asdict(params.model).items()}
+    flat |= {f"train.{k}": v for k, v in dataclasses.asdict(params.train).items()}
+    return flat | {
+        "profile": params.profile,
+        "data.source": source,
+        "data.val_per_class": params.data.val_per_class,
+        "n_train_images": n_train,
+    }
 
-    tracking.ensure_experiment(params.mlflow.experiment)
-    mlflow.set_experiment(params.mlflow.experiment)
-    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else f"train-{params.profile}")
-    if run_id is None:
-        flat = {f"model.{k}": v for k, v in dataclasses.asdict(params.model).items()}
-        flat |= {f"train.{k}": v for k, v in dataclasses.asdict(params.train).items()}
-        flat |= {
-            "profile": params.profile,
-            "data.source": source,
-            "data.val_per_class": params.data.val_per_class,
-            "n_train_images": n_train,
-        }
-        mlflow.log_params(flat)
-        mlflow.set_tags(
-            {
-                "mlflow.source.git.commit": tracking.git_commit(),
-                "git_commit": tracking.git_commit(),
-                "data_hash": digest,
-                "num_parameters": str(n_params),
-                "stage": "train",
-            }
+
+def _open_record(params: Params, folder: Path, run_id: str | None, digest: str, n_params: int, flat: dict):
+    """The run folder, mirrored to a (new or resumed) MLflow run when MLflow is installed and answers."""
+    run_tags = {
+        "git_commit": tracking.git_commit(),
+        "data_hash": digest,
+        "num_parameters": str(n_params),
+        "stage": "train",
+    }
+    record = RunFolder(folder, params.mlflow.experiment, f"train-{params.profile}")
+    if not record.meta["params"]:
+        record.params(flat)
+        record.tags(run_tags | {"mlflow.source.git.commit": run_tags["git_commit"]})
+    try:
+        import mlflow
+
+        tracking.ensure_experiment(params.mlflow.experiment)
+        mlflow.set_experiment(params.mlflow.experiment)
+        run = mlflow.start_run(run_id=run_id, run_name=None if run_id else f"train-{params.profile}")
+        if run_id is None:
+            mlflow.log_params(flat)
+            mlflow.set_tags(record.meta["tags"])
+    except Exception as exc:  # no MLflow here, or no tracking server: the folder keeps the run
+        log.warning(
+            "MLflow tracking unavailable (%s); training records to %s only - import it later with "
+            "`cifar10-registry import-run %s`",
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            folder,
+            folder,
         )
-    return run
+        run = None
+    return RunRecorder(record, run)
 
 
 def train(
@@ -96,11 +115,15 @@ def train(
     run_file: Path,
     stop_after_epochs: int | None = None,
     show_progress: bool = True,
+    run_folder: Path | None = None,
 ) -> dict:
     """Train per ``params`` on ``prepared`` data; returns the final summary (also in ``run_file``).
 
     ``stop_after_epochs`` ends the process early as an interruption would, for resume tests.
+    ``run_folder`` (default: beside the checkpoint folder, ``<checkpoint_dir>-run``) records the run
+    whether or not MLflow answers (:mod:`common.run_folder`).
     """
+    run_folder = run_folder or checkpoint_dir.with_name(checkpoint_dir.name + "-run")
     cfg, data = params.train, params.data
     rank, world, device = _setup_distributed()
     train_x, train_y, val_x, val_y = load_arrays(prepared, "train_x", "train_y", "val_x", "val_y")
@@ -119,7 +142,7 @@ def train(
     optimizer = build_optimizer(model, cfg)
     meta = model_metadata(params.model.depth, params.model.width, data.classes, data.mean, data.std)
 
-    state = {"epoch": 0, "step": 0, "history": [], "fingerprint": fp, "run_id": None}
+    state = {"epoch": 0, "step": 0, "history": [], "fingerprint": fp, "run_id": None, "clock": {}}
     if (checkpoint_dir / "state.json").exists():
         saved = json.loads((checkpoint_dir / "state.json").read_text())
         if saved.get("fingerprint") == fp:
@@ -129,11 +152,22 @@ def train(
         elif rank == 0:
             log.warning("checkpoint in %s is for another configuration; starting afresh", checkpoint_dir)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if cfg.compile and device.type == "cuda":
+        net = torch.compile(net)
+    # The weight EMA (train.ema_decay): what is evaluated each epoch and saved. A resumed run starts
+    # it again from the resumed weights (it is not part of the checkpoint).
+    ema = None
+    if cfg.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    served = ema.module if ema is not None else model
 
     def after_epoch(end: EpochEnd) -> bool:
-        state["step"], state["epoch"] = end.step, end.epoch
+        state["step"], state["epoch"], state["clock"] = end.step, end.epoch, end.clock
+        state["finished"] = end.finished
         if rank == 0:
-            logits = predict_logits(model, val_x, data, device, cfg.eval_batch_size)
+            logits = predict_logits(served, val_x, data, device, cfg.eval_batch_size)
             val_loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_y)).item()
             row = {
                 "epoch": end.epoch,
@@ -143,21 +177,24 @@ def train(
             }
             state["history"].append(row)
             save_checkpoint(checkpoint_dir, model, optimizer, state, meta)
-            import mlflow
-
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=end.epoch)
+            record.metrics({k: v for k, v in row.items() if k != "epoch"}, step=end.epoch)
             log.info("epoch %d: %s", end.epoch, {k: round(v, 4) for k, v in row.items()})
         if world > 1:
             dist.barrier()
         return stop_after_epochs is not None and end.epoch >= stop_after_epochs
 
-    run = None
+    state["finished"] = state.get("finished") or state["epoch"] >= cfg.epochs  # older checkpoints
+    record = None
     if rank == 0:
+        if state["epoch"] == 0:  # a fresh start: a run folder left by another configuration goes
+            shutil.rmtree(run_folder, ignore_errors=True)
         source = json.loads((prepared / "meta.json").read_text())["source"]
-        run = _start_run(params, state.get("run_id"), digest, count_parameters(model), len(dataset), source)
-        state["run_id"] = run.info.run_id
+        flat = _run_params(params, len(dataset), source)
+        record = _open_record(params, run_folder, state.get("run_id"), digest, count_parameters(model), flat)
+        state["run_id"] = record.folder.meta["mlflow_run_id"]
+    status = "FAILED"
     try:
-        if stop_after_epochs is None or state["epoch"] < stop_after_epochs:
+        if not state["finished"] and (stop_after_epochs is None or state["epoch"] < stop_after_epochs):
             fit_epochs(
                 net,
                 dataset,
@@ -167,35 +204,39 @@ def train(
                 optimizer=optimizer,
                 start_epoch=state["epoch"],
                 start_step=state["step"],
+                clock=state.get("clock"),
                 world=world,
                 show_progress=show_progress and rank == 0,
+                on_step=(lambda: ema.update_parameters(model)) if ema is not None else None,
             )
-        if state["epoch"] < cfg.epochs:
+        if not state["finished"]:
+            status = "RUNNING"  # resumed by the next run of the stage
             return {"interrupted_after_epoch": state["epoch"], "run_id": state["run_id"]}
+        status = "FINISHED"
         if rank != 0:
             return {}
-        save_weights(model, model_out, meta)
+        save_weights(served, model_out, meta)
         _write_log(log_csv, state["history"])
-        import mlflow
-
-        mlflow.log_artifact(str(model_out), "model")
-        mlflow.log_dict(params.raw, "params.yaml")
+        record.artifact(model_out, "model")
+        record.text(yaml.safe_dump(params.raw, sort_keys=False), "params.yaml")
         summary = {
-            "run_id": state["run_id"],
+            "run_id": record.run_id,
+            "run_folder": str(record.folder.folder),
             "profile": params.profile,
             "epochs": cfg.epochs,
             "num_parameters": count_parameters(model),
             "data_hash": digest,
             "final": state["history"][-1] if state["history"] else {},
+            "train_seconds": round(state["clock"].get("elapsed_s", 0.0), 1),
             "mean_images_per_s": float(np.mean([h["images_per_s"] for h in state["history"]])),
         }
         write_json(run_file, summary)
         return summary
     finally:
-        if run is not None:
-            import mlflow
-
-            mlflow.end_run()
+        if record is not None and status != "RUNNING":
+            record.end(status)
+        elif record is not None:
+            record._mirror("end_run", lambda: __import__("mlflow").end_run())  # resumed later
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -205,4 +246,4 @@ def _write_log(path: Path, history: list[dict]) -> None:
         writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
         writer.writeheader()
         for row in history:
-            writer.writerow({k: row[k] for k in LOG_FIELDS})
+            writer.writerow({k: row.get(k, "") for k in LOG_FIELDS})
