@@ -2,8 +2,9 @@
 
 ``python -m benchmarks.warmup --export-dir artifacts/export --images data/prepared/test_images``
 
-Two private ``tritonserver``s serve the same fp32 artifact, one repository with ``model_warmup``
-samples and one without (``serving.warmup``), and the run alternates between them, round by round.
+Private ``tritonserver``s serve the same fp32 artifact, one repository with ``model_warmup``
+samples, one without (``serving.warmup``) and, with ``--limits N``, one per ``warmup_max_batch``
+N; the run rotates through them, round by round.
 Each round, on each server, from ``wrn_fp32:1`` in production:
 
 1. **First requests after a load.** A rollout promotes version 2 (a new version of the same file:
@@ -130,6 +131,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--before-s", type=float, default=4.0)
     p.add_argument("--after-s", type=float, default=4.0)
+    p.add_argument("--limits", type=int, nargs="*", default=[], help="also warm only batches up to each N")
     p.add_argument("--out", type=Path, default=Path("reports/bench_warmup.json"))
     args = p.parse_args()
 
@@ -165,12 +167,14 @@ def main() -> None:
         python_queue_delay_us=serving.python_queue_delay_us,
     )
     both = dataclasses.replace(model, versions=(ServedVersion(1, onnx), ServedVersion(2, onnx)), production=2)
+    pair = (base, dataclasses.replace(base, classifiers=(both,)))
     modes = {
-        "warm-up": (base, dataclasses.replace(base, classifiers=(both,))),
-        "no warm-up": tuple(
-            dataclasses.replace(s, warmup=False)
-            for s in (base, dataclasses.replace(base, classifiers=(both,)))
-        ),
+        "warm-up": pair,
+        **{
+            f"warm-up <= {n}": tuple(dataclasses.replace(s, warmup_max_batch=n) for s in pair)
+            for n in args.limits
+        },
+        "no warm-up": tuple(dataclasses.replace(s, warmup=False) for s in pair),
     }
     figures: dict[str, list[dict]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(prefix="bench-warmup-") as tmp:
@@ -183,7 +187,7 @@ def main() -> None:
             for server, _ in servers.values():
                 server.wait_ready(600)
             for round_ in range(args.rounds):
-                order = list(modes) if round_ % 2 == 0 else list(reversed(modes))
+                order = list(modes)[round_ % len(modes) :] + list(modes)[: round_ % len(modes)]
                 for mode in order:
                     server, repo = servers[mode]
                     figures[mode].append(one_round(server, repo, *modes[mode], blobs, args))

@@ -191,6 +191,7 @@ class ServingConfig:
     postprocess_max_batch: int = 256
     python_queue_delay_us: int = 500
     warmup: bool = True  # model_warmup samples: a loaded version answers warm from its first request
+    warmup_max_batch: int = 0  # warm batch sizes up to this only (0: batch 1 and every preferred size)
     gpu: GpuServingConfig = field(default_factory=GpuServingConfig)
 
     def __post_init__(self) -> None:

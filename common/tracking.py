@@ -72,7 +72,13 @@ def ensure_experiment(name: str, root: str | Path | None = None) -> str:
 
 
 def git_commit(root: str | Path | None = None) -> str:
-    """The current commit (with ``-dirty`` if the tree has changes), or ``unknown`` outside git."""
+    """The current commit (with ``-dirty`` if the tree has changes), or ``unknown`` outside git.
+
+    ``CIFAR10_GIT_COMMIT`` wins: a copy of the tree without ``.git`` (the lent GPU machine) is told
+    which commit it is by whoever sent it.
+    """
+    if os.environ.get("CIFAR10_GIT_COMMIT"):
+        return os.environ["CIFAR10_GIT_COMMIT"]
     cwd = str(root or Path.cwd())
     try:
         sha = subprocess.run(

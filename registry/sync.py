@@ -226,6 +226,7 @@ def desired_spec(
         python_queue_delay_us=serving.python_queue_delay_us,
         release=release,
         warmup=serving.warmup,
+        warmup_max_batch=serving.warmup_max_batch,
         gpu=GpuSettings(**dataclasses.asdict(serving.gpu)) if serving.kind == "KIND_GPU" else None,
     )
     spec.validate()

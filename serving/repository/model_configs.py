@@ -77,7 +77,7 @@ def classifier_config(model: ServedModel, spec: RepositorySpec) -> mc.ModelConfi
     if model.kind == "KIND_GPU":
         apply_gpu(config, model, spec.gpu or GpuSettings(), dims)
     if spec.warmup:
-        config.model_warmup.extend(warmup.classifier_samples(model, dims))
+        config.model_warmup.extend(warmup.classifier_samples(model, dims, spec.warmup_max_batch))
     return config
 
 

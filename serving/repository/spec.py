@@ -174,6 +174,8 @@ class RepositorySpec:
     release: Release | None = None
     # ``model_warmup`` samples in every classifier and python model but the router (serving.warmup).
     warmup: bool = True
+    # Warm only batch sizes up to this (0: every preferred size); on a CPU host each sample is real work.
+    warmup_max_batch: int = 0
     # GPU execution settings of the KIND_GPU classifiers (``None``: GpuSettings' defaults).
     gpu: GpuSettings | None = None
 

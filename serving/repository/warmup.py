@@ -34,9 +34,10 @@ IMAGE_FILE = "image.jpg.bytes"
 ROUTE_FILE = "route_minus_one.int32"
 
 
-def batch_sizes(preferred: tuple[int, ...], max_batch_size: int) -> list[int]:
-    """Batch 1 and every preferred size the model accepts, ascending."""
-    return sorted({1, *(b for b in preferred if 1 <= b <= max_batch_size)})
+def batch_sizes(preferred: tuple[int, ...], max_batch_size: int, limit: int = 0) -> list[int]:
+    """Batch 1 and every preferred size the model accepts (up to ``limit`` if set), ascending."""
+    top = min(max_batch_size, limit) if limit > 0 else max_batch_size
+    return sorted({1, *(b for b in preferred if 1 <= b <= top)})
 
 
 def _sample(name: str, batch: int, inputs: dict[str, mc.ModelWarmup.Input]) -> mc.ModelWarmup:
@@ -56,17 +57,17 @@ def _file(data_type: int, dims: list[int], name: str) -> mc.ModelWarmup.Input:
     return mc.ModelWarmup.Input(data_type=data_type, dims=dims, input_data_file=name)
 
 
-def classifier_samples(model: ServedModel, dims: list[int]) -> list[mc.ModelWarmup]:
+def classifier_samples(model: ServedModel, dims: list[int], limit: int = 0) -> list[mc.ModelWarmup]:
     inputs = {model.input_name: _zeros(mc.TYPE_FP32, dims)}
     return [
         _sample(f"batch_{b}", b, inputs)
-        for b in batch_sizes(model.preferred_batch_sizes, model.max_batch_size)
+        for b in batch_sizes(model.preferred_batch_sizes, model.max_batch_size, limit)
     ]
 
 
 def preprocess_samples(spec: RepositorySpec) -> list[mc.ModelWarmup]:
     inputs = {"IMAGE": _file(mc.TYPE_STRING, [1], IMAGE_FILE)}
-    sizes = batch_sizes(spec.target.preferred_batch_sizes, spec.preprocess_max_batch)
+    sizes = batch_sizes(spec.target.preferred_batch_sizes, spec.preprocess_max_batch, spec.warmup_max_batch)
     return [_sample(f"jpeg_batch_{b}", b, inputs) for b in sizes]
 
 
@@ -75,7 +76,7 @@ def postprocess_samples(spec: RepositorySpec) -> list[mc.ModelWarmup]:
         "LOGITS": _zeros(mc.TYPE_FP32, [len(spec.classes)]),
         "ROUTE": _file(mc.TYPE_INT32, [1], ROUTE_FILE),
     }
-    sizes = batch_sizes(spec.target.preferred_batch_sizes, spec.postprocess_max_batch)
+    sizes = batch_sizes(spec.target.preferred_batch_sizes, spec.postprocess_max_batch, spec.warmup_max_batch)
     return [_sample(f"uncounted_batch_{b}", b, inputs) for b in sizes]
 
 

@@ -142,6 +142,13 @@ def test_every_classifier_and_python_model_has_warmup_samples(tmp_path, artifact
     assert struct.unpack("<i", (repo / "postprocess" / WARMUP_DIR / ROUTE_FILE).read_bytes()) == (-1,)
 
 
+def test_warmup_can_stop_at_a_batch_size(tmp_path, artifacts):
+    repo = tmp_path / "repo"
+    build_repository(make_spec(artifacts, 1, warmup_max_batch=4), repo)
+    for model in (CLASSIFIER, "preprocess", "postprocess"):
+        assert [w.batch_size for w in config_of(repo, model).model_warmup] == [1, 4]
+
+
 def test_warmup_can_be_switched_off(tmp_path, artifacts):
     repo = tmp_path / "repo"
     build_repository(make_spec(artifacts, 1, warmup=False), repo)
