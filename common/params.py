@@ -10,6 +10,7 @@ version and ``sync`` writes it into ``config.pbtxt`` from there.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -438,6 +439,12 @@ def with_overrides(params: Params, assignments: list[str]) -> Params:
             raise ValueError(f"override {item!r}: {section} has no key {field_name!r}")
         parsed = yaml.safe_load(value)
         changes.setdefault(section, {})[field_name] = tuple(parsed) if isinstance(parsed, list) else parsed
-    return dataclasses.replace(
-        params, **{s: dataclasses.replace(getattr(params, s), **kv) for s, kv in changes.items()}
-    )
+    raw = copy.deepcopy(params.raw)  # what a run logs as its params.yaml must say what it ran with
+    for section, values in changes.items():
+        if section in ("model", "train"):
+            target = raw.setdefault("profiles", {}).setdefault(params.profile, {}).setdefault(section, {})
+        else:
+            target = raw.setdefault(section, {})
+        target.update({k: list(v) if isinstance(v, tuple) else v for k, v in values.items()})
+    sections = {s: dataclasses.replace(getattr(params, s), **kv) for s, kv in changes.items()}
+    return dataclasses.replace(params, raw=raw, **sections)

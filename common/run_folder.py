@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -71,12 +72,19 @@ class RunFolder:
         self._save()
 
     def metrics(self, values: dict[str, float], step: int) -> None:
+        """One write per call, flushed to disk: a kill leaves at most one unterminated line."""
         stamp = _now_ms()
-        with open(self.folder / METRICS_FILE, "a") as fh:
-            for key, value in values.items():
-                fh.write(
-                    json.dumps({"key": key, "value": float(value), "step": step, "timestamp": stamp}) + "\n"
-                )
+        rows = "".join(
+            json.dumps({"key": k, "value": float(v), "step": step, "timestamp": stamp}) + "\n"
+            for k, v in values.items()
+        )
+        path = self.folder / METRICS_FILE
+        if path.exists() and path.stat().st_size and path.read_bytes()[-1:] != b"\n":
+            rows = "\n" + rows  # end a line a killed run left unterminated; the import skips it
+        with open(path, "a") as fh:
+            fh.write(rows)
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def artifact(self, path: Path, artifact_path: str) -> None:
         target = self.folder / ARTIFACTS / artifact_path
@@ -181,12 +189,15 @@ def import_run(folder: Path) -> tuple[str, bool]:
     params = [Param(k, v) for k, v in meta["params"].items()]
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i : i + 100])
-    lines = (
-        (Path(folder) / METRICS_FILE).read_text().splitlines()
-        if (Path(folder) / METRICS_FILE).exists()
-        else []
-    )
-    metrics = [Metric(r["key"], r["value"], r["timestamp"], r["step"]) for r in map(json.loads, lines)]
+    path = Path(folder) / METRICS_FILE
+    text = path.read_text() if path.exists() else ""
+    rows = []
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line a kill cut short: dropped, not fatal
+            log.warning("%s: skipping a broken metrics line: %.80s", folder, line)
+    metrics = [Metric(r["key"], r["value"], r["timestamp"], r["step"]) for r in rows]
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i : i + 1000])
     if (Path(folder) / ARTIFACTS).is_dir():

@@ -75,7 +75,7 @@ def export_model(
             f"{weights} was trained for classes {classes}, params.yaml has {list(data.classes)}"
         )
     val_x, val_y = np.load(prepared / "val_x.npy"), np.load(prepared / "val_y.npy")
-    pick = balanced_subset(val_y, cfg.parity_images, seed=0)
+    pick = parity_rows(val_y, cfg.parity_images)
     images, labels = val_x[pick], val_y[pick]
     x = normalize_batch(images, data).numpy()
     reference = predict_logits(model, images, data, torch.device("cpu"), batch_size=250)
@@ -185,6 +185,11 @@ def export_model(
             f"required artifact(s) failed the parity gate: {', '.join(failed)} (see {out_dir}/parity.txt)"
         )
     return manifest
+
+
+def parity_rows(val_y: np.ndarray, n: int) -> np.ndarray:
+    """Rows of the validation split every artifact's parity gate is judged on (seeded, balanced)."""
+    return balanced_subset(val_y, n, seed=0)
 
 
 def accuracy_rows(test_y: np.ndarray, n: int) -> np.ndarray:

@@ -5,7 +5,7 @@ TensorRT release; another TensorRT refuses to deserialise it and another archite
 wrong kernels or none. So every registered plan carries the facts of the machine that built it
 (tags ``trt_version``, ``trt_compute_capability``, ``trt_cuda``, ``trt_profile``), and ``sync``
 refuses a plan whose TensorRT version or architecture differs from the serving host's, naming both,
-before anything is written.
+before the repository is written.
 
 The serving host's TensorRT comes from the NGC image ``compose.yaml`` pins (the table below, from
 NVIDIA's Triton release notes) or from ``--tensorrt-version``; its architecture from

@@ -74,13 +74,14 @@ def _test_accuracy(weights: Path, params: Params, prepared: Path, device: torch.
 def _parity(weights: Path, params: Params, prepared: Path, work: Path) -> dict:
     from export import onnx_io
     from export.parity import compare
-    from training.augment import balanced_subset, normalize_batch
+    from export.stage import parity_rows
+    from training.augment import normalize_batch
     from training.checkpoint import load_model
     from training.engine import predict_logits
 
     model = load_model(weights, params.model.depth, params.model.width, len(params.data.classes))
     val_x, val_y = np.load(prepared / "val_x.npy"), np.load(prepared / "val_y.npy")
-    pick = balanced_subset(val_y, params.export.parity_images, seed=0)
+    pick = parity_rows(val_y, params.export.parity_images)
     reference = predict_logits(model, val_x[pick], params.data, torch.device("cpu"), 250)
     onnx = onnx_io.export_fp32(model, work / "model.fp32.onnx", params.export.opset, params.export.max_batch)
     logits = onnx_io.run_onnx(onnx, normalize_batch(val_x[pick], params.data).numpy())

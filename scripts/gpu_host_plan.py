@@ -35,12 +35,12 @@ PLAN = "model.plan"
 
 def _images(prepared: Path, params: Params) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The export's own parity (validation) and accuracy (test) rows, normalised."""
-    from export.stage import accuracy_rows
-    from training.augment import balanced_subset, normalize_batch
+    from export.stage import accuracy_rows, parity_rows
+    from training.augment import normalize_batch
 
     val_x, val_y = np.load(prepared / "val_x.npy"), np.load(prepared / "val_y.npy")
     test_x, test_y = np.load(prepared / "test_x.npy", mmap_mode="r"), np.load(prepared / "test_y.npy")
-    parity = balanced_subset(val_y, params.export.parity_images, seed=0)
+    parity = parity_rows(val_y, params.export.parity_images)
     test = accuracy_rows(test_y, params.export.accuracy_images)
     return {
         "parity": (normalize_batch(val_x[parity], params.data).numpy(), val_y[parity]),

@@ -116,7 +116,9 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
     metadata: dict[str, str],
+    ema: nn.Module | None = None,
 ) -> None:
+    """Model, optimizer state, the loop's state and (with ``train.ema_decay``) the weight EMA."""
     opt = optimizer.state_dict()
     buffers = {
         f"{idx}.{name}": t.detach().cpu().contiguous()
@@ -131,11 +133,19 @@ def save_checkpoint(
             metadata=metadata,
         )
         save_file(buffers, str(tmp / "optimizer.safetensors"))
+        if ema is not None:
+            ema_state = {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
+            save_file(ema_state, str(tmp / "ema.safetensors"))
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
 
 
-def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def load_checkpoint(
+    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema: nn.Module | None = None
+) -> dict[str, Any]:
+    """Restore what :func:`save_checkpoint` wrote; an EMA without its file starts from the weights."""
     model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+    if ema is not None and (folder / "ema.safetensors").is_file():
+        ema.load_state_dict(load_file(str(folder / "ema.safetensors")), strict=True)
     opt = optimizer.state_dict()
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, t in load_file(str(folder / "optimizer.safetensors")).items():

@@ -6,16 +6,18 @@ after every epoch the caller's ``after_epoch`` decides what to record and whethe
 differs between callers (checkpoints and MLflow for ``train``, pruning for a trial) lives in that
 callback, not in a second copy of the loop.
 
-**A time budget** (``train.max_minutes`` > 0) lays the cosine out over wall time as well as over
-``train.epochs``: after the linear warm-up, the schedule's progress is the larger of "steps done of
-all epochs" and "time spent of the budget", and training ends when it reaches 1. So the learning
-rate reaches zero exactly when the budget runs out (mid-epoch if need be) and the result is a
-finished model, not an interrupted one; ``epochs`` is then an upper bound. Without a budget the
-schedule is the step-based one, so seeded runs stay bit-for-bit reproducible.
+**A time budget** (``train.max_minutes`` > 0) lays the cosine out over training time (the epochs'
+wall time, without the validation and checkpoint after each) as well as over ``train.epochs``:
+after the linear warm-up, the schedule's progress is the larger of "steps done of all epochs" and
+"time spent of the budget", and training ends when it reaches 1. So the learning rate reaches zero
+exactly when the budget runs out (mid-epoch if need be) and the result is a finished model, not an
+interrupted one; ``epochs`` is then an upper bound. Without a budget the schedule is the
+step-based one, so seeded runs stay bit-for-bit reproducible.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -156,11 +158,17 @@ def fit_epochs(
             stop=schedule.done if math.isfinite(schedule.budget) else None,
             on_step=on_step,
         )
+        steps = int(stats.pop("steps"))
+        if steps == 0:  # the budget ran out before this epoch's first step: the previous one is last
+            return dataclasses.replace(end, finished=True) if end is not None else None
         stats["images_per_s"] *= world
-        step += int(stats.pop("steps"))
+        step += steps
         epoch += 1
         stats["elapsed_s"] = schedule.state()["elapsed_s"]
         end = EpochEnd(epoch, step, stats, schedule.state(), schedule.done(step) or epoch >= cfg.epochs)
-        if after_epoch(end):
+        paused = time.perf_counter()
+        stop = after_epoch(end)
+        schedule.origin += time.perf_counter() - paused  # validation and checkpoints are not training time
+        if stop:
             break
     return end

@@ -73,6 +73,23 @@ def _run_params(params: Params, n_train: int, source: str) -> dict:
     }
 
 
+def _set_aside(folder: Path) -> None:
+    """Remove a previous run's folder, unless MLflow never received that run: then keep it aside."""
+    meta_file = folder / "run.json"
+    if not meta_file.is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    meta = json.loads(meta_file.read_text())
+    if meta.get("mirrored") or meta.get("imported"):
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        aside = folder.with_name(f"{folder.name}.{meta.get('id', 'old')}")
+        log.warning(
+            "%s holds a run MLflow never received; kept as %s (cifar10-registry import-run)", folder, aside
+        )
+        folder.rename(aside)
+
+
 def _open_record(params: Params, folder: Path, run_id: str | None, digest: str, n_params: int, flat: dict):
     """The run folder, mirrored to a (new or resumed) MLflow run when MLflow is installed and answers."""
     run_tags = {
@@ -140,13 +157,20 @@ def train(
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     optimizer = build_optimizer(model, cfg)
+    # The weight EMA (train.ema_decay) is what is evaluated each epoch and saved; it is part of the
+    # checkpoint, so a resumed or re-run stage saves the same average.
+    ema = None
+    if cfg.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     meta = model_metadata(params.model.depth, params.model.width, data.classes, data.mean, data.std)
 
     state = {"epoch": 0, "step": 0, "history": [], "fingerprint": fp, "run_id": None, "clock": {}}
     if (checkpoint_dir / "state.json").exists():
         saved = json.loads((checkpoint_dir / "state.json").read_text())
         if saved.get("fingerprint") == fp:
-            state = load_checkpoint(checkpoint_dir, model, optimizer)
+            state = load_checkpoint(checkpoint_dir, model, optimizer, ema)
             if rank == 0:
                 log.info("resuming from %s after epoch %d", checkpoint_dir, state["epoch"])
         elif rank == 0:
@@ -154,13 +178,6 @@ def train(
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if cfg.compile and device.type == "cuda":
         net = torch.compile(net)
-    # The weight EMA (train.ema_decay): what is evaluated each epoch and saved. A resumed run starts
-    # it again from the resumed weights (it is not part of the checkpoint).
-    ema = None
-    if cfg.ema_decay > 0:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     served = ema.module if ema is not None else model
 
     def after_epoch(end: EpochEnd) -> bool:
@@ -176,8 +193,9 @@ def train(
                 "val_acc": float((logits.argmax(1) == val_y).mean()),
             }
             state["history"].append(row)
-            save_checkpoint(checkpoint_dir, model, optimizer, state, meta)
+            # Metrics first: a kill between the two repeats this epoch (logged twice), never loses it.
             record.metrics({k: v for k, v in row.items() if k != "epoch"}, step=end.epoch)
+            save_checkpoint(checkpoint_dir, model, optimizer, state, meta, ema)
             log.info("epoch %d: %s", end.epoch, {k: round(v, 4) for k, v in row.items()})
         if world > 1:
             dist.barrier()
@@ -186,8 +204,8 @@ def train(
     state["finished"] = state.get("finished") or state["epoch"] >= cfg.epochs  # older checkpoints
     record = None
     if rank == 0:
-        if state["epoch"] == 0:  # a fresh start: a run folder left by another configuration goes
-            shutil.rmtree(run_folder, ignore_errors=True)
+        if state["epoch"] == 0:  # a fresh start: the folder of another configuration's run goes aside
+            _set_aside(run_folder)
         source = json.loads((prepared / "meta.json").read_text())["source"]
         flat = _run_params(params, len(dataset), source)
         record = _open_record(params, run_folder, state.get("run_id"), digest, count_parameters(model), flat)
@@ -195,7 +213,7 @@ def train(
     status = "FAILED"
     try:
         if not state["finished"] and (stop_after_epochs is None or state["epoch"] < stop_after_epochs):
-            fit_epochs(
+            last = fit_epochs(
                 net,
                 dataset,
                 cfg,
@@ -209,11 +227,16 @@ def train(
                 show_progress=show_progress and rank == 0,
                 on_step=(lambda: ema.update_parameters(model)) if ema is not None else None,
             )
+            if last is not None and last.finished and not state["finished"]:
+                # The budget ran out at an epoch's start: the last saved epoch is the finished model.
+                state["finished"] = True
+                if rank == 0:
+                    save_checkpoint(checkpoint_dir, model, optimizer, state, meta, ema)
         if not state["finished"]:
             status = "RUNNING"  # resumed by the next run of the stage
             return {"interrupted_after_epoch": state["epoch"], "run_id": state["run_id"]}
-        status = "FINISHED"
         if rank != 0:
+            status = "FINISHED"
             return {}
         save_weights(served, model_out, meta)
         _write_log(log_csv, state["history"])
@@ -231,12 +254,13 @@ def train(
             "mean_images_per_s": float(np.mean([h["images_per_s"] for h in state["history"]])),
         }
         write_json(run_file, summary)
+        status = "FINISHED"  # only once the weights and the summary are written
         return summary
     finally:
         if record is not None and status != "RUNNING":
             record.end(status)
-        elif record is not None:
-            record._mirror("end_run", lambda: __import__("mlflow").end_run())  # resumed later
+        elif record is not None:  # interrupted: the next run of the stage resumes it
+            record._mirror("end_run", lambda: __import__("mlflow").end_run("KILLED"))
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -65,7 +65,9 @@ def fit(
     Returns the last epoch's validation accuracy (the schedule ends there, so it is the model the
     settings produce in this budget). Raises :class:`Pruned` when ``report`` says so.
     """
-    cfg = dataclasses.replace(params.train, epochs=epochs)
+    # Trials are judged epoch by epoch on the step schedule: a wall-clock budget would make pruning
+    # depend on the machine's speed.
+    cfg = dataclasses.replace(params.train, epochs=epochs, max_minutes=0.0)
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = WideResNet(params.model.depth, params.model.width, len(params.data.classes), params.model.dropout)

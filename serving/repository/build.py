@@ -38,6 +38,8 @@ from serving.repository.atomic_fs import (
     swap_in,
 )
 from serving.repository.model_configs import (
+    CHANNELS,
+    IMAGE_SIZE,
     LABELS_FILE,
     classifier_config,
     ensemble_config,
@@ -168,22 +170,31 @@ def build_repository(spec: RepositorySpec, dest: Path) -> bool:
 
 
 def engine_caches(spec: RepositorySpec) -> list[str]:
-    """Folders the server writes into the repository (ORT's TensorRT engine caches), by model."""
+    """Folders the server writes into the repository (ORT's TensorRT engine caches) that stay valid.
+
+    One per served version of each GPU ONNX classifier (see ``gpu_configs.cache_folders``): the cache
+    of a version no longer served, or built with other engine settings, is not carried.
+    """
+    from serving.repository.gpu_configs import cache_folders
+
     gpu = spec.gpu or GpuSettings()
     if gpu.onnx_accelerator != "tensorrt":
         return []
+    dims = [CHANNELS, IMAGE_SIZE, IMAGE_SIZE]
     return [
-        f"{m.name}/{gpu.trt_cache_dir.strip('/')}"
+        f"{m.name}/{folder}"
         for m in spec.classifiers
         if m.kind == "KIND_GPU" and m.backend == "onnxruntime"
+        for folder in cache_folders(m, gpu, dims).values()
     ]
 
 
 def _carry_caches(root: Path, old: Path, caches: list[str]) -> None:
     """Hard-link every file of each cache folder from the current tree into the new one.
 
-    An engine takes minutes to build and depends only on the model file, the TensorRT version and
-    the GPU, none of which a rollout changes; without this every sync would swap the cache away.
+    An engine takes minutes to build and depends only on the version's file, the engine settings
+    (both in the folder's name), the TensorRT version and the GPU; without this every sync would
+    swap the cache away.
     """
     for rel in caches:
         source = old / rel

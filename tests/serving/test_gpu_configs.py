@@ -17,7 +17,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from serving.repository.build import build_repository
 from serving.repository.model_configs import parse
-from serving.repository.spec import GpuSettings, ServedModel, ServedVersion, spec_from_dict, spec_to_dict
+from serving.repository.spec import GpuSettings, ServedVersion, spec_from_dict, spec_to_dict
 from serving.repository.warmup import IMAGE_FILE, ROUTE_FILE, WARMUP_DIR
 from tests.serving.conftest import CLASSIFIER, make_spec
 
@@ -35,7 +35,8 @@ def artifacts(tmp_path: Path) -> dict[int, Path]:
 
 
 def gpu_spec(artifacts, production=1, gpu=GPU, **kw):
-    spec = make_spec(artifacts, production, gpu=gpu, **kw)
+    """A GPU spec serving the production version alone (as between rollouts)."""
+    spec = make_spec({production: artifacts[production]}, production, gpu=gpu, **kw)
     model = dataclasses.replace(spec.classifiers[0], kind="KIND_GPU", instance_count=2)
     return dataclasses.replace(spec, classifiers=(model,))
 
@@ -53,15 +54,18 @@ def test_an_onnx_classifier_on_a_gpu_runs_through_ort_tensorrt_with_a_cache_in_i
     assert (group.kind, group.count, list(group.gpus)) == (mc.ModelInstanceGroup.KIND_GPU, 2, [0, 1])
     (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert accelerator.name == "tensorrt"
-    assert dict(accelerator.parameters) == {
+    params = dict(accelerator.parameters)
+    cache = params.pop("trt_engine_cache_path")
+    assert params == {
         "precision_mode": "FP16",
         "max_workspace_size_bytes": str(1 << 30),
         "trt_engine_cache_enable": "1",
-        "trt_engine_cache_path": f"/triton/model_repository/{CLASSIFIER}/trt_cache",
         "trt_profile_min_shapes": "input:1x3x32x32",
         "trt_profile_opt_shapes": "input:8x3x32x32",  # the largest preferred batch (make_spec: 4, 8)
         "trt_profile_max_shapes": "input:256x3x32x32",
     }
+    # Inside the model's folder, where the container sees it, one folder for this version's engines.
+    assert cache.startswith(f"/triton/model_repository/{CLASSIFIER}/trt_cache/v1-")
     assert config.optimization.input_pinned_memory.enable and config.optimization.output_pinned_memory.enable
     assert not config.optimization.cuda.graphs  # graphs are the TensorRT backend's
     # Decoding stays on the CPU.
@@ -96,16 +100,46 @@ def test_cpu_configs_carry_no_gpu_settings(tmp_path, artifacts):
     assert not config.optimization.ListFields()
 
 
-def test_the_engine_cache_survives_every_rollout(tmp_path, artifacts):
+def _cache(repo: Path) -> dict[str, str]:
+    (accelerator,) = config_of(repo, CLASSIFIER).optimization.execution_accelerators.gpu_execution_accelerator
+    return dict(accelerator.parameters)
+
+
+def test_each_version_has_its_own_engine_cache_and_keeps_it_across_rollouts(tmp_path, artifacts):
+    """ORT keys a cached engine by graph and file name, not weights: versions must never share one."""
     repo = tmp_path / "repo"
     build_repository(gpu_spec(artifacts, production=1), repo)
-    engine = repo / CLASSIFIER / "trt_cache" / "TensorrtExecutionProvider_TRTKernel_graph_1.engine"
-    engine.parent.mkdir()
-    engine.write_bytes(b"an engine ORT built on this GPU")
+    v1_path = _cache(repo)["trt_engine_cache_path"]
+    v1_folder = repo / CLASSIFIER / v1_path.removeprefix(f"/triton/model_repository/{CLASSIFIER}/")
+    engine = v1_folder / "TensorrtExecutionProvider_TRTKernel_graph_1.engine"
+    engine.parent.mkdir(parents=True)
+    engine.write_bytes(b"an engine ORT built on this GPU from version 1")
     inode = engine.stat().st_ino
     assert build_repository(gpu_spec(artifacts, production=1), repo) is False  # nothing new: untouched
-    assert build_repository(gpu_spec(artifacts, production=2), repo) is True  # a rollout swaps the tree
-    assert engine.read_bytes() == b"an engine ORT built on this GPU" and engine.stat().st_ino == inode
+
+    # A rollout serves versions 1 and 2 side by side: one config, so no shared cache at all.
+    both = dataclasses.replace(
+        gpu_spec(artifacts, production=1).classifiers[0],
+        versions=(ServedVersion(1, artifacts[1]), ServedVersion(2, artifacts[2])),
+        production=2,
+    )
+    assert build_repository(dataclasses.replace(gpu_spec(artifacts), classifiers=(both,)), repo) is True
+    assert _cache(repo)["trt_engine_cache_enable"] == "0" and "trt_engine_cache_path" not in _cache(repo)
+    assert engine.stat().st_ino == inode  # version 1 is still served: its engines are kept
+
+    # Version 2 alone: its own folder; version 1's engines are not carried into it.
+    only_v2 = dataclasses.replace(both, versions=(ServedVersion(2, artifacts[2]),))
+    build_repository(dataclasses.replace(gpu_spec(artifacts), classifiers=(only_v2,)), repo)
+    v2_path = _cache(repo)["trt_engine_cache_path"]
+    assert v2_path != v1_path and "/trt_cache/v2-" in v2_path
+    assert not engine.exists() and not (repo / CLASSIFIER / "trt_cache" / v1_folder.name).exists()
+
+    # Other engine settings (precision) mean another folder: an FP32 engine is not an FP16 one.
+    fp32 = dataclasses.replace(
+        gpu_spec(artifacts, production=1), gpu=dataclasses.replace(GPU, trt_precision="FP32")
+    )
+    build_repository(fp32, repo)
+    assert _cache(repo)["trt_engine_cache_path"] != v1_path
 
 
 def test_gpu_settings_round_trip_through_the_stored_spec(artifacts):
@@ -156,19 +190,16 @@ def test_warmup_can_be_switched_off(tmp_path, artifacts):
     assert not (repo / "preprocess" / WARMUP_DIR).exists()
 
 
-def test_an_unknown_version_set_keeps_its_own_cache_only(tmp_path, artifacts):
-    """Two GPU classifiers: each carries its own cache folder, never the other's."""
+def test_two_gpu_classifiers_never_share_a_cache(tmp_path, artifacts):
     spec = gpu_spec(artifacts)
     other = dataclasses.replace(
         spec.classifiers[0], name="wrn_int8", versions=(ServedVersion(1, artifacts[1]),), production=1
     )
-    spec = dataclasses.replace(spec, classifiers=(spec.classifiers[0], other))
-    build_repository(spec, tmp_path / "repo")
+    build_repository(dataclasses.replace(spec, classifiers=(spec.classifiers[0], other)), tmp_path / "repo")
     paths = {
-        config_of(tmp_path / "repo", m)
+        m: config_of(tmp_path / "repo", m)
         .optimization.execution_accelerators.gpu_execution_accelerator[0]
         .parameters["trt_engine_cache_path"]
         for m in (CLASSIFIER, "wrn_int8")
     }
-    assert paths == {f"/triton/model_repository/{m}/trt_cache" for m in (CLASSIFIER, "wrn_int8")}
-    assert isinstance(other, ServedModel)
+    assert all(path.startswith(f"/triton/model_repository/{m}/trt_cache/v1-") for m, path in paths.items())

@@ -83,7 +83,9 @@ def test_a_budgeted_run_ends_as_a_finished_model_when_its_time_is_spent(prepared
     history = json.loads((tmp_path / "ckpt" / "state.json").read_text())["history"]
     assert summary["train_seconds"] >= budget_s  # it trained until the budget was spent ...
     assert len(history) < 100_000  # ... not until the epoch cap
-    assert history[-1]["lr"] < 0.01 * 0.05  # and the cosine had reached its end: a finished model
+    # ... and the cosine had reached its end: the last step ran with the budget >= 86 % spent, which
+    # holds unless one step takes over 14 % of the budget (~0.8 s here, 20x this machine's steps).
+    assert history[-1]["lr"] < 0.05 * 0.05
     assert (tmp_path / "model.safetensors").is_file()
     assert [h["elapsed_s"] for h in history] == sorted(h["elapsed_s"] for h in history)
 
@@ -130,3 +132,19 @@ def test_training_without_a_tracking_server_keeps_the_run_and_imports_it_later(
     ]
     artifacts = {a.path for a in MlflowClient(store).list_artifacts(run_id)}
     assert {"model", "params.yaml"} <= artifacts
+
+
+def test_a_metrics_line_a_kill_cut_short_is_skipped_not_fatal(tmp_path, isolated_mlflow):
+    from common.run_folder import RunFolder
+
+    folder = RunFolder(tmp_path / "run", "budget-tests", "killed")
+    folder.metrics({"val_acc": 0.5}, step=1)
+    with open(tmp_path / "run" / METRICS_FILE, "a") as fh:
+        fh.write('{"key": "val_acc", "val')  # the process died mid-write
+    folder.metrics({"val_acc": 0.7}, step=2)  # the resumed run appends on a fresh line
+    folder.end()
+    run_id, created = import_run(tmp_path / "run")
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(isolated_mlflow).get_metric_history(run_id, "val_acc")
+    assert created and [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.7)]

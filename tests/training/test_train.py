@@ -80,8 +80,11 @@ def _run(params, prepared, out: Path, **kw):
     )
 
 
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(prepared, tmp_path, isolated_mlflow):
-    params = _params(epochs=3, trivial_augment=True, cutout=8)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9], ids=["weights", "ema"])
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
+    prepared, tmp_path, isolated_mlflow, ema_decay
+):
+    params = _params(epochs=3, trivial_augment=True, cutout=8, ema_decay=ema_decay)
     _run(params, prepared, tmp_path / "full")
     part = _run(params, prepared, tmp_path / "resumed", stop_after_epochs=1)
     assert part["interrupted_after_epoch"] == 1
