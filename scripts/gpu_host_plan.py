@@ -79,7 +79,7 @@ def run(params: Params, args: argparse.Namespace) -> dict:
     max_batch = int(info.tags.get("max_batch") or params.export.max_batch)
     images = _images(args.prepared, params)
     chunks = {split: trtexec.write_chunks(x, work, split, max_batch) for split, (x, _) in images.items()}
-    box = trtexec.Container(image=image, host_dir=work, gpu=args.gpu)
+    box = trtexec.Container(image=image, host_dir=work, gpu=args.gpu, trtexec=args.trtexec)
     commands = plan_commands(box, chunks, max_batch)
     if args.dry_run:
         return {"version": info.version, "image": image, "commands": [shlex.join(c) for c in commands]}
@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--image", default=None, help="run trtexec in this image instead of the pinned one")
     p.add_argument("--gpu", type=int, default=0)
+    p.add_argument("--trtexec", default=trtexec.TRTEXEC, help="trtexec's path inside the image")
     p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     p.add_argument("--cache", type=Path, default=Path("artifacts/cache"))
     p.add_argument("--workdir", type=Path, default=Path("artifacts/trt_plan"))

@@ -114,6 +114,7 @@ def test_the_gpu_host_script_plans_every_step_from_the_registered_onnx(
         compose=ROOT / "compose.yaml",
         image=None,
         gpu=0,
+        trtexec=trtexec.TRTEXEC,
         prepared=small_prepared,
         cache=tmp_path / "cache",
         workdir=tmp_path / "plan",
