@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import reference_stack
+
 
 def measure(grpc_url: str, blobs: list[bytes], seconds: float) -> dict:
     from client.tools.load_bench import measure_images
@@ -32,49 +34,20 @@ def measure(grpc_url: str, blobs: list[bytes], seconds: float) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--export-dir", type=Path, default=Path("artifacts/export"))
-    p.add_argument("--images", type=Path, default=Path("data/prepared/test_images"))
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    reference_stack.add_arguments(p, "reports/bench_router_overhead.json")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--seconds", type=float, default=6.0, help="measured time per state per round")
     p.add_argument("--shadow", action="store_true", help="also measure the router with shadow 0.5")
-    p.add_argument("--out", type=Path, default=Path("reports/bench_router_overhead.json"))
     args = p.parse_args()
 
-    from client.core import images as img
-    from common.params import load_params
     from serving.repository.build import build_repository
-    from serving.repository.spec import Release, RepositorySpec, ServedModel, ServedVersion
+    from serving.repository.spec import Release
     from serving.rollout.apply import apply
     from serving.server.embedded import EmbeddedServer, private_config
 
-    params = load_params(args.params)
-    manifest = json.loads((args.export_dir / "manifest.json").read_text())
-    art = next(a for a in manifest["artifacts"] if a["precision"] == "fp32" and a["passed"])
-    onnx = args.export_dir / art["file"]
-    items = img.discover(args.images, limit=64, seed=0) if args.images.is_dir() else img.synthetic(64, 0)
-    blobs = [item.read() for item in items]
-    serving = params.serving
-    base = RepositorySpec(
-        classifiers=(
-            ServedModel(
-                "wrn_fp32",
-                "onnxruntime",
-                (ServedVersion(1, onnx), ServedVersion(2, onnx)),
-                1,
-                max_batch_size=manifest["io"]["max_batch"],
-                preferred_batch_sizes=serving.preferred_batch_sizes,
-                max_queue_delay_us=serving.max_queue_delay_us,
-            ),
-        ),
-        ensemble_target="wrn_fp32",
-        classes=tuple(manifest["classes"]),
-        mean=tuple(manifest["mean"]),
-        std=tuple(manifest["std"]),
-        preprocess_max_batch=serving.preprocess_max_batch,
-        postprocess_max_batch=serving.postprocess_max_batch,
-        python_queue_delay_us=serving.python_queue_delay_us,
-    )
+    ref = reference_stack.load(args)
+    blobs = ref.blobs
+    base = reference_stack.spec(ref, versions=(1, 2))
     states = {"without": base, "with": dataclasses.replace(base, release=Release("wrn_fp32", 2))}
     if args.shadow:
         states["with+shadow0.5"] = dataclasses.replace(base, release=Release("wrn_fp32", 2, 0.5, 0.0))

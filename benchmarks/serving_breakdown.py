@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import reference_stack
+
 MODELS = ("cifar10", "preprocess", "wrn_fp32", "postprocess")
 PHASES = ("success", "queue", "compute_input", "compute_infer", "compute_output")
 
@@ -48,30 +50,20 @@ def _per_request_ms(before: dict, after: dict) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--export-dir", type=Path, default=Path("artifacts/export"))
-    p.add_argument("--images", type=Path, default=Path("data/prepared/test_images"))
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    reference_stack.add_arguments(p, "reports/bench_serving_breakdown.json")
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--no-spinning", action="store_true", help="ONNX Runtime's idle threads sleep")
-    p.add_argument("--out", type=Path, default=Path("reports/bench_serving_breakdown.json"))
     args = p.parse_args()
 
     import tritonclient.grpc as grpcclient
 
-    from client.core import images as img
     from client.core.transport import image_batch
-    from common.params import load_params
     from export.onnx_io import session
     from serving.repository.build import build_repository
-    from serving.repository.spec import RepositorySpec, ServedModel, ServedVersion
     from serving.server.embedded import EmbeddedServer, private_config
 
-    serving = load_params(args.params).serving
-    manifest = json.loads((args.export_dir / "manifest.json").read_text())
-    art = next(a for a in manifest["artifacts"] if a["precision"] == "fp32" and a["passed"])
-    onnx = args.export_dir / art["file"]
-    items = img.discover(args.images, limit=64, seed=0) if args.images.is_dir() else img.synthetic(64, 0)
-    blobs = [item.read() for item in items]
+    ref = reference_stack.load(args)
+    onnx, blobs = ref.onnx, ref.blobs
     tensor = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32)
 
     sess = session(onnx)
@@ -84,25 +76,7 @@ def main() -> None:
         ort.append((time.perf_counter() - start) * 1e3)
     del sess
 
-    model = ServedModel(
-        "wrn_fp32",
-        "onnxruntime",
-        (ServedVersion(1, onnx),),
-        1,
-        max_batch_size=manifest["io"]["max_batch"],
-        preferred_batch_sizes=serving.preferred_batch_sizes,
-        max_queue_delay_us=serving.max_queue_delay_us,
-    )
-    spec = RepositorySpec(
-        (model,),
-        "wrn_fp32",
-        tuple(manifest["classes"]),
-        tuple(manifest["mean"]),
-        tuple(manifest["std"]),
-        preprocess_max_batch=serving.preprocess_max_batch,
-        postprocess_max_batch=serving.postprocess_max_batch,
-        python_queue_delay_us=serving.python_queue_delay_us,
-    )
+    spec = reference_stack.spec(ref)
     out: dict = {"requests": args.requests, "ort_spinning": not args.no_spinning}
     with tempfile.TemporaryDirectory(prefix="bench-breakdown-") as tmp:
         build_repository(spec, Path(tmp) / "repo")

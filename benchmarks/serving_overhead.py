@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import reference_stack
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -151,11 +153,8 @@ def main() -> None:
     from serving.repository.spec import RepositorySpec, ServedModel, ServedVersion
 
     params = load_params(args.params)
-    manifest = json.loads((args.export_dir / "manifest.json").read_text())
-    art = next(a for a in manifest["artifacts"] if a["precision"] == args.precision and a["passed"])
-    onnx = args.export_dir / art["file"]
-    items = img.discover(args.images, limit=64, seed=0) if args.images.is_dir() else img.synthetic(64, 0)
-    blobs = [item.read() for item in items]
+    ref = reference_stack.load(args, args.precision)
+    manifest, onnx, blobs = ref.manifest, ref.onnx, ref.blobs
     mean, std = tuple(manifest["mean"]), tuple(manifest["std"])
     x = np.stack([img.to_tensor(b, mean, std) for b in blobs])
     from export import onnx_io

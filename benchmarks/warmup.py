@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import reference_stack
+
 
 def one_image(client, blob: bytes) -> float:
     """Latency in ms of one single-image request through ``cifar10`` over gRPC."""
@@ -124,50 +126,21 @@ def one_round(server, repo: Path, v1, v12, blobs: list[bytes], args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--export-dir", type=Path, default=Path("artifacts/export"))
-    p.add_argument("--images", type=Path, default=Path("data/prepared/test_images"))
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    reference_stack.add_arguments(p, "reports/bench_warmup.json")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--before-s", type=float, default=4.0)
     p.add_argument("--after-s", type=float, default=4.0)
     p.add_argument("--limits", type=int, nargs="*", default=[], help="also warm only batches up to each N")
-    p.add_argument("--out", type=Path, default=Path("reports/bench_warmup.json"))
     args = p.parse_args()
 
-    from client.core import images as img
-    from common.params import load_params
     from serving.repository.build import build_repository
-    from serving.repository.spec import RepositorySpec, ServedModel, ServedVersion
     from serving.server.embedded import EmbeddedServer, private_config
 
-    serving = load_params(args.params).serving
-    manifest = json.loads((args.export_dir / "manifest.json").read_text())
-    art = next(a for a in manifest["artifacts"] if a["precision"] == "fp32" and a["passed"])
-    onnx = args.export_dir / art["file"]
-    items = img.discover(args.images, limit=64, seed=0) if args.images.is_dir() else img.synthetic(64, 0)
-    blobs = [item.read() for item in items]
-    model = ServedModel(
-        "wrn_fp32",
-        "onnxruntime",
-        (ServedVersion(1, onnx),),
-        1,
-        max_batch_size=manifest["io"]["max_batch"],
-        preferred_batch_sizes=serving.preferred_batch_sizes,
-        max_queue_delay_us=serving.max_queue_delay_us,
-    )
-    base = RepositorySpec(
-        classifiers=(model,),
-        ensemble_target="wrn_fp32",
-        classes=tuple(manifest["classes"]),
-        mean=tuple(manifest["mean"]),
-        std=tuple(manifest["std"]),
-        preprocess_max_batch=serving.preprocess_max_batch,
-        postprocess_max_batch=serving.postprocess_max_batch,
-        python_queue_delay_us=serving.python_queue_delay_us,
-    )
-    both = dataclasses.replace(model, versions=(ServedVersion(1, onnx), ServedVersion(2, onnx)), production=2)
-    pair = (base, dataclasses.replace(base, classifiers=(both,)))
+    ref = reference_stack.load(args)
+    blobs = ref.blobs
+    base = reference_stack.spec(ref)
+    pair = (base, reference_stack.spec(ref, versions=(1, 2), production=2))
     modes = {
         "warm-up": pair,
         **{

@@ -58,18 +58,18 @@ class RunFolder:
                 "mlflow_run_id": None,
                 "mirrored": True,  # every record also reached MLflow (False once one did not)
             }
-        self._save()
+        self.save()
 
-    def _save(self) -> None:
+    def save(self) -> None:
         write_json(self.folder / RUN_FILE, self.meta)
 
     def params(self, values: dict[str, Any]) -> None:
         self.meta["params"] |= {k: str(v) for k, v in values.items()}
-        self._save()
+        self.save()
 
     def tags(self, values: dict[str, str]) -> None:
         self.meta["tags"] |= {k: str(v) for k, v in values.items()}
-        self._save()
+        self.save()
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         """One write per call, flushed to disk: a kill leaves at most one unterminated line."""
@@ -79,8 +79,11 @@ class RunFolder:
             for k, v in values.items()
         )
         path = self.folder / METRICS_FILE
-        if path.exists() and path.stat().st_size and path.read_bytes()[-1:] != b"\n":
-            rows = "\n" + rows  # end a line a killed run left unterminated; the import skips it
+        if path.exists() and path.stat().st_size:
+            with open(path, "rb") as fh:  # the last byte only, not the whole file every epoch
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    rows = "\n" + rows  # end a line a killed run left unterminated; the import skips it
         with open(path, "a") as fh:
             fh.write(rows)
             fh.flush()
@@ -98,7 +101,7 @@ class RunFolder:
 
     def end(self, status: str = "FINISHED") -> None:
         self.meta |= {"status": status, "end_time": _now_ms()}
-        self._save()
+        self.save()
 
 
 class RunRecorder:
@@ -114,7 +117,7 @@ class RunRecorder:
             self.folder.meta["mlflow_run_id"] = mlflow_run.info.run_id
         else:
             self.folder.meta["mirrored"] = False
-        self.folder._save()
+        self.folder.save()
 
     @property
     def run_id(self) -> str | None:
@@ -136,7 +139,7 @@ class RunRecorder:
             )
             self.mlflow_run = None
             self.folder.meta["mirrored"] = False
-            self.folder._save()
+            self.folder.save()
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         self.folder.metrics(values, step)
@@ -153,6 +156,10 @@ class RunRecorder:
     def end(self, status: str = "FINISHED") -> None:
         self.folder.end(status)
         self._mirror("end_run", lambda: __import__("mlflow").end_run(status))
+
+    def suspend(self) -> None:
+        """An interrupted run: the folder stays RUNNING (the stage resumes it), MLflow's ends KILLED."""
+        self._mirror("end_run", lambda: __import__("mlflow").end_run("KILLED"))
 
 
 def import_run(folder: Path) -> tuple[str, bool]:

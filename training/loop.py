@@ -160,7 +160,7 @@ def fit_epochs(
         )
         steps = int(stats.pop("steps"))
         if steps == 0:  # the budget ran out before this epoch's first step: the previous one is last
-            return dataclasses.replace(end, finished=True) if end is not None else None
+            break
         stats["images_per_s"] *= world
         step += steps
         epoch += 1
@@ -171,4 +171,6 @@ def fit_epochs(
         schedule.origin += time.perf_counter() - paused  # validation and checkpoints are not training time
         if stop:
             break
+    if end is not None and not end.finished and schedule.done(step):  # time ran out between epochs
+        end = dataclasses.replace(end, finished=True, clock=schedule.state())
     return end

@@ -229,7 +229,7 @@ def train(
             )
             if last is not None and last.finished and not state["finished"]:
                 # The budget ran out at an epoch's start: the last saved epoch is the finished model.
-                state["finished"] = True
+                state["finished"], state["clock"] = True, last.clock
                 if rank == 0:
                     save_checkpoint(checkpoint_dir, model, optimizer, state, meta, ema)
         if not state["finished"]:
@@ -260,7 +260,7 @@ def train(
         if record is not None and status != "RUNNING":
             record.end(status)
         elif record is not None:  # interrupted: the next run of the stage resumes it
-            record._mirror("end_run", lambda: __import__("mlflow").end_run("KILLED"))
+            record.suspend()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -7,7 +7,6 @@ the real registry with the build facts the export (or scripts/gpu_host_plan.py) 
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 
 import pytest
@@ -70,15 +69,13 @@ def test_a_plan_without_build_facts_is_refused():
 
 
 @pytest.fixture
-def plan_registry(small_export, monkeypatch, tmp_path):
+def plan_registry(registry):
     """A trt_fp16 version registered like the export registers one (stand-in bytes, real registry)."""
     from mlflow.tracking import MlflowClient
 
-    folder, uri = small_export
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    copy = tmp_path / "export"
-    shutil.copytree(folder, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest_path, _ = registry
+    copy = manifest_path.parent
+    manifest = json.loads(manifest_path.read_text())
     fp32 = next(a for a in manifest["artifacts"] if a["precision"] == "fp32")
     plan = copy / "model.trt_fp16.plan"
     plan.write_bytes(b"a serialised engine stands here" * 64)

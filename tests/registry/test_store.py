@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -10,22 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from common.params import RegistryConfig
 from registry import aliases, catalog, store
 from registry.aliases import alias_for
 from tests.conftest import add_version
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def registry(small_export, monkeypatch, tmp_path):
-    """The small export in a private copy (so tests may tamper with it) and a unique model prefix."""
-    folder, uri = small_export
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    copy = tmp_path / "export"
-    shutil.copytree(folder, copy)
-    return copy / "manifest.json", RegistryConfig(model_prefix=f"t{uuid.uuid4().hex[:8]}")
 
 
 def test_register_is_idempotent_and_tags_versions(registry):

@@ -11,12 +11,11 @@ import math
 
 import pytest
 
-from common.params import DataConfig, MlflowConfig, ModelConfig, Params, TrainConfig
+from common.params import TrainConfig
 from common.run_folder import METRICS_FILE, RUN_FILE, import_run
+from tests.training.conftest import run_training, tiny_params
 from training.engine import lr_factor
 from training.loop import Schedule
-from training.prepare import prepare
-from training.train import train
 
 
 class FakeClock:
@@ -54,32 +53,10 @@ def test_a_budget_lays_the_cosine_over_time_and_ends_it_when_the_time_is_spent(m
     assert resumed.done(500) and math.isclose(resumed.lr_factor(500), 0.0, abs_tol=1e-12)
 
 
-@pytest.fixture
-def prepared(image_folder, tmp_path):
-    out = tmp_path / "prepared"
-    prepare(DataConfig(source=str(image_folder), val_per_class=2), out)
-    return out
-
-
-def _params(**train) -> Params:
-    cfg = TrainConfig(**({"epochs": 2, "batch_size": 16, "lr": 0.05, "eval_batch_size": 64} | train))
-    return Params(
-        profile="test", data=DataConfig(val_per_class=2), model=ModelConfig(10, 1), train=cfg,
-        mlflow=MlflowConfig("budget-tests"),
-    )  # fmt: skip
-
-
 def test_a_budgeted_run_ends_as_a_finished_model_when_its_time_is_spent(prepared, tmp_path, isolated_mlflow):
     budget_s = 6.0
-    summary = train(
-        _params(epochs=100_000, max_minutes=budget_s / 60),  # the epoch cap is never the limit here
-        prepared,
-        tmp_path / "model.safetensors",
-        tmp_path / "ckpt",
-        tmp_path / "log.csv",
-        tmp_path / "run.json",
-        show_progress=False,
-    )
+    # The epoch cap is never the limit here.
+    summary = run_training(tiny_params(epochs=100_000, max_minutes=budget_s / 60), prepared, tmp_path)
     history = json.loads((tmp_path / "ckpt" / "state.json").read_text())["history"]
     assert summary["train_seconds"] >= budget_s  # it trained until the budget was spent ...
     assert len(history) < 100_000  # ... not until the epoch cap
@@ -102,16 +79,7 @@ def test_training_without_a_tracking_server_keeps_the_run_and_imports_it_later(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     folder = tmp_path / "run"
-    summary = train(
-        _params(),
-        prepared,
-        tmp_path / "model.safetensors",
-        tmp_path / "ckpt",
-        tmp_path / "log.csv",
-        tmp_path / "run.json",
-        show_progress=False,
-        run_folder=folder,
-    )
+    summary = run_training(tiny_params(), prepared, tmp_path, run_folder=folder)
     assert summary["run_id"] is None and summary["run_folder"] == str(folder)
     meta = json.loads((folder / RUN_FILE).read_text())
     assert meta["status"] == "FINISHED" and meta["end_time"] >= meta["start_time"]

@@ -13,31 +13,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from common.params import DataConfig, MlflowConfig, ModelConfig, Params, TrainConfig
+from common.params import TrainConfig
+from tests.training.conftest import run_training, tiny_params
 from training.engine import build_optimizer, lr_factor
 from training.model import WideResNet
-from training.prepare import prepare
-from training.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _params(**train) -> Params:
-    cfg = TrainConfig(**({"epochs": 2, "batch_size": 16, "lr": 0.05, "eval_batch_size": 64} | train))
-    return Params(
-        profile="test",
-        data=DataConfig(val_per_class=2),
-        model=ModelConfig(10, 1),
-        train=cfg,
-        mlflow=MlflowConfig("unit-tests"),
-    )
-
-
-@pytest.fixture
-def prepared(image_folder, tmp_path) -> Path:
-    out = tmp_path / "prepared"
-    prepare(DataConfig(source=str(image_folder), val_per_class=2), out)
-    return out
 
 
 def test_one_step_lowers_the_loss_on_a_tiny_batch():
@@ -67,29 +48,16 @@ def test_warmup_then_cosine_schedule():
     assert lr_factor(100, 10, 100) == pytest.approx(0.0)
 
 
-def _run(params, prepared, out: Path, **kw):
-    return train(
-        params,
-        prepared,
-        out / "model.safetensors",
-        out / "ckpt",
-        out / "log.csv",
-        out / "run.json",
-        show_progress=False,
-        **kw,
-    )
-
-
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9], ids=["weights", "ema"])
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
     prepared, tmp_path, isolated_mlflow, ema_decay
 ):
-    params = _params(epochs=3, trivial_augment=True, cutout=8, ema_decay=ema_decay)
-    _run(params, prepared, tmp_path / "full")
-    part = _run(params, prepared, tmp_path / "resumed", stop_after_epochs=1)
+    params = tiny_params(epochs=3, trivial_augment=True, cutout=8, ema_decay=ema_decay)
+    run_training(params, prepared, tmp_path / "full")
+    part = run_training(params, prepared, tmp_path / "resumed", stop_after_epochs=1)
     assert part["interrupted_after_epoch"] == 1
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
-    resumed = _run(params, prepared, tmp_path / "resumed")
+    resumed = run_training(params, prepared, tmp_path / "resumed")
     a, b = (
         load_file(tmp_path / "full" / "model.safetensors"),
         load_file(tmp_path / "resumed" / "model.safetensors"),
@@ -102,8 +70,8 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
 
 
 def test_changed_config_does_not_resume_a_stale_checkpoint(prepared, tmp_path, isolated_mlflow):
-    _run(_params(epochs=1), prepared, tmp_path / "o")
-    summary = _run(_params(epochs=1, lr=0.01), prepared, tmp_path / "o")
+    run_training(tiny_params(epochs=1), prepared, tmp_path / "o")
+    summary = run_training(tiny_params(epochs=1, lr=0.01), prepared, tmp_path / "o")
     state = json.loads((tmp_path / "o" / "ckpt" / "state.json").read_text())
     assert len(state["history"]) == 1 and summary["run_id"] == state["run_id"]
 
@@ -111,11 +79,11 @@ def test_changed_config_does_not_resume_a_stale_checkpoint(prepared, tmp_path, i
 def test_run_is_tracked_and_a_deleted_experiment_is_restored(prepared, tmp_path, isolated_mlflow):
     from mlflow.tracking import MlflowClient
 
-    first = _run(_params(epochs=1), prepared, tmp_path / "a")
+    first = run_training(tiny_params(epochs=1), prepared, tmp_path / "a")
     client = MlflowClient(isolated_mlflow)
     exp = client.get_experiment_by_name("unit-tests")
     client.delete_experiment(exp.experiment_id)
-    second = _run(_params(epochs=1, seed=1), prepared, tmp_path / "b")
+    second = run_training(tiny_params(epochs=1, seed=1), prepared, tmp_path / "b")
     assert client.get_experiment_by_name("unit-tests").lifecycle_stage == "active"
     run = client.get_run(second["run_id"])
     assert run.data.params["model.depth"] == "10" and run.data.tags["data_hash"] == first["data_hash"]
