@@ -8,8 +8,10 @@ tensors straight to ``wrn_fp32``. Triton's statistics (``queue``, ``compute_inpu
 ``compute_infer``, ``compute_output`` per model, differences over the measured requests) split the
 served time into the gRPC round trip (client-observed minus the ensemble's own time), each python
 step and the classifier's stub; in-process ONNX Runtime on the same file, in the same run, is the
-floor. ``--no-spinning`` runs the server with ONNX Runtime's idle threads sleeping instead of
-spinning, which moves time between the classifier and the python steps on a small host.
+floor. ``--spinning`` sets when the server's ONNX Runtime threads busy-wait (``run``, the default:
+only during a run; ``always``: also after it, ONNX Runtime's default; ``off``), which moves time
+between the classifier and the python steps on a small host. For the overhead itself, measured
+interleaved so the host's drift cancels, see :mod:`benchmarks.serving_overhead`.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     reference_stack.add_arguments(p, "reports/bench_serving_breakdown.json")
     p.add_argument("--requests", type=int, default=200)
-    p.add_argument("--no-spinning", action="store_true", help="ONNX Runtime's idle threads sleep")
+    p.add_argument("--spinning", choices=("run", "always", "off"), default="run", help="server ORT threads")
     args = p.parse_args()
 
     import tritonclient.grpc as grpcclient
@@ -77,10 +79,10 @@ def main() -> None:
     del sess
 
     spec = reference_stack.spec(ref)
-    out: dict = {"requests": args.requests, "ort_spinning": not args.no_spinning}
+    out: dict = {"requests": args.requests, "ort_spinning": args.spinning}
     with tempfile.TemporaryDirectory(prefix="bench-breakdown-") as tmp:
         build_repository(spec, Path(tmp) / "repo")
-        config = private_config(Path(tmp) / "repo", Path(tmp), ort_spinning=not args.no_spinning)
+        config = private_config(Path(tmp) / "repo", Path(tmp), ort_spinning=args.spinning)
         with EmbeddedServer(config) as server:
             server.wait_ready(300)
             client = grpcclient.InferenceServerClient(server.url_grpc.removeprefix("grpc://"))

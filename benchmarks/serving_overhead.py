@@ -2,22 +2,29 @@
 
 ``python -m benchmarks.serving_overhead --export-dir artifacts/export --images data/prepared/test_images``
 
-Side by side on this host, same ONNX file (the manifest's fp32, or ``--precision``):
+Side by side on this host, same ONNX file (the manifest's fp32, or ``--precision``), for each
+settings profile on a real ``tritonserver``:
 
-1. in-process ONNX Runtime with every core: batch-1 p50 latency, and the best throughput over
-   ``--ort-batches``;
-2. the public ``cifar10`` ensemble (encoded images in, gRPC) on a real ``tritonserver`` for each
-   settings profile: p50 at concurrency 1 with one image per request, and saturated throughput at
-   ``--concurrency`` with 1, 8 and 32 images per request.
+1. **batch-1 overhead**: single-image requests through the public ``cifar10`` ensemble (encoded image
+   in, gRPC, top-1 from the classification extension), one at a time, interleaved in short blocks
+   with in-process ONNX Runtime batch-1 runs (:mod:`benchmarks.interleaved`), so the host's drift
+   cancels. In-process ONNX Runtime runs twice: with its default threads (``always`` spinning) and
+   with spinning stopped after each run (``run``, what the server now uses); the faster of the two is
+   the floor. The overhead is the served median minus the floor's, with a 95 % interval over rounds.
+   Tensors straight to the classifier are a fourth arm, to split gRPC from the python steps.
+2. **throughput ratio**: saturated throughput through ``cifar10`` (``--concurrency`` requests in
+   flight) with 1, 8 and 32 images per request, then the best of those alternated round by round
+   with in-process ONNX Runtime at its best batch size; the ratio is the median of the per-round
+   ratios.
 
 Profiles: ``before`` is what this repository served before the fixed-cost work (queue delays
 2000 µs on the classifier and 500 µs on the python steps, preferred sizes 8/32/64, latency summaries
-on, ONNX Runtime threads spinning); ``current`` is ``params.yaml``'s serving section with the server's
-defaults (summaries on, spinning on). ``current-summaries`` turns Triton's latency summaries off and
-``current-spinning`` stops ONNX Runtime's threads spinning, to price each alone.
+on, ONNX Runtime threads spinning also between runs); ``current`` is ``params.yaml``'s serving section
+with the server's defaults (summaries on, spinning only during a run). ``current-summaries`` turns
+Triton's latency summaries off, ``spin-always`` lets ONNX Runtime's threads keep spinning after a run
+(what served until the spinning setting existed) and ``spin-off`` never spins, to price each alone.
 
-Prints, per profile, the batch-1 overhead (served p50 minus ONNX Runtime's) and the throughput ratio
-(best served img/s over ONNX Runtime's best), and writes the figures as JSON.
+Prints, per profile, the batch-1 overhead and the throughput ratio, and writes the figures as JSON.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import reference_stack
+from benchmarks import interleaved, reference_stack
 
 
 @dataclass(frozen=True)
@@ -43,43 +50,31 @@ class Profile:
     python_delay_us: int
     preferred: tuple[int, ...]
     summary_latencies: bool
-    ort_spinning: bool
+    ort_spinning: str
 
 
 def profiles(serving) -> list[Profile]:
     current = (serving.max_queue_delay_us, serving.python_queue_delay_us, serving.preferred_batch_sizes)
     return [
-        Profile("before", 2000, 500, (8, 32, 64), True, True),
-        Profile("current", *current, True, True),
-        Profile("current-summaries", *current, False, True),
-        Profile("current-spinning", *current, True, False),
+        Profile("before", 2000, 500, (8, 32, 64), True, "always"),
+        Profile("current", *current, True, "run"),
+        Profile("current-summaries", *current, False, "run"),
+        Profile("spin-always", *current, True, "always"),
+        Profile("spin-off", *current, True, "off"),
     ]
 
 
-def ort_batch1_p50(sess, x: np.ndarray, seconds: float) -> float:
-    lat, start = [], time.perf_counter()
+def ort_throughput(sess, xb: np.ndarray, seconds: float) -> float:
+    sess.run(["logits"], {"input": xb})
+    n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        sess.run(["logits"], {"input": x[len(lat) % len(x)][None]})
-        lat.append((time.perf_counter() - t0) * 1000)
-    return round(float(np.percentile(lat, 50)), 3)
-
-
-def ort_figures(sess, x: np.ndarray, batches: tuple[int, ...], seconds: float) -> dict:
-    best = {}
-    for batch in batches:
-        xb = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])))
         sess.run(["logits"], {"input": xb})
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            sess.run(["logits"], {"input": xb})
-            n += batch
-        best[batch] = round(n / (time.perf_counter() - start), 2)
-    return {
-        "throughput_img_s": best,
-        "best_img_s": max(best.values()),
-        "batch1_p50_ms": ort_batch1_p50(sess, x, seconds),
-    }
+        n += len(xb)
+    return n / (time.perf_counter() - start)
+
+
+def batch_of(x: np.ndarray, batch: int) -> np.ndarray:
+    return np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])))
 
 
 def _load(grpc_url: str, blobs: list[bytes], per_request: int, concurrency: int, seconds: float) -> dict:
@@ -88,9 +83,57 @@ def _load(grpc_url: str, blobs: list[bytes], per_request: int, concurrency: int,
     return asyncio.run(measure_images(grpc_url, "cifar10", blobs, per_request, concurrency, seconds))
 
 
-def served_figures(spec, profile: Profile, blobs: list[bytes], args, paired=None) -> dict:
-    """``paired``: a callable giving in-process ONNX Runtime's batch-1 p50 now; with ``--paired-rounds``
-    the two are measured alternately, so drift of the machine between them cancels out."""
+class Floor:
+    """In-process ONNX Runtime on the same file: the batch-1 and throughput floor of every profile."""
+
+    def __init__(self, onnx: Path, x: np.ndarray, batches: tuple[int, ...], seconds: float) -> None:
+        from export import onnx_io
+
+        cores = os.cpu_count()
+        self.x = x
+        self.sessions = {
+            "ort_always": onnx_io.session(onnx, cores),  # ONNX Runtime's defaults
+            "ort_run": onnx_io.session(onnx, cores, {"session.force_spinning_stop": "1"}),
+        }
+        always = self.sessions["ort_always"]
+        self.scan = {b: round(ort_throughput(always, batch_of(x, b), seconds), 2) for b in batches}
+        self.best_batch = max(self.scan, key=self.scan.get)
+
+    def arms(self) -> dict:
+        x = self.x
+
+        def call(sess):
+            return lambda i: sess.run(["logits"], {"input": x[i % len(x)][None]})
+
+        return {name: call(sess) for name, sess in self.sessions.items()}
+
+    def throughput(self, seconds: float) -> float:
+        return ort_throughput(self.sessions["ort_always"], batch_of(self.x, self.best_batch), seconds)
+
+
+def served_arms(grpc_url: str, blobs: list[bytes], x: np.ndarray, classifier: str) -> dict:
+    """One image through ``cifar10`` (top-1 from the classification extension); one tensor to the model."""
+    import tritonclient.grpc as grpcclient
+
+    from client.core.transport import image_batch
+
+    client = grpcclient.InferenceServerClient(grpc_url.removeprefix("grpc://"))
+    wanted = [grpcclient.InferRequestedOutput("PROBABILITIES", class_count=1)]
+
+    def ensemble(i: int) -> None:
+        inp = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+        inp.set_data_from_numpy(image_batch([blobs[i % len(blobs)]]))
+        client.infer("cifar10", [inp], outputs=wanted)
+
+    def tensor(i: int) -> None:
+        inp = grpcclient.InferInput("input", [1, 3, 32, 32], "FP32")
+        inp.set_data_from_numpy(x[i % len(x)][None])
+        client.infer(classifier, [inp])
+
+    return {"served": ensemble, "tensor": tensor}
+
+
+def served_figures(spec, profile: Profile, blobs: list[bytes], floor: Floor, args) -> dict:
     import dataclasses
 
     from serving.repository.build import build_repository
@@ -112,91 +155,70 @@ def served_figures(spec, profile: Profile, blobs: list[bytes], args, paired=None
         )
         with EmbeddedServer(config) as server:
             server.wait_ready(300)
-            c1 = _load(server.url_grpc, blobs, 1, 1, args.seconds)
-            diffs = []
-            for _ in range(args.paired_rounds if paired else 0):
-                ort_p50 = paired(args.seconds / 2)
-                served = (_load(server.url_grpc, blobs, 1, 1, args.seconds / 2))["p50_ms"]
-                diffs.append(served - ort_p50)
-            rows = [(_load(server.url_grpc, blobs, n, args.concurrency, args.seconds)) for n in (1, 8, 32)]
-    out = {"concurrency1": c1, "saturated": rows, "best_img_s": max(r["throughput_img_s"] for r in rows)}
-    if diffs:
-        out["paired_overhead_ms"] = {
-            "median": round(float(np.median(diffs)), 3),
-            "min": round(min(diffs), 3),
-            "max": round(max(diffs), 3),
-            "rounds": len(diffs),
-        }
-    return out
+            url = server.url_grpc
+            rows = [_load(url, blobs, n, args.concurrency, args.seconds) for n in (1, 8, 32)]
+            best = max(rows, key=lambda r: r["throughput_img_s"])["images_per_request"]
+            rounds = interleaved.throughput_rounds(
+                {
+                    "onnxruntime": lambda: floor.throughput(args.seconds),
+                    "served": lambda: _load(url, blobs, best, args.concurrency, args.seconds)[
+                        "throughput_img_s"
+                    ],
+                },
+                args.throughput_rounds,
+            )
+            arms = floor.arms() | served_arms(url, blobs, floor.x, model.name)
+            lat = interleaved.latency_blocks(arms, args.latency_rounds, args.block, args.discard)
+    p50 = {name: round(float(np.median(v)), 3) for name, v in lat.items()}
+    floor_arm = min(("ort_always", "ort_run"), key=p50.get)
+    return {
+        "saturated": rows,
+        "best_images_per_request": best,
+        "throughput_rounds": rounds,
+        "throughput_ratio": interleaved.ratio_summary(rounds["served"], rounds["onnxruntime"]),
+        "batch1_p50_ms": p50,
+        "floor": floor_arm,
+        "batch1_overhead": interleaved.p50_difference(lat["served"], lat[floor_arm]),
+        "tensor_overhead": interleaved.p50_difference(lat["tensor"], lat[floor_arm]),
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--export-dir", type=Path, default=Path("artifacts/export"))
-    p.add_argument("--images", type=Path, default=Path("data/prepared/test_images"))
+    reference_stack.add_arguments(p, "reports/bench_serving_overhead.json")
     p.add_argument("--precision", default="fp32")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.add_argument("--seconds", type=float, default=8.0, help="measured time per figure")
+    p.add_argument("--seconds", type=float, default=6.0, help="measured time per throughput figure")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight when saturated")
     p.add_argument("--ort-batches", default="8,32,64")
-    p.add_argument(
-        "--paired-rounds",
-        type=int,
-        default=6,
-        help="alternate in-process and served batch-1 p50 this many times per profile (0: off)",
-    )
-    p.add_argument("--profiles", default="before,current,current-summaries,current-spinning")
-    p.add_argument("--out", type=Path, default=Path("reports/bench_serving_overhead.json"))
+    p.add_argument("--throughput-rounds", type=int, default=3, help="served/in-process alternations")
+    p.add_argument("--latency-rounds", type=int, default=16, help="rounds of batch-1 blocks per profile")
+    p.add_argument("--block", type=int, default=12, help="calls per arm and round")
+    p.add_argument("--discard", type=int, default=2, help="first calls of each block not counted")
+    p.add_argument("--profiles", default="before,current,current-summaries,spin-always,spin-off")
     args = p.parse_args()
     from client.core import images as img
-    from common.params import load_params
-    from serving.repository.spec import RepositorySpec, ServedModel, ServedVersion
 
-    params = load_params(args.params)
     ref = reference_stack.load(args, args.precision)
-    manifest, onnx, blobs = ref.manifest, ref.onnx, ref.blobs
-    mean, std = tuple(manifest["mean"]), tuple(manifest["std"])
-    x = np.stack([img.to_tensor(b, mean, std) for b in blobs])
-    from export import onnx_io
-
-    sess = onnx_io.session(onnx, os.cpu_count())
-    ort = ort_figures(sess, x, tuple(int(b) for b in args.ort_batches.split(",")), args.seconds)
-    print(f"onnxruntime in-process ({args.precision}): {json.dumps(ort)}", flush=True)
-    spec = RepositorySpec(
-        classifiers=(
-            ServedModel(
-                f"wrn_{args.precision}",
-                "onnxruntime",
-                (ServedVersion(1, onnx),),
-                1,
-                max_batch_size=manifest["io"]["max_batch"],
-            ),
-        ),
-        ensemble_target=f"wrn_{args.precision}",
-        classes=tuple(manifest["classes"]),
-        mean=mean,
-        std=std,
-        preprocess_max_batch=params.serving.preprocess_max_batch,
-        postprocess_max_batch=params.serving.postprocess_max_batch,
-    )
+    mean, std = tuple(ref.manifest["mean"]), tuple(ref.manifest["std"])
+    x = np.stack([img.to_tensor(b, mean, std) for b in ref.blobs])
+    floor = Floor(ref.onnx, x, tuple(int(b) for b in args.ort_batches.split(",")), args.seconds)
+    print(f"onnxruntime in-process ({args.precision}): img/s by batch {floor.scan}", flush=True)
+    spec = reference_stack.spec(ref)
     wanted = args.profiles.split(",")
-    result = {"onnxruntime": ort, "profiles": {}}
-    for profile in (p for p in profiles(params.serving) if p.name in wanted):
-        served = served_figures(spec, profile, blobs, args, lambda s: ort_batch1_p50(sess, x, s))
-        served["batch1_overhead_ms"] = round(served["concurrency1"]["p50_ms"] - ort["batch1_p50_ms"], 3)
-        served["throughput_ratio"] = round(served["best_img_s"] / ort["best_img_s"], 3)
+    result: dict = {"onnxruntime_img_s_by_batch": floor.scan, "profiles": {}}
+    for profile in (pr for pr in profiles(ref.serving) if pr.name in wanted):
+        served = served_figures(spec, profile, ref.blobs, floor, args)
         served["settings"] = profile.__dict__
         result["profiles"][profile.name] = served
         per_request = ", ".join(
-            f"{r['images_per_request']}/req {r['throughput_img_s']:.1f} img/s" for r in served["saturated"]
+            f"{r['images_per_request']}/req {r['throughput_img_s']:.1f}" for r in served["saturated"]
         )
+        over, ratio = served["batch1_overhead"], served["throughput_ratio"]
         print(
-            f"{profile.name:18s} c=1 p50 {served['concurrency1']['p50_ms']:.2f} ms "
-            f"(overhead {served['batch1_overhead_ms']:+.2f} ms) | {per_request} | "
-            f"ratio {served['throughput_ratio']:.3f}"
-            + (
-                f" | paired overhead {served['paired_overhead_ms']}" if "paired_overhead_ms" in served else ""
-            ),
+            f"{profile.name:17s} batch-1 p50 {served['batch1_p50_ms']} | overhead {over['ms']:+.2f} ms "
+            f"(95% {over['ci95_ms']}) | tensor {served['tensor_overhead']['ms']:+.2f} ms | "
+            f"img/s {per_request} | "
+            f"ratio {ratio['median']:.3f} ({ratio['min']:.3f}-{ratio['max']:.3f})",
             flush=True,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)

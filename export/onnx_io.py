@@ -67,14 +67,20 @@ def read_metadata(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def session(path: Path, threads: int | None = None):
-    """A CPU ONNX Runtime session with all graph optimisations and ``threads`` intra-op threads."""
+def session(path: Path, threads: int | None = None, config: dict[str, str] | None = None):
+    """A CPU ONNX Runtime session with all graph optimisations and ``threads`` intra-op threads.
+
+    ``config``: session config entries (e.g. ``session.force_spinning_stop``), for the benchmarks
+    that compare in-process ONNX Runtime with the server under the same thread settings.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or os.cpu_count() or 1
     opts.log_severity_level = 3
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 

@@ -21,6 +21,7 @@ from serving.server.embedded import (
     ServerError,
     TritonNotFoundError,
 )
+from serving.server.environment import ORT_SPINNING_MODES
 
 ADMIN_TOKEN_ENV = "CIFAR10_ADMIN_TOKEN"
 
@@ -43,6 +44,13 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
     p.add_argument("--log-file", type=Path, default=None, help="Triton's log (default: a temp dir)")
     p.add_argument("--ort-threads", type=int, default=None, help="ONNX Runtime intra-op threads per model")
+    p.add_argument(
+        "--ort-spinning",
+        choices=ORT_SPINNING_MODES,
+        default="run",
+        help="when ONNX Runtime's threads busy-wait: during a run only (default), also after it "
+        "(ONNX Runtime's own default), or never",
+    )
     p.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for readiness")
     p.add_argument(
         "--admin-token-file",
@@ -64,6 +72,7 @@ def serve(args: argparse.Namespace) -> int:
         address=args.address,
         log_file=args.log_file,
         ort_threads=args.ort_threads,
+        ort_spinning=args.ort_spinning,
     )
     if token:
         config.restricted_header = (ADMIN_HEADER, token)

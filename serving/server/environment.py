@@ -28,6 +28,9 @@ from serving.repository.spec import ROUTE_KEY
 TRITONSERVER_ENV = "CIFAR10_TRITONSERVER"
 ORT_THREADS_ENV = "CIFAR10_ORT_THREADS"
 ORT_SPINNING_ENV = "CIFAR10_ORT_SPINNING"
+# When ONNX Runtime's intra-op threads busy-wait for work instead of sleeping: only while a run is in
+# progress ("run"), also between runs ("always", ONNX Runtime's own default) or never ("off").
+ORT_SPINNING_MODES = ("run", "always", "off")
 ADMIN_HEADER = "x-cifar10-admin"
 
 
@@ -119,7 +122,7 @@ def server_env(
     binary: Path,
     ort_threads: int | None = None,
     base: dict[str, str] | None = None,
-    ort_spinning: bool | None = None,
+    ort_spinning: str | None = None,
 ) -> dict[str, str]:
     """Environment for ``tritonserver`` and the python stubs it spawns.
 
@@ -144,7 +147,9 @@ def server_env(
     if ort_threads is not None:
         env[ORT_THREADS_ENV] = str(ort_threads)
     if ort_spinning is not None:
-        env[ORT_SPINNING_ENV] = "1" if ort_spinning else "0"
+        if ort_spinning not in ORT_SPINNING_MODES:
+            raise ValueError(f"ort_spinning must be one of {ORT_SPINNING_MODES}, got {ort_spinning!r}")
+        env[ORT_SPINNING_ENV] = ort_spinning
     return env
 
 
@@ -174,10 +179,13 @@ class ServerConfig:
             so nobody can change models until a token is configured. The token is on Triton's
             command line, i.e. visible to local users through ``ps``.
         ort_threads: ``CIFAR10_ORT_THREADS`` for the onnxruntime backend (per model instance).
-        ort_spinning: ``CIFAR10_ORT_SPINNING``: whether ONNX Runtime's idle intra-op threads spin.
-            On (ONNX Runtime's default): at batch 1 each operator otherwise waits for sleeping
-            threads to wake, which cost the reference model ~2 ms per request here; turn it off
-            when several instances share few cores (``benchmarks/serving_overhead.py`` measures both).
+        ort_spinning: ``CIFAR10_ORT_SPINNING``, when ONNX Runtime's intra-op threads busy-wait.
+            ``run`` (default): while a run is in progress, so operators do not wait for sleeping
+            threads to wake, and not after it (ORT's ``session.force_spinning_stop``). ONNX
+            Runtime's own default, ``always``, keeps the threads spinning for a while after each
+            run; on a small host that takes the cores the python steps of the same request need
+            next. ``off``: never (several instances sharing few cores).
+            ``benchmarks/serving_overhead.py`` measures all three.
         summary_latencies: Triton's latency summaries (p50/p90/p99 per model in ``/metrics``); the
             dashboards and alerts read them. Their cost is measured by the same benchmark.
         exit_timeout_s: how long Triton waits for in-flight requests and open connections on stop.
@@ -198,7 +206,7 @@ class ServerConfig:
         default_factory=lambda: (ADMIN_HEADER, secrets.token_urlsafe(24))
     )
     ort_threads: int | None = None
-    ort_spinning: bool = True
+    ort_spinning: str = "run"
     summary_latencies: bool = True
     log_verbose: int = 0
     exit_timeout_s: int = 30

@@ -244,3 +244,36 @@ def test_postprocess_answers_warmup_samples_without_counting_them(pb_utils, spec
     assert all(a.error is None for a in answers) and answers[0].outputs["PROBABILITIES"].shape == (3, 10)
     (family,) = FakeFamily.created
     assert sum(m.value for m in family.metrics) == 1  # only the real request's image
+
+
+@pytest.mark.parametrize(
+    ("mode", "allow", "force_stop"), [("run", "1", True), ("always", "1", False), ("off", "0", False)]
+)
+def test_ort_backend_spins_as_the_server_says(pb_utils, spec, tmp_path, monkeypatch, mode, allow, force_stop):
+    """``run`` spins during a run only (force_spinning_stop): idle threads leave the cores to python steps."""
+    monkeypatch.setenv("CIFAR10_ORT_SPINNING", mode)
+    version_dir = tmp_path / "wrn" / "1"
+    version_dir.mkdir(parents=True)
+    (version_dir / "model.onnx").write_bytes(spec.target.versions[0].artifact.read_bytes())
+    config = classifier_config(spec.target, spec)
+    model = load(PACKAGE / "backends/onnxruntime/model.py", config, tmp_path / "wrn", name="wrn")
+    options = model.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == allow
+    if force_stop:
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    else:  # not set: ONNX Runtime's default, threads keep spinning after a run
+        with pytest.raises(RuntimeError, match="does not have configuration"):
+            options.get_session_config_entry("session.force_spinning_stop")
+
+
+def test_ort_backend_and_server_refuse_an_unknown_spinning_mode(pb_utils, spec, tmp_path, monkeypatch):
+    from serving.server.environment import find_tritonserver, server_env
+
+    with pytest.raises(ValueError, match="ort_spinning must be one of"):
+        server_env(find_tritonserver(), ort_spinning="sometimes")
+    monkeypatch.setenv("CIFAR10_ORT_SPINNING", "1")
+    (tmp_path / "wrn" / "1").mkdir(parents=True)
+    (tmp_path / "wrn" / "1" / "model.onnx").write_bytes(spec.target.versions[0].artifact.read_bytes())
+    config = classifier_config(spec.target, spec)
+    with pytest.raises(RuntimeError, match="CIFAR10_ORT_SPINNING must be one of"):
+        load(PACKAGE / "backends/onnxruntime/model.py", config, tmp_path / "wrn", name="wrn")

@@ -14,8 +14,10 @@ only. Design points:
 * A missing or corrupt model file makes ``initialize`` raise, so Triton marks that version
   UNAVAILABLE and keeps serving the others.
 * Intra-op threads come from ``CIFAR10_ORT_THREADS`` (default: all cores), because with several
-  versions/instances loaded, each one defaulting to every core oversubscribes the CPU; whether idle
-  threads spin from ``CIFAR10_ORT_SPINNING`` (the server sets it; ONNX Runtime's default is to spin).
+  versions/instances loaded, each one defaulting to every core oversubscribes the CPU; when threads
+  busy-wait from ``CIFAR10_ORT_SPINNING`` (the server sets it): ``run`` spins only while a run is in
+  progress, ``always`` is ONNX Runtime's default (threads keep spinning after a run, taking the
+  cores the python steps of the same request need next), ``off`` never spins.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import triton_python_backend_utils as pb_utils
 
 THREADS_ENV = "CIFAR10_ORT_THREADS"
 SPINNING_ENV = "CIFAR10_ORT_SPINNING"
+SPINNING_MODES = ("run", "always", "off")
 
 
 class RequestError(ValueError):
@@ -42,6 +45,13 @@ def _threads() -> int:
         raise ValueError(f"{THREADS_ENV} must be a positive integer, got {raw!r}") from None
 
 
+def _spinning() -> str:
+    mode = os.environ.get(SPINNING_ENV, "") or "run"
+    if mode not in SPINNING_MODES:
+        raise ValueError(f"{SPINNING_ENV} must be one of {SPINNING_MODES}, got {mode!r}")
+    return mode
+
+
 def _session(path: str):
     import onnxruntime as ort
 
@@ -50,11 +60,14 @@ def _session(path: str):
     opts.intra_op_num_threads = _threads()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    # Idle intra-op threads spin by default (faster at batch 1); on a host whose cores several
-    # instances share, that spinning is CPU taken from the others (``CIFAR10_ORT_SPINNING=0``).
-    spinning = os.environ.get(SPINNING_ENV, "1")
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0" if spinning == "0" else "1")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0" if spinning == "0" else "1")
+    # Spinning threads pick up each operator's work at once (faster at batch 1), but ONNX Runtime
+    # keeps them spinning after the run too: CPU taken from the python steps that run next.
+    spinning = _spinning()
+    allow = "0" if spinning == "off" else "1"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", allow)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", allow)
+    if spinning == "run":
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
