@@ -266,14 +266,18 @@ def test_ort_backend_spins_as_the_server_says(pb_utils, spec, tmp_path, monkeypa
             options.get_session_config_entry("session.force_spinning_stop")
 
 
-def test_ort_backend_and_server_refuse_an_unknown_spinning_mode(pb_utils, spec, tmp_path, monkeypatch):
-    from serving.server.environment import find_tritonserver, server_env
-
-    with pytest.raises(ValueError, match="ort_spinning must be one of"):
-        server_env(find_tritonserver(), ort_spinning="sometimes")
-    monkeypatch.setenv("CIFAR10_ORT_SPINNING", "1")
+def test_ort_backend_refuses_an_unknown_spinning_mode(pb_utils, spec, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR10_ORT_SPINNING", "1")  # not a mode: the server writes run/always/off
     (tmp_path / "wrn" / "1").mkdir(parents=True)
     (tmp_path / "wrn" / "1" / "model.onnx").write_bytes(spec.target.versions[0].artifact.read_bytes())
     config = classifier_config(spec.target, spec)
     with pytest.raises(RuntimeError, match="CIFAR10_ORT_SPINNING must be one of"):
         load(PACKAGE / "backends/onnxruntime/model.py", config, tmp_path / "wrn", name="wrn")
+
+
+@pytest.mark.triton
+def test_server_refuses_an_unknown_spinning_mode():
+    from serving.server.environment import find_tritonserver, server_env
+
+    with pytest.raises(ValueError, match="ort_spinning must be one of"):
+        server_env(find_tritonserver(), ort_spinning="sometimes")
