@@ -2,8 +2,9 @@
 
 It is the "one pipeline model" alternative to the ``cifar10`` ensemble's three steps, kept to price
 that design, not to serve: it has no prediction counter, no warm-up and no release routing. It
-decodes with preprocess's own :class:`Decoder` (shipped beside it as ``preprocess.py``), calls the
-classifier once per dynamic batch through BLS and answers a labelled ``PROBABILITIES``, so the
+decodes with preprocess's own :class:`Decoder` and takes postprocess's ``softmax`` (both shipped
+beside it), calls the classifier once per dynamic batch through BLS and answers a labelled
+``PROBABILITIES``, so the
 classification extension and the ensemble's clients work unchanged.
 """
 
@@ -13,6 +14,7 @@ import json
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from postprocess import softmax
 from preprocess import Decoder, InvalidImage
 
 
@@ -52,8 +54,6 @@ class TritonPythonModel:
                 continue
             rows = logits[start : start + len(images[i])]
             start += len(images[i])
-            probs = np.exp(rows - rows.max(axis=1, keepdims=True))
-            probs = (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
-            tensor = pb_utils.Tensor("PROBABILITIES", probs)
+            tensor = pb_utils.Tensor("PROBABILITIES", softmax(rows))
             responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
         return responses

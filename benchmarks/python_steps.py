@@ -5,8 +5,9 @@
 One private ``tritonserver`` serves the fp32 artifact behind three public models side by side:
 
 * ``cifar10``: the served ensemble, ``preprocess -> wrn_fp32 -> postprocess``;
-* ``cifar10_no_post``: the same ensemble without its postprocess step (logits out, no softmax, no
-  counter): what the postprocess hop costs;
+* ``cifar10_no_post``: the same ensemble without its postprocess step (raw logits out, no softmax, no
+  counter, no classification-extension top-1): what the postprocess step and the top-1 formatting
+  cost together;
 * ``cifar10_fused``: one python model that decodes, calls ``wrn_fp32`` through BLS and answers the
   softmax (:mod:`benchmarks.fused_pipeline_model`): the "fewer python hops" design.
 
@@ -58,6 +59,7 @@ def add_variants(repo: Path) -> None:
     (folder / "1").mkdir(parents=True)
     shutil.copy(HERE / "fused_pipeline_model.py", folder / "1" / "model.py")
     shutil.copy(repo / "preprocess" / "1" / "model.py", folder / "1" / "preprocess.py")
+    shutil.copy(repo / "postprocess" / "1" / "model.py", folder / "1" / "postprocess.py")
     shutil.copy(repo / "postprocess" / "labels.txt", folder / "labels.txt")
     (folder / "config.pbtxt").write_text(mcfg.to_text(fused))
 
@@ -70,17 +72,12 @@ def main() -> None:
     p.add_argument("--discard", type=int, default=2, help="first calls of each block not counted")
     args = p.parse_args()
 
-    import tritonclient.grpc as grpcclient
-
-    from client.core import images as img
-    from client.core.transport import image_batch
     from export import onnx_io
     from serving.repository.build import build_repository
     from serving.server.embedded import EmbeddedServer, private_config
 
     ref = reference_stack.load(args)
-    blobs = ref.blobs
-    x = np.stack([img.to_tensor(b, tuple(ref.manifest["mean"]), tuple(ref.manifest["std"])) for b in blobs])
+    x = reference_stack.tensors(ref)
     sess = onnx_io.session(ref.onnx, None, {"session.force_spinning_stop": "1"})
     with tempfile.TemporaryDirectory(prefix="bench-steps-") as tmp:
         repo = Path(tmp) / "repo"
@@ -88,26 +85,14 @@ def main() -> None:
         add_variants(repo)
         with EmbeddedServer(private_config(repo, Path(tmp))) as server:
             server.wait_ready(300)
-            client = grpcclient.InferenceServerClient(server.url_grpc.removeprefix("grpc://"))
-
-            def public(model: str, output: str):
-                top1 = 1 if output == "PROBABILITIES" else 0  # the classification extension's top-1
-                wanted = [grpcclient.InferRequestedOutput(output, class_count=top1)]
-
-                def call(i: int):
-                    inp = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
-                    inp.set_data_from_numpy(image_batch([blobs[i % len(blobs)]]))
-                    return client.infer(model, [inp], outputs=wanted).as_numpy(output)
-
-                return call
-
+            make = reference_stack.single_image_calls(server.url_grpc, ref.blobs)
             arms = {
                 "onnxruntime": lambda i: sess.run(["logits"], {"input": x[i % len(x)][None]}),
-                "ensemble": public("cifar10", "PROBABILITIES"),
-                "no_postprocess": public("cifar10_no_post", "logits_out"),
-                "fused": public("cifar10_fused", "PROBABILITIES"),
+                "ensemble": make("cifar10"),
+                "no_postprocess": make("cifar10_no_post", "logits_out", class_count=0),
+                "fused": make("cifar10_fused"),
             }
-            pairs = [(arms["ensemble"](i)[0][0], arms["fused"](i)[0][0]) for i in range(len(blobs))]
+            pairs = [(arms["ensemble"](i)[0][0], arms["fused"](i)[0][0]) for i in range(len(ref.blobs))]
             if any(a.split(b":")[1] != b.split(b":")[1] for a, b in pairs):
                 raise SystemExit("the fused model disagrees with the ensemble's top-1; not measuring it")
             lat = interleaved.latency_blocks(arms, args.rounds, args.block, args.discard)
@@ -116,7 +101,7 @@ def main() -> None:
         "p50_ms": p50,
         "ensemble_over_onnxruntime": interleaved.p50_difference(lat["ensemble"], lat["onnxruntime"]),
         "fused_over_onnxruntime": interleaved.p50_difference(lat["fused"], lat["onnxruntime"]),
-        "postprocess_step": interleaved.p50_difference(lat["ensemble"], lat["no_postprocess"]),
+        "postprocess_step_and_top1": interleaved.p50_difference(lat["ensemble"], lat["no_postprocess"]),
         "fused_minus_ensemble": interleaved.p50_difference(lat["fused"], lat["ensemble"]),
     }
     print(json.dumps(out, indent=2))

@@ -48,6 +48,38 @@ def load(args: argparse.Namespace, precision: str = "fp32") -> Reference:
     )
 
 
+def tensors(ref: Reference):
+    """The sample images as the classifier takes them: ``[N, 3, 32, 32]`` float32, normalised."""
+    import numpy as np
+
+    from client.core import images as img
+
+    mean, std = tuple(ref.manifest["mean"]), tuple(ref.manifest["std"])
+    return np.stack([img.to_tensor(b, mean, std) for b in ref.blobs])
+
+
+def single_image_calls(grpc_url: str, blobs: list[bytes]):
+    """``make(model, output, class_count)``: a function of ``i`` that sends ``blobs[i]`` alone to
+    ``model`` over gRPC, as a client of the common image protocol does, and returns ``output``."""
+    import tritonclient.grpc as grpcclient
+
+    from client.core.transport import image_batch
+
+    client = grpcclient.InferenceServerClient(grpc_url.removeprefix("grpc://"))
+
+    def make(model: str, output: str = "PROBABILITIES", class_count: int = 1):
+        wanted = [grpcclient.InferRequestedOutput(output, class_count=class_count)]
+
+        def call(i: int):
+            inp = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+            inp.set_data_from_numpy(image_batch([blobs[i % len(blobs)]]))
+            return client.infer(model, [inp], outputs=wanted).as_numpy(output)
+
+        return call
+
+    return make
+
+
 def spec(ref: Reference, versions: tuple[int, ...] = (1,), production: int = 1, **kw):
     """``wrn_<precision>`` serving ``versions`` (all the same file) behind the ``cifar10`` ensemble."""
     from serving.repository.spec import RepositorySpec, ServedModel, ServedVersion

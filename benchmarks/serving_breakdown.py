@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import reference_stack
+from serving.server.environment import ORT_SPINNING_MODES
 
 MODELS = ("cifar10", "preprocess", "wrn_fp32", "postprocess")
 PHASES = ("success", "queue", "compute_input", "compute_infer", "compute_output")
@@ -54,7 +55,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     reference_stack.add_arguments(p, "reports/bench_serving_breakdown.json")
     p.add_argument("--requests", type=int, default=200)
-    p.add_argument("--spinning", choices=("run", "always", "off"), default="run", help="server ORT threads")
+    p.add_argument("--spinning", choices=ORT_SPINNING_MODES, default="run", help="server ORT threads")
     args = p.parse_args()
 
     import tritonclient.grpc as grpcclient

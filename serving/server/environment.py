@@ -132,6 +132,11 @@ def server_env(
     fails to load with a loader error buried in Triton's log.
     """
     env = dict(os.environ if base is None else base)
+    # Checked first, before anything needs the binary: an inherited value counts too, because
+    # the stubs read it and a bad one would fail every classifier version at load.
+    spinning = ort_spinning if ort_spinning is not None else env.get(ORT_SPINNING_ENV)
+    if spinning is not None and spinning not in ORT_SPINNING_MODES:
+        raise ValueError(f"ort_spinning must be one of {ORT_SPINNING_MODES}, got {spinning!r}")
     libpython_dir = sysconfig.get_config_var("LIBDIR") or ""
     ld = [str(_libs_dir(binary)), libpython_dir, env.get("LD_LIBRARY_PATH", "")]
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in ld if p)
@@ -147,8 +152,6 @@ def server_env(
     if ort_threads is not None:
         env[ORT_THREADS_ENV] = str(ort_threads)
     if ort_spinning is not None:
-        if ort_spinning not in ORT_SPINNING_MODES:
-            raise ValueError(f"ort_spinning must be one of {ORT_SPINNING_MODES}, got {ort_spinning!r}")
         env[ORT_SPINNING_ENV] = ort_spinning
     return env
 
@@ -211,6 +214,10 @@ class ServerConfig:
     log_verbose: int = 0
     exit_timeout_s: int = 30
     extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.ort_spinning not in ORT_SPINNING_MODES:
+            raise ValueError(f"ort_spinning must be one of {ORT_SPINNING_MODES}, got {self.ort_spinning!r}")
 
     def args(self, binary: Path, backend_dir: Path, log_file: Path) -> list[str]:
         key, value = self.restricted_header

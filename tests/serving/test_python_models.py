@@ -247,11 +247,15 @@ def test_postprocess_answers_warmup_samples_without_counting_them(pb_utils, spec
 
 
 @pytest.mark.parametrize(
-    ("mode", "allow", "force_stop"), [("run", "1", True), ("always", "1", False), ("off", "0", False)]
+    ("mode", "allow", "force_stop"),
+    [("run", "1", True), ("always", "1", False), ("off", "0", False), (None, "1", True)],
 )
 def test_ort_backend_spins_as_the_server_says(pb_utils, spec, tmp_path, monkeypatch, mode, allow, force_stop):
-    """``run`` spins during a run only (force_spinning_stop): idle threads leave the cores to python steps."""
-    monkeypatch.setenv("CIFAR10_ORT_SPINNING", mode)
+    """``run`` (also without the variable) spins during a run only: idle threads leave the cores free."""
+    if mode is None:
+        monkeypatch.delenv("CIFAR10_ORT_SPINNING", raising=False)
+    else:
+        monkeypatch.setenv("CIFAR10_ORT_SPINNING", mode)
     version_dir = tmp_path / "wrn" / "1"
     version_dir.mkdir(parents=True)
     (version_dir / "model.onnx").write_bytes(spec.target.versions[0].artifact.read_bytes())
@@ -275,9 +279,13 @@ def test_ort_backend_refuses_an_unknown_spinning_mode(pb_utils, spec, tmp_path, 
         load(PACKAGE / "backends/onnxruntime/model.py", config, tmp_path / "wrn", name="wrn")
 
 
-@pytest.mark.triton
-def test_server_refuses_an_unknown_spinning_mode():
-    from serving.server.environment import find_tritonserver, server_env
+def test_server_refuses_an_unknown_spinning_mode_before_it_starts(tmp_path, monkeypatch):
+    from serving.server.environment import ORT_SPINNING_ENV, ServerConfig, server_env
 
     with pytest.raises(ValueError, match="ort_spinning must be one of"):
-        server_env(find_tritonserver(), ort_spinning="sometimes")
+        ServerConfig(model_repository=tmp_path, ort_spinning="sometimes")
+    with pytest.raises(ValueError, match="ort_spinning must be one of"):
+        server_env(tmp_path / "no-tritonserver", ort_spinning="sometimes")
+    monkeypatch.setenv(ORT_SPINNING_ENV, "1")  # an inherited leftover of the old on/off switch
+    with pytest.raises(ValueError, match="got '1'"):
+        server_env(tmp_path / "no-tritonserver")
