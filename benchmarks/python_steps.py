@@ -78,7 +78,7 @@ def main() -> None:
 
     ref = reference_stack.load(args)
     x = reference_stack.tensors(ref)
-    sess = onnx_io.session(ref.onnx, None, {"session.force_spinning_stop": "1"})
+    sess = onnx_io.session(ref.onnx, None, onnx_io.SPIN_DURING_RUN_ONLY)
     with tempfile.TemporaryDirectory(prefix="bench-steps-") as tmp:
         repo = Path(tmp) / "repo"
         build_repository(reference_stack.spec(ref), repo)

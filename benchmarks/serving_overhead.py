@@ -98,7 +98,7 @@ class Floor:
         self.x = x
         self.sessions = {
             "ort_always": onnx_io.session(onnx, cores),  # ONNX Runtime's defaults
-            "ort_run": onnx_io.session(onnx, cores, {"session.force_spinning_stop": "1"}),
+            "ort_run": onnx_io.session(onnx, cores, onnx_io.SPIN_DURING_RUN_ONLY),
         }
         always = self.sessions["ort_always"]
         self.scan = {b: round(ort_throughput(always, batch_of(x, b), seconds), 2) for b in batches}

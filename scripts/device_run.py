@@ -2,8 +2,11 @@
 
 On the device machine (no MLflow, no DVC, no network), from the repository root::
 
-    PYTHONUNBUFFERED=1 python -m scripts.device_run --mirror carry/cifar10-jpeg.tar.gz \\
-        --out "$OUT" --minutes 6 [--set train.batch_size=1024 --set train.lr=0.6 ...]
+    CIFAR10_GIT_COMMIT=<sha> PYTHONUNBUFFERED=1 python -m scripts.device_run \\
+        --mirror carry/cifar10-jpeg.tar.gz --out "$OUT" --minutes 6 [--set train.lr=0.6 ...]
+
+``CIFAR10_GIT_COMMIT`` (the output of ``git rev-parse HEAD`` where the command is prepared) is
+the commit the run records: the copy of the tree on the device machine has no ``.git``.
 
 1. **prepare** the carried mirror (the pipeline's own prepare stage);
 2. **train** the `gpu` profile with ``train.max_minutes`` = ``--minutes``: the cosine ends when the

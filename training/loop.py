@@ -164,8 +164,9 @@ def fit_epochs(
         stats["images_per_s"] *= world
         step += steps
         epoch += 1
-        stats["elapsed_s"] = schedule.state()["elapsed_s"]
-        end = EpochEnd(epoch, step, stats, schedule.state(), schedule.done(step) or epoch >= cfg.epochs)
+        clock = schedule.state()
+        stats["elapsed_s"] = clock["elapsed_s"]
+        end = EpochEnd(epoch, step, stats, clock, schedule.done(step) or epoch >= cfg.epochs)
         paused = time.perf_counter()
         stop = after_epoch(end)
         schedule.origin += time.perf_counter() - paused  # validation and checkpoints are not training time

@@ -37,6 +37,7 @@ from serving.repository.atomic_fs import (
     same_tree,
     swap_in,
 )
+from serving.repository.gpu_configs import cache_folders
 from serving.repository.model_configs import (
     CHANNELS,
     IMAGE_SIZE,
@@ -175,8 +176,6 @@ def engine_caches(spec: RepositorySpec) -> list[str]:
     One per served version of each GPU ONNX classifier (see ``gpu_configs.cache_folders``): the cache
     of a version no longer served, or built with other engine settings, is not carried.
     """
-    from serving.repository.gpu_configs import cache_folders
-
     gpu = spec.gpu or GpuSettings()
     if gpu.onnx_accelerator != "tensorrt":
         return []

@@ -34,6 +34,13 @@ ORT_SPINNING_MODES = ("run", "always", "off")
 ADMIN_HEADER = "x-cifar10-admin"
 
 
+def check_spinning(mode: str) -> str:
+    """``mode`` if it is one of :data:`ORT_SPINNING_MODES`; the stubs would refuse any other at load."""
+    if mode not in ORT_SPINNING_MODES:
+        raise ValueError(f"ort_spinning must be one of {ORT_SPINNING_MODES}, got {mode!r}")
+    return mode
+
+
 class TritonNotFoundError(FileNotFoundError):
     """No usable ``tritonserver`` binary (install the ``serve`` extra: ``nvidia-pytriton``)."""
 
@@ -135,8 +142,8 @@ def server_env(
     # Checked first, before anything needs the binary: an inherited value counts too, because
     # the stubs read it and a bad one would fail every classifier version at load.
     spinning = ort_spinning if ort_spinning is not None else env.get(ORT_SPINNING_ENV)
-    if spinning is not None and spinning not in ORT_SPINNING_MODES:
-        raise ValueError(f"ort_spinning must be one of {ORT_SPINNING_MODES}, got {spinning!r}")
+    if spinning is not None:
+        check_spinning(spinning)
     libpython_dir = sysconfig.get_config_var("LIBDIR") or ""
     ld = [str(_libs_dir(binary)), libpython_dir, env.get("LD_LIBRARY_PATH", "")]
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in ld if p)
@@ -216,8 +223,7 @@ class ServerConfig:
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.ort_spinning not in ORT_SPINNING_MODES:
-            raise ValueError(f"ort_spinning must be one of {ORT_SPINNING_MODES}, got {self.ort_spinning!r}")
+        check_spinning(self.ort_spinning)
 
     def args(self, binary: Path, backend_dir: Path, log_file: Path) -> list[str]:
         key, value = self.restricted_header

@@ -80,3 +80,18 @@ def test_the_readme_exit_code_table_is_the_code_table():
     readme = (ROOT / "README.md").read_text()
     table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, re.M))
     assert {int(k): v for k, v in table.items()} == exit_codes.TABLE
+
+
+def test_overrides_reach_the_logged_params_yaml():
+    """A run logs ``params.raw`` as its params.yaml: an override must show there, in its profile."""
+    from common.params import with_overrides
+
+    params = load_params(ROOT / "params.yaml")
+    changed = with_overrides(params, ["train.max_minutes=0.05", "serving.preferred_batch_sizes=[8, 16]"])
+    assert changed.train.max_minutes == 0.05
+    assert changed.serving.preferred_batch_sizes == (8, 16)
+    assert changed.raw["profiles"][params.profile]["train"]["max_minutes"] == 0.05
+    assert changed.raw["serving"]["preferred_batch_sizes"] == [8, 16]
+    assert params.raw == load_params(ROOT / "params.yaml").raw  # the original is left alone
+    with pytest.raises(ValueError, match="train has no key 'max_minute'"):
+        with_overrides(params, ["train.max_minute=1"])

@@ -170,13 +170,18 @@ def test_postprocess_softmax_and_counter(pb_utils, spec, tmp_path):
     assert bad.error is not None and "non-finite" in bad.error.message
 
 
-@pytest.fixture
-def ort_model(pb_utils, spec, tmp_path):
+def load_ort(spec, tmp_path):
+    """The python onnxruntime backend serving the spec's classifier as ``wrn`` version 1."""
     version_dir = tmp_path / "wrn" / "1"
     version_dir.mkdir(parents=True)
     (version_dir / "model.onnx").write_bytes(spec.target.versions[0].artifact.read_bytes())
     config = classifier_config(spec.target, spec)
     return load(PACKAGE / "backends/onnxruntime/model.py", config, tmp_path / "wrn", name="wrn")
+
+
+@pytest.fixture
+def ort_model(pb_utils, spec, tmp_path):
+    return load_ort(spec, tmp_path)
 
 
 def test_ort_backend_runs_a_dynamic_batch_in_one_session_call(ort_model):
@@ -256,12 +261,7 @@ def test_ort_backend_spins_as_the_server_says(pb_utils, spec, tmp_path, monkeypa
         monkeypatch.delenv("CIFAR10_ORT_SPINNING", raising=False)
     else:
         monkeypatch.setenv("CIFAR10_ORT_SPINNING", mode)
-    version_dir = tmp_path / "wrn" / "1"
-    version_dir.mkdir(parents=True)
-    (version_dir / "model.onnx").write_bytes(spec.target.versions[0].artifact.read_bytes())
-    config = classifier_config(spec.target, spec)
-    model = load(PACKAGE / "backends/onnxruntime/model.py", config, tmp_path / "wrn", name="wrn")
-    options = model.session.get_session_options()
+    options = load_ort(spec, tmp_path).session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == allow
     if force_stop:
         assert options.get_session_config_entry("session.force_spinning_stop") == "1"
@@ -272,11 +272,8 @@ def test_ort_backend_spins_as_the_server_says(pb_utils, spec, tmp_path, monkeypa
 
 def test_ort_backend_refuses_an_unknown_spinning_mode(pb_utils, spec, tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR10_ORT_SPINNING", "1")  # not a mode: the server writes run/always/off
-    (tmp_path / "wrn" / "1").mkdir(parents=True)
-    (tmp_path / "wrn" / "1" / "model.onnx").write_bytes(spec.target.versions[0].artifact.read_bytes())
-    config = classifier_config(spec.target, spec)
     with pytest.raises(RuntimeError, match="CIFAR10_ORT_SPINNING must be one of"):
-        load(PACKAGE / "backends/onnxruntime/model.py", config, tmp_path / "wrn", name="wrn")
+        load_ort(spec, tmp_path)
 
 
 def test_server_refuses_an_unknown_spinning_mode_before_it_starts(tmp_path, monkeypatch):
