@@ -245,8 +245,13 @@ class ReleaseConfig:
     max_p99_ratio: float = 1.5  # candidate p99 <= production p99 x this + p99_slack_ms
     p99_slack_ms: float = 5.0
     latency_min_requests: int = 500  # a p99 may breach only past this many candidate requests
-    agreement_slack: float = 0.02  # shadow agreement >= acc_prod + acc_cand - 1 - this
-    min_agreement: float | None = None  # a fixed limit instead of the one derived from the accuracies
+    latency_settle_s: float = 10.0  # latency counts from this long after a step's rollout
+    agreement_slack: float = 0.02  # shadow agreement >= p + (p - accuracy_margin) - 1 - this
+    min_agreement: float | None = None  # a fixed limit instead of the one derived from the gate
+    class_margin: float = 0.05  # per class: candidate keeps within this of production's precision
+    min_class_agreement: float | None = None  # a fixed per-class limit instead of the derived ones
+    min_class_images: int = 20  # a class's agreement is judged from this many shadowed images of it
+    claim_settle_s: float = 2.0  # a starting controller's claim waits this long for rival claims
     max_psi: float = 0.1  # class-mix divergence, candidate vs production
     confidence_z: float = 3.0  # ratios breach only when their exact interval at z sigma does
     owner_timeout_s: float = 120.0  # a controller silent this long no longer owns its release
@@ -263,6 +268,10 @@ class ReleaseConfig:
             raise ValueError("release: shadow_fraction must lie in [0, 1] and accuracy_margin in [0, 1)")
         if min(self.shadow_window_s, self.canary_window_s, self.check_interval_s) <= 0 or self.min_images < 1:
             raise ValueError("release: windows and check_interval_s must be positive, min_images >= 1")
+        if not 0 <= self.class_margin < 1 or self.min_class_images < 1:
+            raise ValueError("release: class_margin must lie in [0, 1) and min_class_images be >= 1")
+        if self.claim_settle_s <= 0 or self.latency_settle_s < 0:
+            raise ValueError("release: claim_settle_s must be positive and latency_settle_s >= 0")
 
 
 @dataclass(frozen=True)

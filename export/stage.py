@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import tracking
+from common import scored_split, tracking
 from common.exit_codes import ExitError
 from common.fsutil import atomic_dir, sha256_file
 from common.params import DataConfig, ExportConfig
+from common.scored_split import accuracy_rows  # noqa: F401 - re-exported for the tests
 from export import onnx_io, tensorrt_engine
 from export.onnx_io import INPUT_NAME, OUTPUT_NAME
 from export.parity import ParityResult, compare, render_table
@@ -109,7 +110,7 @@ def export_model(
             log.info(reason)
             skipped["trt_fp16"] = reason
 
-        test_x, test_y = _test_split(prepared, data, cfg.accuracy_images)
+        test_x, test_y, test_digest = _test_split(prepared, data, cfg.accuracy_images)
         artifacts = []
         for precision, result in results.items():
             path = tmp / FILES[precision]
@@ -125,6 +126,8 @@ def export_model(
                     "images": len(test_y),
                     "runtime": runtime,
                     "split": "test",
+                    "digest": test_digest,  # names exactly these images and labels (common.scored_split)
+                    "class_precision": scored_split.class_precision(logits.argmax(1), test_y, classes),
                 }
             if path.suffix == ".onnx":
                 onnx_io.set_metadata(
@@ -192,16 +195,10 @@ def parity_rows(val_y: np.ndarray, n: int) -> np.ndarray:
     return balanced_subset(val_y, n, seed=0)
 
 
-def accuracy_rows(test_y: np.ndarray, n: int) -> np.ndarray:
-    """Rows of the test split each artifact is scored on: ``n`` class-balanced ones, seeded (0: all)."""
-    return balanced_subset(test_y, n, seed=2)
-
-
-def _test_split(prepared: Path, data: DataConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` test images (class-balanced; 0: all of them), normalised, and their labels."""
-    test_x, test_y = np.load(prepared / "test_x.npy", mmap_mode="r"), np.load(prepared / "test_y.npy")
-    pick = accuracy_rows(test_y, n)
-    return normalize_batch(np.asarray(test_x[pick]), data).numpy(), test_y[pick]
+def _test_split(prepared: Path, data: DataConfig, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """``n`` test images (class-balanced; 0: all of them), normalised, their labels and their digest."""
+    images, labels = scored_split.load_rows(prepared, n)
+    return normalize_batch(images, data).numpy(), labels, scored_split.digest(images, labels, data.classes)
 
 
 def _calibration(prepared: Path, data: DataConfig, n: int) -> np.ndarray:

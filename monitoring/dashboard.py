@@ -141,26 +141,41 @@ PANELS: tuple[Panel, ...] = (
             (_rate("shadow_dropped_total", "model, version"), "{{model}} v{{version}} dropped /s"),
         ),
         "Share of shadowed images on which the candidate's top-1 equals production's (answers never "
-        "served). cifar10-release rolls back below its limit (release.min_agreement, or a + b - 1 "
-        "from the two versions' test accuracies).",
+        "served). cifar10-release rolls back below its limit, derived from what the gate requires "
+        "(release/limits.py: p + (p - accuracy_margin) - 1 - agreement_slack).",
     ),
     Panel(
-        "Release: p99 and error ratio per classifier version",
+        "Release: shadow agreement per class production answered",
+        "percentunit",
+        (
+            (
+                f'sum by (model, version, class) (rate(shadow_agreement_total{{agree="true"}}[{RI}])) / '
+                f"sum by (model, version, class) (rate(shadow_agreement_total[{RI}]))",
+                "{{model}} v{{version}} {{class}}",
+            ),
+        ),
+        "The same share among the images production called each class: a label swap of two classes "
+        "drops those two to about zero while the overall share and the class mix barely move. Each "
+        "class has its own limit (2 precision - class_margin - 1 - agreement_slack).",
+    ),
+    Panel(
+        "Release: p99 and error ratio per classifier version (router)",
         "ms",
         (
             (
-                'max by (model, version) (nv_inference_request_summary_us{quantile="0.99",'
-                'model!~"cifar10|preprocess|postprocess|router"}) / 1000',
-                "{{model}} v{{version}} p99",
+                f"histogram_quantile(0.99, sum by (model, version, path, le) "
+                f"(rate(release_route_latency_ms_bucket[{RI}])))",
+                "{{model}} v{{version}} {{path}} p99",
             ),
             (
-                _rate("nv_inference_request_failure", "model, version", '{model=~"wrn_.*"}'),
-                "{{model}} v{{version}} failed /s",
+                _rate("release_route_failure_total", "model, version, path"),
+                "{{model}} v{{version}} {{path}} failed /s",
             ),
         ),
-        "The figures a release step is judged on, split by version: candidate p99 against "
-        "production's, and failed requests (a failing candidate's canary requests are answered by "
-        "production, so they show here, not to callers).",
+        "The figures a release step is judged on, measured by the router per version and path "
+        "(served, or shadow copies): its calls' p99 - Triton's warm-up executions never pass through "
+        "it - and failed calls (a failing candidate's canary requests are answered by production, so "
+        "they show here, not to callers).",
     ),
     Panel(
         "Triton up / models loaded",

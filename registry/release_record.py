@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 
 from registry import store
@@ -25,6 +26,7 @@ from registry.tags import TagError
 TAG = "release"
 ACTIVE = ("gate", "shadow", "canary")
 ENDED = ("promoted", "rolled_back", "aborted", "refused")
+PROCESS_TOKEN = uuid.uuid4().hex  # this process as an owner: pids repeat across hosts and restarts
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,15 @@ class Owner:
     host: str
     pid: int
     heartbeat: float  # epoch seconds of the owner's last write
+    token: str = ""  # unique per controller process (PROCESS_TOKEN); "" in records of older versions
 
     @classmethod
-    def me(cls) -> Owner:
-        return cls(socket.gethostname(), os.getpid(), time.time())
+    def me(cls, token: str | None = None) -> Owner:
+        return cls(socket.gethostname(), os.getpid(), time.time(), token or PROCESS_TOKEN)
+
+    def same(self, other: Owner | None) -> bool:
+        """The same controller (token, host and pid), whatever the heartbeats."""
+        return other is not None and (self.token, self.host, self.pid) == (other.token, other.host, other.pid)
 
     def alive(self, timeout_s: float) -> bool:
         """Whether this owner may still be driving the release (a process of this host must exist)."""
@@ -64,6 +71,7 @@ class ReleaseRecord:
     owner: Owner | None = None
     run_id: str = ""
     forced_reason: str = ""
+    limits: dict = field(default_factory=dict)  # release.limits.Limits.to_dict(), fixed at the gate
     log: tuple[dict, ...] = field(default_factory=tuple)
 
     @property
@@ -80,7 +88,8 @@ class ReleaseRecord:
         """The record at ``step`` (a transition, logged), owned by this process from now on."""
         now = time.time()
         entry = {"at": now, "from": self.label, "step": step, **(note or {})}
-        new = replace(self, step=step, step_started_at=now, owner=Owner.me(), **changes)  # type: ignore[arg-type]
+        owner = Owner.me(self.owner.token if self.owner and self.owner.pid == os.getpid() else None)
+        new = replace(self, step=step, step_started_at=now, owner=owner, **changes)  # type: ignore[arg-type]
         return replace(new, log=(*self.log, entry | {"label": new.label}))
 
     def to_tag(self) -> str:
@@ -116,7 +125,7 @@ def active(production_name: str) -> ReleaseRecord | None:
 def write(record: ReleaseRecord) -> ReleaseRecord:
     """Store ``record`` (with a fresh heartbeat when this process owns it)."""
     if record.owner is not None and record.owner.pid == os.getpid():
-        record = replace(record, owner=Owner.me())
+        record = replace(record, owner=Owner.me(record.owner.token))
     c = store.client()
     store.call_registry(
         f"recording the release on {record.production_name}",

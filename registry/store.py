@@ -126,6 +126,9 @@ def version_tags(manifest: dict, art: dict, run_id: str) -> dict[str, str]:
         "parity_accuracy": f"{parity['accuracy']:.4f}",
         "max_batch": str(manifest["io"]["max_batch"]),
         "export_command": manifest.get("command", ""),
+        # per version, not only per registered model: the gate refuses a version that answers in
+        # other classes than production, before anything else (registry.tags.version_classes)
+        "classes": json.dumps(manifest["classes"]),
     }
     out |= art.get("built_on") or {}  # a TensorRT plan: the TensorRT, GPU and CUDA that built it
     measured = art.get("test")
@@ -135,6 +138,9 @@ def version_tags(manifest: dict, art: dict, run_id: str) -> dict[str, str]:
             "test_images": str(measured["images"]),
             "test_runtime": measured["runtime"],
         }
+        if measured.get("digest"):  # which images and labels: figures compare only on the same digest
+            out["test_digest"] = measured["digest"]
+            out["test_class_precision"] = json.dumps(measured.get("class_precision") or {}, sort_keys=True)
     return out
 
 

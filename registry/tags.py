@@ -84,3 +84,32 @@ def accuracy(tags: dict[str, str]) -> tuple[float, int] | None:
     if not (math.isfinite(acc) and 0.0 <= acc <= 1.0 and images > 0):
         return None
     return acc, images
+
+
+_DIGEST = re.compile(r"^[0-9a-f]{16}$")
+
+
+def version_classes(tags: dict[str, str], model_tags: dict[str, str], name: str) -> tuple[str, ...]:
+    """The classes a version answers in: its own ``classes`` tag, else (older versions) the model's."""
+    return json_list(tags if "classes" in tags else model_tags, "classes", name)
+
+
+def test_digest(tags: dict[str, str]) -> str | None:
+    """The digest of the images and labels ``test_accuracy`` was measured on, if recorded."""
+    value = tags.get("test_digest", "")
+    return value if _DIGEST.fullmatch(value) else None
+
+
+def class_precision(tags: dict[str, str]) -> dict[str, float]:
+    """``test_class_precision`` (class -> share of its predictions that were right); {} if unknown."""
+    try:
+        value = json.loads(tags.get("test_class_precision", "{}"))
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    out = {}
+    for k, v in value.items():
+        if isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1:
+            out[k] = float(v)
+    return out

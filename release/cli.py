@@ -8,7 +8,8 @@
   report              per-version table and PNG over the latest release (from Prometheus)
 
 Exit codes: 0 promoted (start) / done; 1 the gate refused or a step breached (rolled back) or the
-release was aborted elsewhere; 2 bad usage, or another release (or a live owner) is in the way;
+release was aborted elsewhere; 2 bad usage, or another release (or a live owner, or a start that
+claimed it at the same instant) is in the way;
 3 registry, server or Prometheus unavailable; 5 no such version, alias or release.
 """
 
@@ -34,21 +35,23 @@ def context(args: argparse.Namespace):
 
     params = load_params(args.params)
     token = admin_token(args.admin_token_file)
+    root = args.params.resolve().parent  # the project: where sync, serve and DVC keep these too
     return Context(
         params=params,
-        repository=args.repository,
-        cache=args.cache,
+        repository=args.repository or root / "model_repository",
+        cache=args.cache or root / "artifacts" / "registry_cache",
         server=args.server,
         header=(ADMIN_HEADER, token) if token else None,
         prometheus=Prometheus(args.prometheus or params.release.prometheus_url),
         experiment=args.experiment,
+        prepared=args.prepared or root / "data" / "prepared",
     )
 
 
 def status(ctx) -> dict:
     from registry import release_record
-    from release.controller import _window, min_agreement, triton_model
-    from release.judge import Step, judge
+    from release.controller import _window, step_of
+    from release.judge import judge
 
     name = ctx.params.registry.registered_name(ctx.form)
     record = release_record.read(name)
@@ -59,6 +62,7 @@ def status(ctx) -> dict:
         "production": f"{record.production_name} v{record.production_version}",
         "step": record.label,
         "forced_reason": record.forced_reason or None,
+        "limits": record.limits or None,
     }
     if not record.active:
         return out | {"ended": record.log[-1] if record.log else None}
@@ -74,14 +78,7 @@ def status(ctx) -> dict:
         return out
     window = _window(ctx, record.step)
     out["window"] = {"elapsed_s": round(time.time() - record.step_started_at, 1), "length_s": window}
-    step = Step(
-        (triton_model(ctx, record.candidate_name), record.candidate_version),
-        (triton_model(ctx, record.production_name), record.production_version),
-        record.step == "shadow",
-        record.step_started_at,
-        record.started_at,
-        min_agreement(record, cfg),
-    )
+    step = step_of(ctx, record, record.step_started_at + cfg.latency_settle_s)
     verdict, _ = judge(ctx.prometheus, step, cfg, time.time(), None)
     out["candidate_images"] = round(verdict.images)
     out["figures"] = [f.row() for f in verdict.figures]
@@ -118,12 +115,17 @@ def _print_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="release, per version")
-    keys = [k for k in rows[0] if k != "class_mix"] if rows else []
+    keys = [k for k in rows[0] if not isinstance(rows[0][k], dict)] if rows else []
     for key in keys:
         table.add_column(key)
     for row in rows:
         table.add_row(*("-" if row[k] is None else str(row[k]) for k in keys))
-    Console(stderr=True).print(table)
+    console = Console(stderr=True)
+    console.print(table)
+    for row in rows:
+        if row.get("class_agreement"):
+            shares = ", ".join(f"{c} {v:.3f}" for c, v in row["class_agreement"].items())
+            console.print(f"{row['role']} v{row['version']} shadow agreement per class: {shares}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,8 +133,19 @@ def main(argv: list[str] | None = None) -> None:
         prog="cifar10-release", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.add_argument("--repository", type=Path, default=Path("model_repository"))
-    p.add_argument("--cache", type=Path, default=Path("artifacts/registry_cache"))
+    p.add_argument(
+        "--repository",
+        type=Path,
+        help="the served model repository (default: model_repository/ beside --params)",
+    )
+    p.add_argument(
+        "--cache", type=Path, help="artifacts (default: artifacts/registry_cache/ beside --params)"
+    )
+    p.add_argument(
+        "--prepared",
+        type=Path,
+        help="prepared data, to score production on the candidate's test rows (default: data/prepared/)",
+    )
     p.add_argument("--server", default="127.0.0.1:8001", help="gRPC host:port of the live server")
     p.add_argument("--admin-token-file", type=Path, help="its admin token (or $CIFAR10_ADMIN_TOKEN)")
     p.add_argument("--prometheus", help="Prometheus URL (default: params.yaml release.prometheus_url)")

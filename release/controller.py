@@ -19,11 +19,14 @@ from pathlib import Path
 from common import exit_codes
 from common.exit_codes import ExitError
 from common.params import Params
-from registry import aliases, release_record, store
-from registry.release_record import ReleaseRecord
-from release import gate, tracking
+from registry import aliases, release_claim, release_record, store
+from registry.release_claim import ReleaseBusy
+from registry.release_record import Owner, ReleaseRecord
+from release import gate, limits, tracking
 from release.judge import Step, Verdict, judge
 from release.prometheus import Prometheus, PrometheusUnavailable
+
+__all__ = ["Context", "ReleaseBusy", "ReleaseFailed", "abort", "start"]
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +35,6 @@ class ReleaseFailed(ExitError):
     """The gate refused the candidate, or a step breached and the release was rolled back (1)."""
 
     exit_code = exit_codes.FAILED
-
-
-class ReleaseBusy(ExitError):
-    """Another release is in progress, or its owner is still alive (exit code 2)."""
-
-    exit_code = exit_codes.USAGE
 
 
 @dataclass(frozen=True)
@@ -49,6 +46,7 @@ class Context:
     header: tuple[str, str] | None
     prometheus: Prometheus
     experiment: str = "cifar10-release"
+    prepared: Path = Path("data/prepared")  # where production is scored on the candidate's test rows
 
     @property
     def form(self) -> str:
@@ -81,11 +79,16 @@ def steps(ctx: Context) -> list[tuple[str, int, float, float]]:
 
 
 def start(ctx: Context, version: int, precision: str | None, force_reason: str | None) -> dict:
-    """Run a release of ``version`` to its end (or resume the one in progress); returns the outcome."""
+    """Run a release of ``version`` to its end (or resume the one in progress); returns the outcome.
+
+    Two starts at the same instant elect one owner (:mod:`registry.release_claim`); the other exits 2.
+    """
+    cfg = ctx.params.release
     form = ctx.form
     name = ctx.params.registry.registered_name(form)
     candidate_name = ctx.params.registry.registered_name(precision or form)
     record = release_record.read(name)
+    me = Owner.me()
     if record is not None and record.active:
         if (record.candidate_name, record.candidate_version) != (candidate_name, version):
             raise ReleaseBusy(
@@ -93,33 +96,18 @@ def start(ctx: Context, version: int, precision: str | None, force_reason: str |
                 f"{record.label}; `cifar10-release abort` first"
             )
         owner = record.owner
-        if owner is not None and owner.alive(ctx.params.release.owner_timeout_s):
+        if owner is not None and owner.alive(cfg.owner_timeout_s):
             raise ReleaseBusy(f"the release is driven by pid {owner.pid} on {owner.host}")
+        election = release_claim.elect(name, me, cfg.claim_settle_s, cfg.owner_timeout_s)
+        record = release_claim.take(election, name, dataclasses.replace(record, owner=me))
         log.info("resuming the release of %s v%d at step %s", name, version, record.label)
         return drive(ctx, record)
-    return drive(ctx, open_release(ctx, name, candidate_name, version, force_reason))
-
-
-def open_release(
-    ctx: Context, name: str, candidate_name: str, version: int, force_reason: str | None
-) -> ReleaseRecord:
-    """The gate: parity, accuracy (MLflow model validation), and an answer from the live server.
-
-    ``name`` is the registered model the ensemble routes to (production's); the candidate may be a
-    version of another form (``candidate_name``), judged against that same production.
-    """
-    cfg = ctx.params.release
     production = aliases.resolve(name, "production")
-    candidate = aliases.resolve(candidate_name, version=version)
-    if (candidate_name, candidate.version) == (name, production.version):
+    aliases.resolve(candidate_name, version=version)  # exists, or exit 5 before anything is claimed
+    if (candidate_name, version) == (name, production.version):
         raise ReleaseBusy(f"{name} v{version} already is production")
-    checks = list(gate.offline(candidate, production, cfg))
-    for check in checks:
-        log.info("gate %s: %s (%s)", check.name, "passed" if check.passed else "FAILED", check.detail)
-    if not checks[0].passed:  # the registry never serves such a version, --force or not
-        raise ReleaseFailed(f"gate refused {name} v{version}: parity: {checks[0].detail}")
+    election = release_claim.elect(name, me, cfg.claim_settle_s, cfg.owner_timeout_s)
     now = time.time()
-    run_id = tracking.open_run(ctx, candidate_name, version, name, production.version, force_reason)
     record = ReleaseRecord(
         candidate_name=candidate_name,
         candidate_version=version,
@@ -128,12 +116,44 @@ def open_release(
         step="gate",
         started_at=now,
         step_started_at=now,
-        run_id=run_id,
+        owner=me,
         forced_reason=force_reason or "",
     )
-    if not checks[1].passed and not force_reason:  # refused before the server sees the candidate
-        _refuse(ctx, record, checks)
-    record = release_record.write(record.moved("gate", {"by": "start"}))
+    record = release_claim.take(election, name, record.moved("gate", {"by": "start"}))
+    return drive(ctx, open_release(ctx, record))
+
+
+def open_release(ctx: Context, record: ReleaseRecord) -> ReleaseRecord:
+    """The gate: classes, parity, accuracy on the same data, and an answer from the live server.
+
+    ``record`` is at step ``gate``, owned by this process. A refusal ends it as ``refused`` (with its
+    MLflow run), so ``status`` and ``report`` say what was refused and why.
+    """
+    from release.baseline import ProductionScorer
+
+    cfg = ctx.params.release
+    name, candidate_name, version = record.production_name, record.candidate_name, record.candidate_version
+    force_reason = record.forced_reason or None
+    production = aliases.resolve(name, version=record.production_version)
+    candidate = aliases.resolve(candidate_name, version=version)
+    run_id = tracking.open_run(ctx, candidate_name, version, name, production.version, force_reason)
+    record = release_record.write(dataclasses.replace(record, run_id=run_id))
+    c = store.client()
+    production_classes = _classes(c, name, production)
+    result = gate.offline(
+        candidate,
+        production,
+        cfg,
+        _classes(c, candidate_name, candidate),
+        production_classes,
+        ProductionScorer(name, production.version, ctx.prepared, ctx.cache),
+    )
+    for check in result.checks:
+        log.info("gate %s: %s (%s)", check.name, "passed" if check.passed else "FAILED", check.detail)
+    derived = limits.derive(result.baseline or _own_figures(production), production_classes, cfg)
+    record = release_record.write(dataclasses.replace(record, limits=derived.to_dict()))
+    if result.unforceable or (result.failing and not force_reason):  # before the server sees it
+        _refuse(ctx, record, result, served=False)
     aliases.promote(candidate_name, "staging", version)
     from registry import tags
     from serving.rollout.apply import ApplyError
@@ -143,9 +163,9 @@ def open_release(
         ctx.sync()  # loads the candidate beside production; nothing routes to it yet
     except ApplyError as exc:  # apply restored the previous repository: production serves as before
         loaded = False
-        live = gate.Check("live", False, f"{candidate_name} v{version} did not load: {exc}")
+        live = gate.Check("live", False, f"{candidate_name} v{version} did not load: {exc}", forceable=False)
     if loaded:
-        model_tags = store.registered_model(store.client(), candidate_name).tags
+        model_tags = store.registered_model(c, candidate_name).tags
         live = gate.answers(
             ctx.server,
             triton_model(ctx, candidate_name),
@@ -153,33 +173,57 @@ def open_release(
             tags.tensor_name(model_tags, "input", "input", candidate_name),
             tags.tensor_name(model_tags, "output", "logits", candidate_name),
         )
-    checks.append(live)
+    result = result.with_check(live)
     log.info("gate %s: %s (%s)", live.name, "passed" if live.passed else "FAILED", live.detail)
-    if not live.passed and (not force_reason or not loaded):  # what does not load cannot be forced
-        end(ctx, record, "refused", {"failed": [f"{c.name}: {c.detail}" for c in checks if not c.passed]})
-        _refuse(ctx, record, checks)
-    failing = [c for c in checks if not c.passed]
+    if result.unforceable or (not live.passed and not force_reason):
+        _refuse(ctx, record, result, served=True)
+    failing = result.failing
     tracking.log_step(
-        ctx, record, "gate", {}, {c.name: c.detail for c in checks}, "forced" if failing else "passed"
+        ctx, record, "gate", {}, {c.name: c.detail for c in result.checks}, "forced" if failing else "passed"
     )
     if failing:
         log.warning("gate overridden with --force (%s): %s", force_reason, "; ".join(c.name for c in failing))
+    log.info("live limits: %s", derived.basis)
     return record
 
 
-def _refuse(ctx: Context, record: ReleaseRecord, checks: list[gate.Check]) -> None:
-    failing = [c for c in checks if not c.passed]
-    tracking.log_step(ctx, record, "gate", {}, {c.name: c.detail for c in checks}, "refused")
-    if record.step == "gate" and not record.log:  # end() closed the run when the server was involved
+def _classes(c, name: str, version: aliases.Resolved) -> tuple[str, ...]:
+    from registry import tags
+
+    return tags.version_classes(version.tags, dict(store.registered_model(c, name).tags), name)
+
+
+def _own_figures(production: aliases.Resolved) -> limits.Baseline | None:
+    """Production's figures on its own test data: what sets the live limits of a forced release whose
+    accuracy could not be compared on the candidate's data."""
+    from registry import tags
+
+    own = tags.accuracy(production.tags)
+    if own is None:
+        return None
+    return limits.Baseline(
+        own[0], own[1], tags.class_precision(production.tags), "production's own test data"
+    )
+
+
+def _refuse(ctx: Context, record: ReleaseRecord, result: gate.GateResult, served: bool) -> None:
+    failing = result.failing
+    failed = [f"{c.name}: {c.detail}" for c in failing]
+    tracking.log_step(ctx, record, "gate", {}, {c.name: c.detail for c in result.checks}, "refused")
+    if served:
+        end(ctx, record, "refused", {"failed": failed})
+    else:  # nothing was staged or served: the record and the run end here
+        record = release_record.write(record.moved("refused", {"failed": failed}))
         tracking.close_run(ctx, record, "refused")
+    forced = " (cannot be forced)" if result.unforceable else ""
     raise ReleaseFailed(
-        f"gate refused {record.candidate_name} v{record.candidate_version}: "
-        + "; ".join(f"{c.name}: {c.detail}" for c in failing)
+        f"gate refused {record.candidate_name} v{record.candidate_version}{forced}: " + "; ".join(failed)
     )
 
 
 def drive(ctx: Context, record: ReleaseRecord) -> dict:
     """From the record's step to production, judging each step; a breach rolls back and raises."""
+    cfg = ctx.params.release
     plan = steps(ctx)
     position = 0
     if record.step in ("shadow", "canary"):
@@ -191,25 +235,74 @@ def drive(ctx: Context, record: ReleaseRecord) -> dict:
             record = record.moved(
                 step, {"by": "controller"}, step_index=index, shadow_fraction=shadow, canary_weight=weight
             )
-        record = release_record.write(dataclasses.replace(record, owner=release_record.Owner.me()))
+        record = release_record.write(record)
         ctx.sync()
+        settled = time.time() + cfg.latency_settle_s  # latency counts from here (release.latency)
         log.info("step %s: serving; judged over %s", record.label, _window(ctx, step))
-        verdict, baseline_p99, outcome = watch(ctx, record, baseline_p99)
+        verdict, baseline_p99, outcome = watch(ctx, record, baseline_p99, settled)
         tracking.log_step(ctx, record, record.label, verdict.metrics(), {}, outcome)
         if outcome != "passed":
-            breached = time.time()
-            end(ctx, record, "rolled_back", {"breach": [f.row() for f in verdict.breaches], "why": outcome})
-            seconds = time.time() - breached
+            verdict_at = time.time()
+            halted = halt(ctx, record, f"step {record.label}: {outcome}")
+            end(
+                ctx,
+                record,
+                "rolled_back",
+                {
+                    "breach": [f.row() for f in verdict.breaches],
+                    "why": outcome,
+                    "verdict_at": verdict_at,
+                    "halted_s": None if halted is None else round(halted - verdict_at, 3),
+                },
+            )
+            seconds = time.time() - verdict_at
             raise ReleaseFailed(
                 f"step {record.label}: {outcome} -> rolled back; production {record.production_name} "
-                f"v{record.production_version} serves alone again ({seconds:.1f} s after the verdict): "
-                + _figures(verdict)
+                f"v{record.production_version} serves alone again ({seconds:.1f} s after the verdict, "
+                f"the candidate's routing stopped {_seconds(halted, verdict_at)}): " + _figures(verdict)
             )
     aliases.promote(record.candidate_name, "production", record.candidate_version)
     if record.candidate_name != record.production_name:
         _route_to_candidate_form(ctx, record)
     end(ctx, record, "promoted", {})
     return {"promoted": f"{record.candidate_name} v{record.candidate_version}", "run_id": record.run_id}
+
+
+def _seconds(halted: float | None, verdict_at: float) -> str:
+    return "with the rollout" if halted is None else f"{halted - verdict_at:.2f} s after it"
+
+
+def halt(ctx: Context, record: ReleaseRecord, reason: str) -> float | None:
+    """Stop the router sending anything to the candidate, before the slower rollout retires it.
+
+    Writes ``router/halt.json`` into the repository the server reads (atomically, without the
+    repository lock a rollout may hold): the router checks for it on every batch and latches it.
+    Returns when it was written, or ``None`` when no router serves (the gate step).
+    """
+    import json
+    import os
+    import tempfile
+
+    from serving.repository.spec import ROUTER, ROUTER_HALT_FILE
+
+    folder = Path(ctx.repository) / ROUTER
+    if record.step not in ("shadow", "canary") or not folder.is_dir():
+        return None
+    order = {
+        "candidate_model": triton_model(ctx, record.candidate_name),
+        "candidate_version": record.candidate_version,
+        "reason": reason,
+        "at": time.time(),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=".halt-", dir=folder)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(order, fh)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, folder / ROUTER_HALT_FILE)
+    log.warning(
+        "router halted: no new request goes to %s v%d", record.candidate_name, record.candidate_version
+    )
+    return time.time()
 
 
 def _figures(verdict: Verdict) -> str:
@@ -229,21 +322,32 @@ def _window(ctx: Context, step: str) -> float:
     return cfg.shadow_window_s if step == "shadow" else cfg.canary_window_s
 
 
-def watch(
-    ctx: Context, record: ReleaseRecord, baseline_p99: float | None
-) -> tuple[Verdict, float | None, str]:
-    """Judge the step every ``check_interval_s`` until it passes, breaches or stays inconclusive too long."""
-    cfg = ctx.params.release
-    window = _window(ctx, record.step)
-    passes_at, gives_up_at = record.step_started_at + window, record.step_started_at + 3 * window
-    step = Step(
+def step_of(ctx: Context, record: ReleaseRecord, latency_since: float = 0.0) -> Step:
+    """What the judge holds a recorded step to (the limits fixed at its gate)."""
+    fixed = limits.Limits.from_dict(record.limits)
+    if fixed is None:  # a record written before limits were recorded: derive them from the tags now
+        production = aliases.resolve(record.production_name, version=record.production_version)
+        classes = _classes(store.client(), record.production_name, production)
+        fixed = limits.derive(_own_figures(production), classes, ctx.params.release)
+    return Step(
         candidate=(triton_model(ctx, record.candidate_name), record.candidate_version),
         production=(triton_model(ctx, record.production_name), record.production_version),
         shadow=record.step == "shadow",
         started_at=record.step_started_at,
         release_started_at=record.started_at,
-        min_agreement=min_agreement(record, cfg),
+        limits=fixed,
+        latency_since=latency_since,
     )
+
+
+def watch(
+    ctx: Context, record: ReleaseRecord, baseline_p99: float | None, settled: float
+) -> tuple[Verdict, float | None, str]:
+    """Judge the step every ``check_interval_s`` until it passes, breaches or stays inconclusive too long."""
+    cfg = ctx.params.release
+    window = _window(ctx, record.step)
+    passes_at, gives_up_at = record.step_started_at + window, record.step_started_at + 3 * window
+    step = step_of(ctx, record, settled)
     blind_since: float | None = None
     while True:
         time.sleep(max(0.0, min(cfg.check_interval_s, passes_at - time.time())) or cfg.check_interval_s)
@@ -310,27 +414,10 @@ def _route_to_candidate_form(ctx: Context, record: ReleaseRecord) -> None:
 def _check_still_mine(record: ReleaseRecord) -> None:
     """Stop if someone aborted the release or another controller took it over since we last wrote."""
     current = release_record.read(record.production_name)
-    mine = record.owner and (record.owner.host, record.owner.pid)
-    theirs = current and current.owner and (current.owner.host, current.owner.pid)
-    if current is None or not current.active or theirs != mine:
+    if current is None or not current.active or record.owner is None or not record.owner.same(current.owner):
         raise ReleaseFailed(
             f"the release was ended or taken over elsewhere (now: {current.label if current else 'none'})"
         )
-
-
-def min_agreement(record: ReleaseRecord, cfg) -> float | None:
-    """``release.min_agreement`` if set, else ``a + b - 1 - agreement_slack`` from both versions'
-    tagged test accuracies (see :mod:`release.judge`); ``None`` when an accuracy is unknown."""
-    from registry import tags
-
-    if cfg.min_agreement is not None:
-        return cfg.min_agreement
-    slack = cfg.agreement_slack
-    prod = tags.accuracy(aliases.resolve(record.production_name, version=record.production_version).tags)
-    cand = tags.accuracy(aliases.resolve(record.candidate_name, version=record.candidate_version).tags)
-    if prod is None or cand is None:
-        return None
-    return max(0.0, prod[0] + cand[0] - 1.0 - slack)
 
 
 def end(ctx: Context, record: ReleaseRecord, outcome: str, note: dict) -> ReleaseRecord:
@@ -352,7 +439,8 @@ def abort(ctx: Context, reason: str) -> dict:
     record = release_record.active(name)
     if record is None:
         raise store.RegistryError(f"no release in progress on {name}")
-    record = end(ctx, record, "aborted", {"reason": reason})
+    halted = halt(ctx, record, f"aborted: {reason}")
+    record = end(ctx, record, "aborted", {"reason": reason, "halted_at": halted})
     return {
         "aborted": f"{record.candidate_name} v{record.candidate_version}",
         "production": record.production_version,

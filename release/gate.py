@@ -1,15 +1,29 @@
-"""The gate before any traffic: parity passed, accuracy kept, and the version answers on the live server.
+"""The gate before any traffic: same classes, parity passed, accuracy kept on the same data, and the
+version answers on the live server.
 
-The accuracy comparison is MLflow's model validation: the candidate's and production's accuracies
-(each measured at export on the test split, through the artifact's own runtime, and tagged on the
-version) become ``EvaluationResult``s, and ``mlflow.validate_evaluation_results`` checks the candidate
-against a ``MetricThreshold`` of production's accuracy minus ``release.accuracy_margin``. Its message
-names both figures, and it is what a refusal prints.
+Checks, in the order they are judged:
+
+1. **classes** - the candidate answers in exactly production's classes, in the same order. A version
+   trained on another dataset may land in the same registered model (``registry.model_prefix`` is the
+   same); serving it would relabel every answer. Refused before anything else, and ``--force`` cannot
+   override it.
+2. **parity** - the version passed its export parity gate. Not forceable either: the registry never
+   serves such a version.
+3. **accuracy** - MLflow's model validation: the candidate's test accuracy (tagged at export, through
+   its own runtime) against a ``MetricThreshold`` of production's accuracy minus
+   ``release.accuracy_margin``, **on the same images**. Each figure carries the digest of the images
+   and labels it was measured on (``test_digest``, :mod:`common.scored_split`); where the digests
+   differ, production is scored on the candidate's rows (:mod:`release.baseline`), and where that is
+   not possible the check fails, naming both sources. ``--force`` overrides this check only.
+
+The figures production scores on the candidate's data (:class:`release.limits.Baseline`) also set the
+live agreement limits, so the live judge and the gate hold the candidate to one requirement.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +31,12 @@ import numpy as np
 from common.params import ReleaseConfig
 from registry import tags
 from registry.aliases import Resolved
+from release.limits import Baseline
 
 log = logging.getLogger(__name__)
+
+# candidate's test digest, its image count -> production's figures on those rows, or a reason why not
+Scorer = Callable[[str, int], "Baseline | str"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +44,41 @@ class Check:
     name: str
     passed: bool
     detail: str
+    forceable: bool = True  # --force may override a failure (accuracy, live); never classes or parity
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The offline checks in order, and production's figures on the candidate's data."""
+
+    checks: tuple[Check, ...]
+    baseline: Baseline | None = None
+
+    def __getitem__(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+    @property
+    def failing(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def unforceable(self) -> list[Check]:
+        return [c for c in self.failing if not c.forceable]
+
+    def with_check(self, check: Check) -> GateResult:
+        return GateResult((*self.checks, check), self.baseline)
+
+
+def classes(candidate: tuple[str, ...], production: tuple[str, ...]) -> Check:
+    if candidate == production:
+        return Check("classes", True, f"{len(candidate)} classes, as production", forceable=False)
+    return Check(
+        "classes",
+        False,
+        f"the candidate answers in {list(candidate)}, production in {list(production)}: "
+        "a version of another dataset belongs in a registered model of its own (registry.model_prefix)",
+        forceable=False,
+    )
 
 
 def parity(candidate: Resolved) -> Check:
@@ -36,44 +89,81 @@ def parity(candidate: Resolved) -> Check:
         if passed
         else "the version has no passed parity gate (tag parity_passed)"
     )
-    return Check("parity", passed, detail)
+    return Check("parity", passed, detail, forceable=False)
 
 
-def accuracy(candidate: Resolved, production: Resolved, cfg: ReleaseConfig) -> Check:
-    """``candidate test_accuracy >= production's - margin``, judged by MLflow's model validation."""
+def baseline(candidate: Resolved, production: Resolved, scorer: Scorer | None) -> Baseline | str:
+    """Production's accuracy on the images the candidate was scored on, or why it is not known."""
+    mine = tags.accuracy(candidate.tags)
+    theirs = tags.accuracy(production.tags)
+    ours, their_digest = tags.test_digest(candidate.tags), tags.test_digest(production.tags)
+    if mine is None:
+        return "the candidate version has no tagged test accuracy (test_accuracy)"
+    if ours is not None and ours == their_digest and theirs is not None:
+        return Baseline(theirs[0], theirs[1], tags.class_precision(production.tags), f"same test data {ours}")
+    if ours is None:
+        return (
+            "the candidate's test accuracy names no test data (no test_digest: exported before digests "
+            "were recorded), so it cannot be compared with production's; re-export it"
+        )
+    other = (
+        f"production was scored on other data ({their_digest or 'unrecorded'}) than the candidate ({ours})"
+    )
+    if scorer is None:
+        return other
+    scored = scorer(ours, mine[1])
+    if isinstance(scored, str):
+        return f"{other}, and cannot be scored on the candidate's: {scored}"
+    return scored
+
+
+def accuracy(candidate: Resolved, found: Baseline | str, cfg: ReleaseConfig) -> Check:
+    """``candidate >= production - margin`` on the same images, judged by MLflow's model validation."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.models import MetricThreshold
     from mlflow.models.evaluation import EvaluationResult
 
-    mine, theirs = tags.accuracy(candidate.tags), tags.accuracy(production.tags)
-    if mine is None or theirs is None:
-        which = "candidate" if mine is None else "production"
-        return Check("accuracy", False, f"the {which} version has no tagged test accuracy (test_accuracy)")
-    threshold = theirs[0] - cfg.accuracy_margin
+    if isinstance(found, str):
+        return Check("accuracy", False, found)
+    mine = tags.accuracy(candidate.tags)
+    assert mine is not None  # baseline() returned a reason otherwise
+    threshold = found.accuracy - cfg.accuracy_margin
     thresholds = {"test_accuracy": MetricThreshold(threshold=threshold, greater_is_better=True)}
     detail = (
-        f"candidate {mine[0]:.4f} on {mine[1]} images vs production {theirs[0]:.4f} on {theirs[1]}; "
-        f"limit {threshold:.4f} (margin {cfg.accuracy_margin})"
+        f"candidate {mine[0]:.4f} vs production {found.accuracy:.4f} on the same {mine[1]} images "
+        f"({found.basis}); limit {threshold:.4f} (margin {cfg.accuracy_margin})"
     )
     try:
         mlflow.validate_evaluation_results(
             thresholds,
             EvaluationResult({"test_accuracy": mine[0]}, {}),
-            EvaluationResult({"test_accuracy": theirs[0]}, {}),
+            EvaluationResult({"test_accuracy": found.accuracy}, {}),
         )
     except MlflowException as exc:  # ModelValidationFailedException is one
         return Check("accuracy", False, f"{detail}: {str(exc).strip()}")
     return Check("accuracy", True, detail)
 
 
-def offline(candidate: Resolved, production: Resolved, cfg: ReleaseConfig) -> tuple[Check, Check]:
-    """The checks that need no server, in the order they are judged: parity, then accuracy.
+def offline(
+    candidate: Resolved,
+    production: Resolved,
+    cfg: ReleaseConfig,
+    candidate_classes: tuple[str, ...],
+    production_classes: tuple[str, ...],
+    scorer: Scorer | None = None,
+) -> GateResult:
+    """The checks that need no server: classes (first, alone if it fails), parity, accuracy.
 
     A release opens with these, and so does the demo's adoption of a newly registered version:
     one definition of "good enough to serve" for both.
     """
-    return parity(candidate), accuracy(candidate, production, cfg)
+    same = classes(candidate_classes, production_classes)
+    if not same.passed:
+        return GateResult((same,))
+    found = baseline(candidate, production, scorer)
+    checks = (same, parity(candidate), accuracy(candidate, found, cfg))
+    return GateResult(checks, found if isinstance(found, Baseline) else None)
 
 
 def answers(grpc_url: str, model: str, version: int, input_name: str, output_name: str) -> Check:

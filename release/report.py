@@ -1,8 +1,8 @@
 """``cifar10-release report``: per-version table and a PNG over a release, from Prometheus.
 
 The time span and the two versions come from the release record; every figure is a PromQL query
-over that span: traffic (images answered), errors, p50/p99 (Triton's summaries), shadow agreement and
-the class mix each version predicted.
+over that span: traffic (images answered), errors, p50/p99 (Triton's summaries), shadow agreement
+(overall and per class production answered) and the class mix each version predicted.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from common.fsutil import write_json
 from monitoring.drift import psi
 from registry.release_record import ReleaseRecord
-from release.judge import _sel
+from release.figures import selector as _sel
 from release.prometheus import Prometheus
 
 
@@ -36,11 +36,16 @@ def table(prom: Prometheus, record: ReleaseRecord, models: tuple[str, str], end:
                 f"sum by (class) (increase(predicted_class_total{{{sel}}}[{span}]))", end
             )
         }
-        shadow = {
-            labels.get("agree", ""): v
-            for labels, v in prom.query(
-                f"sum by (agree) (increase(shadow_agreement_total{{{sel}}}[{span}]))", end
-            )
+        by_class: dict[str, dict[str, float]] = {}
+        for labels, v in prom.query(
+            f"sum by (agree, class) (increase(shadow_agreement_total{{{sel}}}[{span}]))", end
+        ):
+            by_class.setdefault(labels.get("class", ""), {})[labels.get("agree", "")] = v
+        shadow = {agree: sum(c.get(agree, 0.0) for c in by_class.values()) for agree in ("true", "false")}
+        class_agreement = {
+            name: round(c.get("true", 0.0) / n, 4)
+            for name, c in sorted(by_class.items())
+            if (n := c.get("true", 0.0) + c.get("false", 0.0)) > 0
         }
         failed = prom.scalar(f"sum(increase(nv_inference_request_failure{{{sel}}}[{span}]))", end) or 0.0
         summary = 'nv_inference_request_summary_us{%s,quantile="%s"}'
@@ -69,6 +74,8 @@ def table(prom: Prometheus, record: ReleaseRecord, models: tuple[str, str], end:
                 "shadow_agreement": round(shadow.get("true", 0.0) / shadowed, 4) if shadowed else None,
                 "class_psi_vs_production": None if divergence is None else round(divergence, 4),
                 "class_mix": {c: round(v) for c, v in sorted(mix.items())},
+                # per class production answered: the share the candidate agreed on (shadow step)
+                "class_agreement": class_agreement,
             }
         )
     return rows

@@ -11,6 +11,7 @@ version it would check is the one it is about to serve anyway.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from common.params import ReleaseConfig
 
@@ -38,10 +39,21 @@ class Adoption:
         return f"{self.name}: production stays v{self.production_before}, not v{self.version}: {self.reason}"
 
 
-def adopt(name: str, version: int, cfg: ReleaseConfig) -> Adoption:
-    """Promote ``name`` v``version`` to production if production is unset or the release gate passes."""
-    from registry import aliases, release_record
+def adopt(
+    name: str,
+    version: int,
+    cfg: ReleaseConfig,
+    prepared: Path = Path("data/prepared"),
+    cache: Path = Path("artifacts/registry_cache"),
+) -> Adoption:
+    """Promote ``name`` v``version`` to production if production is unset or the release gate passes.
+
+    ``prepared`` and ``cache``: where production is scored on the new version's test rows when the
+    two were scored on different data (the release gate compares like with like).
+    """
+    from registry import aliases, release_record, store, tags
     from release import gate
+    from release.baseline import ProductionScorer
 
     current = aliases.alias_version(name, "production")
     if current is None:
@@ -58,9 +70,20 @@ def adopt(name: str, version: int, cfg: ReleaseConfig) -> Adoption:
         return Adoption(name, version, current, False, why)
     candidate = aliases.resolve(name, version=version)
     production = aliases.resolve(name, "production")
-    for check in gate.offline(candidate, production, cfg):
+    model_tags = dict(store.registered_model(store.client(), name).tags)
+    result = gate.offline(
+        candidate,
+        production,
+        cfg,
+        tags.version_classes(candidate.tags, model_tags, name),
+        tags.version_classes(production.tags, model_tags, name),
+        ProductionScorer(name, production.version, prepared, cache),
+    )
+    for check in result.checks:
         if not check.passed:
             detail = check.detail.split(": ", 1)[0] if check.name == "accuracy" else check.detail
             return Adoption(name, version, current, False, f"the release gate's {check.name} check: {detail}")
     aliases.promote(name, "production", version)
-    return Adoption(name, version, current, True, f"passed the release gate ({check.detail.split(': ')[0]})")
+    return Adoption(
+        name, version, current, True, f"passed the release gate ({result['accuracy'].detail.split(': ')[0]})"
+    )

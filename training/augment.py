@@ -8,6 +8,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from common.params import DataConfig, TrainConfig
+from common.scored_split import balanced_subset  # noqa: F401 - re-exported: the stages import it here
 
 
 def train_transform(cfg: TrainConfig, data: DataConfig) -> v2.Compose:
@@ -58,14 +59,3 @@ class ArrayDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.transform(self.images[i]), self.labels[i]
-
-
-def balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Indices of ``n`` images with (as near as possible) equal counts per class; 0 means all."""
-    if n <= 0 or n >= len(labels):
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    per = n // len(classes)
-    picks = [rng.choice(np.flatnonzero(labels == c), size=per, replace=False) for c in classes]
-    return np.sort(np.concatenate(picks))

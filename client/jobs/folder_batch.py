@@ -195,6 +195,22 @@ async def _max_batch(client: AsyncTriton, model: str) -> int:
     return max(1, int(config.get("max_batch_size") or 0))
 
 
+def check_folder_classes(
+    labels: set[str] | list[str], served: tuple[str, ...], model: str, exact: bool = False
+) -> None:
+    """Labelled images are scored against the served classes: a label the model does not have is
+    refused before any request, naming both lists; ``exact``: the folder must hold every served class
+    too (offline evaluation: a ten-class model's accuracy on a three-class folder means nothing).
+    An unlabelled folder is not scored: any goes.
+    """
+    folder = sorted(set(labels))
+    if folder and (set(folder) != set(served) if exact else not set(folder) <= set(served)):
+        raise UsageError(
+            f"the folder's classes {folder} are not those {model} serves {list(served)}: its accuracy "
+            "would compare other label sets (evaluate a model of these classes: registry.model_prefix)"
+        )
+
+
 async def run_async(items: list[img.ImageItem], cfg: BatchConfig) -> BatchResult:
     """Preflight (exit codes 3/4), metrics snapshot, all requests, snapshot again, summary."""
     from tqdm import tqdm
@@ -204,6 +220,7 @@ async def run_async(items: list[img.ImageItem], cfg: BatchConfig) -> BatchResult
         await _preflight(client, cfg)
         contract = await read_contract(client, cfg.model_name, need_normalisation=cfg.mode == "tensor")
         classes = contract.classes
+        check_folder_classes({i.label for i in items if i.label is not None}, classes, cfg.model_name)
         before = await asyncio.to_thread(promscrape.scrape_settled, cfg.metrics_url)
 
         request_batch = min(cfg.request_batch, await _max_batch(client, cfg.model_name))

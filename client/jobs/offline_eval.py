@@ -26,6 +26,7 @@ from client.core.errors import (
     UsageError,
     VersionMismatch,
 )
+from client.core.served_model import read_contract
 from client.core.transport import AsyncTriton, classify, wait_live
 from client.jobs import folder_batch as batch_mod
 from client.jobs.folder_batch import BatchConfig, Record
@@ -147,7 +148,12 @@ async def _check(cfg: EvalConfig, target: Target) -> int:
     client = AsyncTriton(cfg.batch.endpoint)
     try:
         await wait_live(client, cfg.batch.connect_timeout_s)
-        return await served_version(client, cfg, target)
+        served = await served_version(client, cfg, target)
+        model = cfg.ensemble if cfg.batch.mode == "bytes" else target.triton_model
+        contract = await read_contract(client, model, need_normalisation=False)
+        folders = {p.name for p in Path(cfg.images).iterdir() if p.is_dir() and not p.name.startswith(".")}
+        batch_mod.check_folder_classes(folders, contract.classes, model, exact=True)
+        return served
     except ClientError:
         raise
     except Exception as exc:  # a failed config/metadata call: say which kind, as an exit code

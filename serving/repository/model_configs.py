@@ -17,6 +17,7 @@ from serving.repository.spec import (
     PREPROCESS,
     ROUTE_KEY,
     ROUTER,
+    ROUTER_HALT_FILE,
     GpuSettings,
     RepositorySpec,
     ServedModel,
@@ -168,6 +169,7 @@ def router_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.parameters["route_key"].string_value = ROUTE_KEY
     config.parameters["shadow_queue"].string_value = "16"  # dynamic batches waiting for the candidate
     config.parameters["labels_file"].string_value = LABELS_FILE
+    config.parameters["halt_file"].string_value = ROUTER_HALT_FILE
     return config
 
 

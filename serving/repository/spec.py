@@ -20,6 +20,9 @@ KINDS = ("KIND_CPU", "KIND_GPU")  # as common.params.KINDS; serving must not imp
 PREPROCESS = "preprocess"
 POSTPROCESS = "postprocess"
 ROUTER = "router"
+# Written into the router's folder by the release controller to stop all routing to the candidate at
+# once (the router checks it on every batch); read by no one else.
+ROUTER_HALT_FILE = "halt.json"
 ROUTE_KEY = "route-key"  # the request parameter (or forwarded header) that pins a caller to one version
 LEGACY_INTERFACE = "IMAGE UINT8[-1] -> LABELS, PROBABILITIES (top-k), CLASS_INDEX"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

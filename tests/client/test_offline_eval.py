@@ -162,3 +162,23 @@ def test_needs_a_labelled_folder(triton, registry, experiment, tmp_path, capsys)
     (flat / "x.png").write_bytes(b"")
     assert _eval(triton, flat, tmp_path / "eval", experiment) == 2
     assert "unlabelled" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kept", [("bird", "cat", "dog"), ("bird", "cat", "dog", "unicorn")])
+def test_refuses_a_folder_of_other_classes_naming_both_lists(
+    triton, registry, experiment, labelled_images, tmp_path, capsys, kept
+):
+    """A three-class test folder (a subset of the ten served classes, or with a class the model lacks)
+    would score a number about other label sets: refused before any request, exit 2, nothing logged."""
+    import shutil
+
+    folder = tmp_path / "three"
+    for name in kept:
+        source = labelled_images / name if (labelled_images / name).is_dir() else labelled_images / "cat"
+        shutil.copytree(source, folder / name)
+    registry.set_registered_model_alias(NAME, "production", str(PRODUCTION))
+    out = tmp_path / "eval"
+    assert _eval(triton, folder, out, experiment) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and str(sorted(kept)) in err and "'airplane'" in err, err
+    assert not out.exists() and _runs(registry, experiment) == []

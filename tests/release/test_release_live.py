@@ -51,28 +51,67 @@ RELEASE = ReleaseConfig(
     # Latency is judged, but the tiny model answers in ~2 ms on a host this test keeps busy (client,
     # controller, CLI start-ups): a generous slack keeps the verdicts about answers, not scheduling.
     p99_slack_ms=50.0,
-    # The small test model scores 40 % on its test split, where the derived bound a + b - 1 is void;
-    # its variants are the same network, so they agree on every image or misbehave.
+    # The small test model scores 40 % on its test split, where the derived bounds (release.limits)
+    # are void; its variants are the same network, so they agree on every image or misbehave.
     min_agreement=0.9,
+    min_class_agreement=0.9,
+    min_class_images=5,
+    latency_settle_s=1.0,
+    claim_settle_s=1.0,
 )
 SERVING = ServingConfig(preferred_batch_sizes=(8,), max_queue_delay_us=0, python_queue_delay_us=0)
 
 
-def onnx_variant(src: Path, dest: Path, rotate: bool) -> Path:
-    """``src`` under another name and checksum; ``rotate``: logits rolled by one class."""
+def onnx_variant(
+    src: Path,
+    dest: Path,
+    rotate: bool = False,
+    order: list[int] | None = None,
+    fail_beyond: float | None = None,
+) -> Path:
+    """``src`` under another name and checksum; ``rotate``: logits rolled by one class; ``order``:
+    logits permuted (a label swap); ``fail_beyond``: a request whose mean input lies beyond it, seen
+    from 0, fails (an out-of-range ``Gather``), as a model that breaks on some inputs does, while the
+    zero warm-up samples and the gate's check near 0 still pass."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load(src)
     model.doc_string = f"release test variant {dest.name}"
     if rotate:
-        out = model.graph.output[0].name
-        for node in model.graph.node:
+        order = list(np.roll(np.arange(10), -1))
+    if order is not None or fail_beyond is not None:
+        graph, out = model.graph, model.graph.output[0].name
+        for node in graph.node:
             node.output[:] = [f"{out}_raw" if o == out else o for o in node.output]
-        classes = 10
-        order = numpy_helper.from_array(np.roll(np.arange(classes), -1).astype(np.int64), "rotation")
-        model.graph.initializer.append(order)
-        model.graph.node.append(helper.make_node("Gather", [f"{out}_raw", "rotation"], [out], axis=1))
+        current = f"{out}_raw"
+        if order is not None:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(order, dtype=np.int64), "order"))
+            graph.node.append(helper.make_node("Gather", [current, "order"], [f"{out}_perm"], axis=1))
+            current = f"{out}_perm"
+        if fail_beyond is not None:
+            graph.initializer.extend(
+                [
+                    numpy_helper.from_array(np.asarray(fail_beyond, dtype=np.float32), "threshold"),
+                    numpy_helper.from_array(np.asarray(5, dtype=np.int64), "five"),
+                    numpy_helper.from_array(np.zeros(1, dtype=np.float32), "zero"),
+                ]
+            )
+            graph.node.extend(
+                [
+                    helper.make_node("ReduceMean", [graph.input[0].name], ["mean_in"], keepdims=0),
+                    helper.make_node(
+                        "Greater" if fail_beyond > 0 else "Less", ["mean_in", "threshold"], ["above"]
+                    ),
+                    helper.make_node("Cast", ["above"], ["above_i"], to=TensorProto.INT64),
+                    helper.make_node("Mul", ["above_i", "five"], ["index"]),
+                    helper.make_node("Gather", ["zero", "index"], ["nothing_or_error"], axis=0),
+                ]
+            )
+            graph.node.append(helper.make_node("Add", [current, "nothing_or_error"], [f"{out}_checked"]))
+            current = f"{out}_checked"
+        graph.node.append(helper.make_node("Identity", [current], [out]))
+    onnx.checker.check_model(model)
     onnx.save(model, dest)
     return dest
 
@@ -102,11 +141,13 @@ def _corrupt(path: Path) -> Path:
 
 
 class Load:
-    """A client thread calling ``cifar10`` until stopped; every failure is kept with its message."""
+    """A client thread calling ``cifar10`` until stopped; every failure is kept with its message, every
+    answer as ``(sent, answered, image index, top-1)``."""
 
     def __init__(self, grpc_url: str, images: list[bytes]) -> None:
         self.url, self.images = grpc_url, images
         self.ok, self.failures = 0, []
+        self.answers: list[tuple[float, float, int, int]] = []
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -118,11 +159,14 @@ class Load:
         rng = np.random.default_rng(0)  # images in random order: traffic whose class mix is stationary
         i = 0
         while not self._stop.is_set():
+            index = int(rng.integers(len(self.images)))
             inp = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
-            inp.set_data_from_numpy(image_batch([self.images[rng.integers(len(self.images))]]))
+            inp.set_data_from_numpy(image_batch([self.images[index]]))
             params = {"route-key": f"user-{i % 7}"} if i % 3 == 0 else None
+            sent = time.time()
             try:
-                client.infer("cifar10", [inp], parameters=params, client_timeout=30)
+                out = client.infer("cifar10", [inp], parameters=params, client_timeout=30)
+                self.answers.append((sent, time.time(), index, int(out.as_numpy("PROBABILITIES").argmax())))
                 self.ok += 1
             except Exception as exc:
                 self.failures.append((time.time(), str(exc)[:300]))
@@ -172,7 +216,7 @@ class ReleaseStack:
         self.name = self.cfg.registered_name("fp32")
         store.register_manifest(export_dir / "manifest.json", self.cfg)
         aliases.promote(self.name, "production", 1)
-        source = export_dir / "model.fp32.onnx"
+        source = self.export_fp32 = export_dir / "model.fp32.onnx"
         self.versions = {
             "good": register_variant(self.name, 1, onnx_variant(source, tmp / "good.onnx", rotate=False)),
             "rotated": register_variant(
@@ -198,7 +242,30 @@ class ReleaseStack:
         self.prometheus = Prometheus(prometheus_bin, tmp / "prom", config.metrics_port).wait_ready()
         images = make_image_folder(tmp / "traffic", {"test": 4})
         self.images = [p.read_bytes() for p in sorted((images / "test").rglob("*.*"))]
+        self.production_top1 = self.top1_of_each_image()  # production alone serves: its own answers
         self.load = Load(self.server.url_grpc, self.images)
+
+    def top1_of_each_image(self) -> list[int]:
+        from client.core.transport import image_batch
+
+        client = grpcclient.InferenceServerClient(self.server.url_grpc)
+        out = []
+        for image in self.images:
+            inp = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+            inp.set_data_from_numpy(image_batch([image]))
+            out.append(int(client.infer("cifar10", [inp]).as_numpy("PROBABILITIES").argmax()))
+        client.close()
+        return out
+
+    def answers_like(self, since: float, mapping) -> list[tuple[float, float, int, int]]:
+        """The clients' answers since ``since`` that are ``mapping(production's answer)`` instead."""
+        return [
+            a
+            for a in self.load.answers[:]
+            if a[0] >= since
+            and a[3] == mapping(self.production_top1[a[2]])
+            and a[3] != self.production_top1[a[2]]
+        ]
 
     def write_params(self, path: Path, release: ReleaseConfig) -> Path:
         settings = {k: list(v) if isinstance(v, tuple) else v for k, v in release.__dict__.items()}
@@ -300,7 +367,12 @@ def test_gate_refuses_a_weaker_candidate_names_the_figures_and_force_needs_a_rea
     assert "accuracy" in refused.stderr and "threshold" in refused.stderr, refused.stderr
     assert aliases.alias_version(stack.name, "production") == 1
     assert aliases.alias_version(stack.name, "staging") is None
-    assert stack.record() is None and ("router", 1) not in stack.ensemble_steps()
+    # a refusal leaves a record (status and report show it), and the server never saw the candidate
+    refusal = stack.record()
+    assert refusal.step == "refused" and refusal.candidate_version == weaker, refusal
+    assert "accuracy" in refusal.log[-1]["failed"][0] and ("router", 1) not in stack.ensemble_steps()
+    status = json.loads(stack.cli("status").stdout)
+    assert status["step"] == "refused" and "accuracy" in status["ended"]["failed"][0]
 
     corrupt = stack.cli("start", "--version", str(stack.versions["corrupt"]), "--force", "--reason", "x")
     assert corrupt.returncode == 1 and "did not load" in corrupt.stderr, corrupt.stderr[-2000:]
@@ -483,6 +555,131 @@ def test_good_candidate_resumes_after_a_kill_and_reaches_production(stack, no_fa
     )
 
 
+def test_a_label_swap_forced_past_the_gate_is_rolled_back_in_shadow_and_no_client_sees_it(
+    stack, no_failed_requests
+):
+    """Two classes exchanged in the last layer: the gate refuses it, ``--force`` skips only that, and the
+    per-class agreement rolls it back during shadow, where no client ever gets the candidate's answer."""
+    import collections
+
+    common = [c for c, _ in collections.Counter(stack.production_top1).most_common(2)]
+    assert len(common) == 2, stack.production_top1
+    a, b = common
+    order = list(range(10))
+    order[a], order[b] = b, a
+    swapped = register_variant(
+        stack.name, 1, onnx_variant(stack.export_fp32, stack.tmp / "swapped.onnx", order=order), -0.1
+    )
+    production = aliases.alias_version(stack.name, "production")
+    t0 = time.time()
+    refused = stack.cli("start", "--version", str(swapped))
+    assert refused.returncode == 1 and "accuracy" in refused.stderr, refused.stderr[-2000:]
+    forced = stack.cli("start", "--version", str(swapped), "--force", "--reason", "test: label swap")
+    assert forced.returncode == 1, forced.stderr[-3000:]
+    assert "step shadow: breach" in forced.stderr, forced.stderr[-3000:]
+    assert "class_agreement." in forced.stderr, forced.stderr[-3000:]
+    assert aliases.alias_version(stack.name, "production") == production
+    record = stack.record()
+    assert record.step == "rolled_back" and record.forced_reason == "test: label swap"
+    assert record.log[-1]["halted_s"] is not None and record.log[-1]["halted_s"] < 2.0, record.log[-1]
+    swap = {a: b, b: a}
+    seen = stack.answers_like(t0, lambda p: swap.get(p, -1))
+    assert seen == [], f"clients got {len(seen)} swapped answers: {seen[:3]}"
+    print(f"label swap {a}<->{b}: {forced.stderr.strip().splitlines()[-1]}")
+
+
+def test_a_candidate_that_fails_some_requests_is_rolled_back_and_clients_never_see_a_failure(
+    stack, no_failed_requests
+):
+    from PIL import Image
+
+    from common.params import DataConfig
+
+    data = DataConfig()
+    means = []
+    for raw in stack.images:  # each image's mean model input, as the server normalises it
+        pixels = np.asarray(Image.open(__import__("io").BytesIO(raw)).convert("RGB"), dtype=np.float32) / 255
+        means.append(float(((pixels - np.array(data.mean)) / np.array(data.std)).mean()))
+    # about 30 % of the images fail, whatever the synthetic tints: the tail farther from 0, so that the
+    # zero warm-up samples and the gate's check (mean near 0) pass
+    high, low = np.percentile(means, 70), np.percentile(means, 30)
+    threshold = float(high if abs(high) >= abs(low) else low)
+    assert abs(threshold) > 0.1 and sum(m * threshold > threshold**2 for m in means) >= 4, means
+    failing = register_variant(
+        stack.name, 1, onnx_variant(stack.export_fp32, stack.tmp / "failing.onnx", fail_beyond=threshold)
+    )
+    production = aliases.alias_version(stack.name, "production")
+    released = stack.cli("start", "--version", str(failing))
+    assert released.returncode == 1, released.stderr[-3000:]
+    # whichever figure is sure first: the failures themselves, or the class mix of what did answer
+    # (the failing inputs are some tints, so some classes)
+    assert "step shadow: breach" in released.stderr, released.stderr[-3000:]
+    assert "error_ratio" in released.stderr or "class_psi" in released.stderr, released.stderr[-3000:]
+    failed = stack.prometheus.query(
+        f'sum(max_over_time(release_route_failure_total{{model="wrn_fp32",version="{failing}"}}[5m]))'
+    )
+    failures = [float(item["value"][1]) for item in failed]
+    assert sum(failures) > 0, "the candidate never failed: the test's variant does not do its job"
+    assert stack.record().step == "rolled_back"
+    assert aliases.alias_version(stack.name, "production") == production
+
+
+def test_concurrent_starts_elect_one_driver_and_the_others_exit_2(stack, no_failed_requests):
+    good = stack.versions["good"]
+    starts = [
+        stack.cli("start", "--version", str(good), wait=False, params=stack.slow_params) for _ in range(3)
+    ]
+    deadline = time.monotonic() + 120
+    while sum(p.poll() is None for p in starts) > 1 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    running = [p for p in starts if p.poll() is None]
+    ended = [p for p in starts if p.poll() is not None]
+    try:
+        assert len(running) == 1, [(p.returncode, p.stderr.read()[-600:]) for p in ended]
+        for p in ended:
+            err = p.stderr.read()
+            assert p.returncode == 2 and ("claimed" in err or "driven by" in err), err[-1500:]
+        record = stack.wait_for(running[0], lambda r: r.step in ("gate", "shadow"))
+        assert record.owner.pid == running[0].pid
+    finally:
+        aborted = stack.cli("abort", "--reason", "test: concurrent starts")
+        assert aborted.returncode == 0, aborted.stderr[-1500:]
+        for p in running:
+            assert p.wait(60) == 1
+
+
+def test_an_abort_at_canary_stops_the_candidates_answers_within_two_seconds(stack, no_failed_requests):
+    """A rotated candidate at canary 50 % (its answers are recognisable): after the abort's halt, no
+    request sent later is answered by it; the time to its last answer is printed."""
+    rotated = stack.versions["rotated"]
+    record = release_record.ReleaseRecord(
+        candidate_name=stack.name,
+        candidate_version=rotated,
+        production_name=stack.name,
+        production_version=aliases.alias_version(stack.name, "production"),
+        step="canary",
+        started_at=time.time(),
+    ).moved("canary", step_index=1, canary_weight=0.5)
+    release_record.write(record)
+    sync(stack.params, stack.repo, stack.cache, stack.server.url_grpc, stack.header)
+    since = time.time()
+    rotated_answer = lambda p: (p - 1) % 10  # noqa: E731 - logits rolled by one class
+    deadline = time.monotonic() + 30
+    while not stack.answers_like(since, rotated_answer) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stack.answers_like(since, rotated_answer), "the canary never answered"
+    aborted = stack.cli("abort", "--reason", "test: halt")
+    assert aborted.returncode == 0, aborted.stderr[-1500:]
+    halted_at = stack.record().log[-1]["halted_at"]
+    time.sleep(1.0)
+    last = max(a[1] for a in stack.answers_like(since, rotated_answer))
+    late = [a for a in stack.answers_like(halted_at, rotated_answer)]
+    assert late == [], f"{len(late)} requests sent after the halt got the candidate's answer"
+    assert last - halted_at < 2.0
+    assert ("router", 1) not in stack.ensemble_steps()
+    print(f"abort at canary 50 %: last candidate answer {last - halted_at:+.3f} s after the halt")
+
+
 def test_a_version_of_another_form_is_released_and_then_served_by_the_ensemble(stack, no_failed_requests):
     """int8 v1 (never served) against fp32 production: judged the same way, then the ensemble follows it."""
     from registry import serving_choice
@@ -491,7 +688,13 @@ def test_a_version_of_another_form_is_released_and_then_served_by_the_ensemble(s
     # traffic), which moves its class mix; this test is about routing and promotion across forms.
     # int8 kernels differ between CPUs (AVX2, AVX-512/VNNI), so how many near-ties flip does too.
     short = replace(
-        RELEASE, shadow_window_s=3, canary_weights=(1.0,), canary_window_s=3, max_psi=2.0, min_agreement=0.5
+        RELEASE,
+        shadow_window_s=3,
+        canary_weights=(1.0,),
+        canary_window_s=3,
+        max_psi=2.0,
+        min_agreement=0.5,
+        min_class_agreement=0.0,  # a near-tie model: per class, int8 may flip half of a class's images
     )
     fast = stack.write_params(stack.tmp / "params-fast.yaml", short)
     int8 = stack.cfg.registered_name("int8")

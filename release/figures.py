@@ -1,0 +1,84 @@
+"""The figures a release step is judged on, and the arithmetic every ratio shares.
+
+A ratio of counts *breaches* only when its whole exact (Clopper-Pearson) interval lies beyond its
+limit, and is *within* when its point estimate is; anything between keeps the step collecting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from release.prometheus import Prometheus
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    value: float | None  # None: not measurable yet
+    limit: float | None
+    breached: bool  # beyond the limit with confidence: roll back
+    within: bool  # the point estimate is within the limit
+    detail: str = ""
+
+    def row(self) -> dict:
+        fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+        state = "BREACH" if self.breached else ("ok" if self.within else "pending")
+        return {"figure": self.name, "value": fmt(self.value), "limit": fmt(self.limit), "state": state} | (
+            {"detail": self.detail} if self.detail else {}
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    images: float  # the candidate's images in the window
+    figures: tuple[Figure, ...] = field(default_factory=tuple)
+
+    @property
+    def breaches(self) -> list[Figure]:
+        return [f for f in self.figures if f.breached]
+
+    def passes(self, min_images: int) -> bool:
+        return not self.breaches and self.images >= min_images and all(f.within for f in self.figures)
+
+    def metrics(self) -> dict[str, float]:
+        """The figures as MLflow metrics (only those that could be measured)."""
+        out = {"candidate_images": float(self.images)}
+        for f in self.figures:
+            if f.value is not None:
+                out[f.name] = float(f.value)
+            if f.limit is not None:
+                out[f"{f.name}_limit"] = float(f.limit)
+        return out
+
+
+def interval(successes: float, n: float, z: float) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) interval of a binomial proportion, each tail the normal's beyond z.
+
+    Exact rather than approximate because steps are judged early, on a handful of images, where the
+    normal approximations promise more confidence than they have.
+    """
+    from scipy.stats import beta, norm
+
+    if n <= 0:
+        return 0.0, 1.0
+    k, n = round(min(max(successes, 0.0), n)), round(n)
+    alpha = float(norm.sf(z))
+    low = 0.0 if k == 0 else float(beta.ppf(alpha, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - alpha, k + 1, n - k))
+    return low, high
+
+
+def psi_noise(n_candidate: float, n_production: float, classes: int, z: float) -> float:
+    """The PSI two samples of one distribution reach by chance (mean + z sd of its chi-square)."""
+    dof = classes - 1
+    return (1 / n_candidate + 1 / n_production) * (dof + z * math.sqrt(2 * dof))
+
+
+def selector(model: str, version: int) -> str:
+    return f'model="{model}",version="{version}"'
+
+
+def by_class(prom: Prometheus, metric: str, model: str, version: int, window: str) -> dict[str, float]:
+    query = f"sum by (class) (increase({metric}{{{selector(model, version)}}}[{window}]))"
+    return {labels.get("class", ""): value for labels, value in prom.query(query)}
