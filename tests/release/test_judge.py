@@ -86,3 +86,23 @@ def test_release_settings_come_from_params_yaml_and_are_checked():
     for bad in ({"canary_weights": (0.5, 0.1, 1.0)}, {"canary_weights": (0.1, 0.5)}, {"shadow_fraction": 2}):
         with pytest.raises(ValueError, match="release"):
             ReleaseConfig(**bad)
+
+
+def test_latency_reads_an_upper_bound_of_productions_p99_and_counts_only_certainly_slow_requests():
+    from release import latency
+
+    edges = [1.0, 2.0, 5.0, 10.0, 20.0, float("inf")]
+    production = list(zip(edges, [0, 50, 95, 99, 100, 100], strict=True))
+    assert latency.bucket_edge(production, 0.99) == 10.0  # the p99 lies in (5, 10]: read as 10
+    assert latency.quantile(production, 0.5) == pytest.approx(2.0)  # interpolated like PromQL
+    candidate = list(zip(edges, [0, 0, 10, 20, 60, 100], strict=True))
+    assert latency.slower_than(candidate, 10.0) == 80  # above the edge at the limit
+    assert latency.slower_than(candidate, 12.0) == 40  # above the first edge past the limit (20)
+    assert latency.total([]) == 0 and latency.quantile([], 0.99) is None
+
+
+def test_per_class_tests_share_one_family_wise_error():
+    from release.judge import class_z
+
+    assert class_z(3.0, 1) == pytest.approx(3.0)
+    assert 3.0 < class_z(3.0, 10) < 3.8

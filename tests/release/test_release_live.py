@@ -29,6 +29,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import yaml
 
+from benchmarks.onnx_variants import onnx_variant
 from common.fsutil import sha256_file
 from common.params import Params, RegistryConfig, ReleaseConfig, ServingConfig
 from registry import aliases, release_record, store
@@ -60,60 +61,6 @@ RELEASE = ReleaseConfig(
     claim_settle_s=1.0,
 )
 SERVING = ServingConfig(preferred_batch_sizes=(8,), max_queue_delay_us=0, python_queue_delay_us=0)
-
-
-def onnx_variant(
-    src: Path,
-    dest: Path,
-    rotate: bool = False,
-    order: list[int] | None = None,
-    fail_beyond: float | None = None,
-) -> Path:
-    """``src`` under another name and checksum; ``rotate``: logits rolled by one class; ``order``:
-    logits permuted (a label swap); ``fail_beyond``: a request whose mean input lies beyond it, seen
-    from 0, fails (an out-of-range ``Gather``), as a model that breaks on some inputs does, while the
-    zero warm-up samples and the gate's check near 0 still pass."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    model = onnx.load(src)
-    model.doc_string = f"release test variant {dest.name}"
-    if rotate:
-        order = list(np.roll(np.arange(10), -1))
-    if order is not None or fail_beyond is not None:
-        graph, out = model.graph, model.graph.output[0].name
-        for node in graph.node:
-            node.output[:] = [f"{out}_raw" if o == out else o for o in node.output]
-        current = f"{out}_raw"
-        if order is not None:
-            graph.initializer.append(numpy_helper.from_array(np.asarray(order, dtype=np.int64), "order"))
-            graph.node.append(helper.make_node("Gather", [current, "order"], [f"{out}_perm"], axis=1))
-            current = f"{out}_perm"
-        if fail_beyond is not None:
-            graph.initializer.extend(
-                [
-                    numpy_helper.from_array(np.asarray(fail_beyond, dtype=np.float32), "threshold"),
-                    numpy_helper.from_array(np.asarray(5, dtype=np.int64), "five"),
-                    numpy_helper.from_array(np.zeros(1, dtype=np.float32), "zero"),
-                ]
-            )
-            graph.node.extend(
-                [
-                    helper.make_node("ReduceMean", [graph.input[0].name], ["mean_in"], keepdims=0),
-                    helper.make_node(
-                        "Greater" if fail_beyond > 0 else "Less", ["mean_in", "threshold"], ["above"]
-                    ),
-                    helper.make_node("Cast", ["above"], ["above_i"], to=TensorProto.INT64),
-                    helper.make_node("Mul", ["above_i", "five"], ["index"]),
-                    helper.make_node("Gather", ["zero", "index"], ["nothing_or_error"], axis=0),
-                ]
-            )
-            graph.node.append(helper.make_node("Add", [current, "nothing_or_error"], [f"{out}_checked"]))
-            current = f"{out}_checked"
-        graph.node.append(helper.make_node("Identity", [current], [out]))
-    onnx.checker.check_model(model)
-    onnx.save(model, dest)
-    return dest
 
 
 def register_variant(name: str, base: int, path: Path, accuracy_delta: float = 0.0) -> int:
@@ -625,7 +572,7 @@ def test_a_candidate_that_fails_some_requests_is_rolled_back_and_clients_never_s
 
 
 def test_concurrent_starts_elect_one_driver_and_the_others_exit_2(stack, no_failed_requests):
-    good = stack.versions["good"]
+    good = register_variant(stack.name, 1, onnx_variant(stack.export_fp32, stack.tmp / "good-again.onnx"))
     starts = [
         stack.cli("start", "--version", str(good), wait=False, params=stack.slow_params) for _ in range(3)
     ]

@@ -1,0 +1,77 @@
+"""Candidates derived from an exported ONNX classifier by editing only its output, for release trials.
+
+Each variant is the same network with a step appended after its logits, so it differs from the original
+in exactly one known way: a permutation of classes (a label swap), a bias per class (a model a few
+points worse, or one within noise of the original), a subset of classes (a model of another dataset),
+or a failure on some inputs. The release tests and ``benchmarks.release_trials`` both build theirs here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def onnx_variant(
+    src: Path,
+    dest: Path,
+    rotate: bool = False,
+    order: list[int] | None = None,
+    bias: list[float] | None = None,
+    fail_beyond: float | None = None,
+) -> Path:
+    """``src`` under another name and checksum, with at most these changes after its logits:
+
+    ``rotate``: logits rolled by one class; ``order``: logits gathered in this order (a swap, or a
+    subset: a model of fewer classes); ``bias``: added to the logits; ``fail_beyond``: a request whose
+    mean input lies beyond it, seen from 0, fails (an out-of-range ``Gather``), as a model that breaks
+    on some inputs does, while the zero warm-up samples and the gate's check near 0 still pass.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(src)
+    model.doc_string = f"release variant {dest.name}"
+    graph, out = model.graph, model.graph.output[0].name
+    if rotate:
+        order = [
+            int(i) for i in np.roll(np.arange(graph.output[0].type.tensor_type.shape.dim[1].dim_value), -1)
+        ]
+    if order is not None or bias is not None or fail_beyond is not None:
+        for node in graph.node:
+            node.output[:] = [f"{out}_raw" if o == out else o for o in node.output]
+        current = f"{out}_raw"
+        if order is not None:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(order, dtype=np.int64), "order"))
+            graph.node.append(helper.make_node("Gather", [current, "order"], [f"{out}_perm"], axis=1))
+            current = f"{out}_perm"
+            graph.output[0].type.tensor_type.shape.dim[1].dim_value = len(order)
+        if bias is not None:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "bias"))
+            graph.node.append(helper.make_node("Add", [current, "bias"], [f"{out}_biased"]))
+            current = f"{out}_biased"
+        if fail_beyond is not None:
+            graph.initializer.extend(
+                [
+                    numpy_helper.from_array(np.asarray(fail_beyond, dtype=np.float32), "threshold"),
+                    numpy_helper.from_array(np.asarray(5, dtype=np.int64), "five"),
+                    numpy_helper.from_array(np.zeros(1, dtype=np.float32), "zero"),
+                ]
+            )
+            compare = "Greater" if fail_beyond > 0 else "Less"
+            graph.node.extend(
+                [
+                    helper.make_node("ReduceMean", [graph.input[0].name], ["mean_in"], keepdims=0),
+                    helper.make_node(compare, ["mean_in", "threshold"], ["beyond"]),
+                    helper.make_node("Cast", ["beyond"], ["beyond_i"], to=TensorProto.INT64),
+                    helper.make_node("Mul", ["beyond_i", "five"], ["index"]),
+                    helper.make_node("Gather", ["zero", "index"], ["nothing_or_error"], axis=0),
+                    helper.make_node("Add", [current, "nothing_or_error"], [f"{out}_checked"]),
+                ]
+            )
+            current = f"{out}_checked"
+        graph.node.append(helper.make_node("Identity", [current], [out]))
+    onnx.checker.check_model(model)
+    onnx.save(model, dest)
+    return dest
