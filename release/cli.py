@@ -50,7 +50,8 @@ def context(args: argparse.Namespace):
 
 def status(ctx) -> dict:
     from registry import release_record
-    from release.controller import _window, step_of
+    from release.context import window as step_window
+    from release.controller import step_of
     from release.judge import judge
 
     name = ctx.params.registry.registered_name(ctx.form)
@@ -76,8 +77,8 @@ def status(ctx) -> dict:
     }
     if record.step == "gate":
         return out
-    window = _window(ctx, record.step)
-    out["window"] = {"elapsed_s": round(time.time() - record.step_started_at, 1), "length_s": window}
+    length = step_window(ctx, record.step)
+    out["window"] = {"elapsed_s": round(time.time() - record.step_started_at, 1), "length_s": length}
     step = step_of(ctx, record, record.step_started_at + cfg.latency_settle_s)
     verdict, _ = judge(ctx.prometheus, step, cfg, time.time(), None)
     out["candidate_images"] = round(verdict.images)
@@ -96,7 +97,7 @@ def report(ctx, out: Path) -> dict:
 
         raise RegistryError(f"no release recorded on {name}")
     end = time.time() if record.active else record.log[-1]["at"] + 5
-    from release.controller import triton_model
+    from release.context import triton_model
 
     models = (triton_model(ctx, record.production_name), triton_model(ctx, record.candidate_name))
     files = release_report.write(ctx.prometheus, record, models, out, end)

@@ -107,3 +107,46 @@ def test_a_good_candidate_stays_above_the_derived_limits_and_a_swap_falls_below_
         below = [c for c, v in per_class.items() if v < derived.class_agreement[c]]
         assert (not below) == should_pass, (name, below, per_class)
     assert set(below) == {"bird", "truck"}
+
+
+def test_production_is_scored_on_the_candidates_rows_when_the_digests_differ(
+    small_export, small_prepared, monkeypatch, tmp_path
+):
+    """A candidate scored on another part of the test split: the gate finds its rows again in the
+    prepared folder (checked by digest), runs production's registered ONNX file on them, and keeps the
+    figure on production's version; a prepared folder of other data is refused, saying so."""
+    import uuid
+
+    import onnxruntime as ort
+
+    from common.params import RegistryConfig
+    from registry import aliases, store
+    from release.baseline import ProductionScorer
+    from tests.conftest import add_version
+
+    folder, uri = small_export
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    cfg = RegistryConfig(model_prefix=f"g{uuid.uuid4().hex[:8]}")
+    store.register_manifest(folder / "manifest.json", cfg)
+    name = cfg.registered_name("fp32")
+    images, labels = scored_split.load_rows(small_prepared, 10)
+    digest = scored_split.digest(images, labels, TEN)
+    candidate = add_version(name, test_digest=digest, test_images="10", test_accuracy="0.5000")
+    production = aliases.resolve(name, version=1)
+    assert production.tags["test_digest"] != digest
+    scorer = ProductionScorer(name, 1, small_prepared, tmp_path / "cache")
+    result = gate.offline(aliases.resolve(name, version=candidate), production, CFG, TEN, TEN, scorer)
+
+    session = ort.InferenceSession(str(folder / "model.fp32.onnx"))
+    x = scored_split.normalise(images, (0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616))
+    expected = float(np.mean(session.run(None, {"input": x})[0].argmax(1) == labels))
+    assert result.baseline.accuracy == pytest.approx(expected, abs=1e-4) and result.baseline.images == 10
+    assert "scored now" in result.baseline.basis and "same 10 images" in result["accuracy"].detail
+    kept = json.loads(aliases.resolve(name, version=1).tags[f"test_score.{digest}"])
+    assert kept["accuracy"] == pytest.approx(expected, abs=1e-4)
+    again = scorer(digest, 10)  # the kept figure, not a second run
+    assert again.accuracy == kept["accuracy"] and "earlier" in again.basis
+    elsewhere = ProductionScorer(name, 1, tmp_path / "nothing", tmp_path / "cache")("0" * 16, 10)
+    assert isinstance(elsewhere, str) and "no prepared test split" in elsewhere
+    mismatch = ProductionScorer(name, 1, small_prepared, tmp_path / "cache")("0" * 16, 10)
+    assert isinstance(mismatch, str) and "not the one the candidate was scored on" in mismatch

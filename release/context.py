@@ -1,0 +1,73 @@
+"""What a release runs against (:class:`Context`), its plan of steps, and how its outcome is raised."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import exit_codes
+from common.exit_codes import ExitError
+from common.params import Params
+from release.prometheus import Prometheus
+
+
+class ReleaseFailed(ExitError):
+    """The gate refused the candidate, or a step breached and the release was rolled back (1)."""
+
+    exit_code = exit_codes.FAILED
+
+
+@dataclass(frozen=True)
+class Context:
+    params: Params
+    repository: Path
+    cache: Path
+    server: str  # gRPC host:port of the live server
+    header: tuple[str, str] | None
+    prometheus: Prometheus
+    experiment: str = "cifar10-release"
+    prepared: Path = Path("data/prepared")  # where production is scored on the candidate's test rows
+
+    @property
+    def form(self) -> str:
+        """The form the public ensemble routes to (a cifar10-optimize choice, else params.yaml)."""
+        from common.params import ALL_PRECISIONS
+        from registry import serving_choice
+
+        choice = serving_choice.read(self.params.registry, ALL_PRECISIONS)
+        return choice.precision if choice else self.params.registry.ensemble_target
+
+    def sync(self) -> dict:
+        from registry.sync import sync
+        from serving.rollout.apply import ApplyError
+
+        for attempt in range(240):  # another rollout of this repository (an abort, say) holds the lock
+            try:
+                return sync(self.params, self.repository, self.cache, self.server, self.header)
+            except ApplyError as exc:
+                if "being rewritten by another" not in str(exc) or attempt == 239:
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
+
+
+def steps(ctx: Context) -> list[tuple[str, int, float, float]]:
+    """``(step, index, shadow_fraction, canary_weight)`` in order."""
+    cfg = ctx.params.release
+    out = [("shadow", 0, cfg.shadow_fraction, 0.0)]
+    return out + [("canary", i + 1, 0.0, w) for i, w in enumerate(cfg.canary_weights)]
+
+
+def window(ctx: Context, step: str) -> float:
+    cfg = ctx.params.release
+    return cfg.shadow_window_s if step == "shadow" else cfg.canary_window_s
+
+
+def triton_model(ctx: Context, registered_name: str) -> str:
+    """The Triton model that serves a registered model's versions."""
+    from common.params import ALL_PRECISIONS
+
+    cfg = ctx.params.registry
+    form = next(p for p in ALL_PRECISIONS if cfg.registered_name(p) == registered_name)
+    return cfg.triton_name(form)
