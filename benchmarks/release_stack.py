@@ -1,9 +1,9 @@
 """The stack ``benchmarks.release_trials`` releases into: registry, server, Prometheus, labelled traffic.
 
-The reference export is registered in the MLflow store it was logged to, under a fresh prefix (int8 serves, the
-fastest form on a CPU), the embedded ``tritonserver`` serves it, a Debian ``prometheus`` scrapes it every
-second, and every release is ``python -m release.cli start`` in a subprocess with shortened windows
-(:data:`RELEASE`), against continuous traffic of labelled test images.
+The reference export is registered in the MLflow store it was logged to, under a fresh prefix (int8
+serves, the fastest form on a CPU), the embedded ``tritonserver`` serves it, a Debian ``prometheus``
+scrapes it every second, and every release is ``python -m release.cli start`` in a subprocess with
+shortened windows (:data:`RELEASE`), against continuous traffic of labelled test images.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class TrialStack:
 
         self.tmp = (out / f"work-{uuid.uuid4().hex[:6]}").resolve()
         self.tmp.mkdir(parents=True)
-        # the store the export was logged to ($MLFLOW_TRACKING_URI, else the project's): its run holds the files
+        # the store the export was logged to ($MLFLOW_TRACKING_URI, else the project's): its run has the files
         os.chdir(self.tmp)  # MLflow's artifacts, the repository and the cache stay in the work folder
         manifest = json.loads((export_dir / "manifest.json").read_text())
         prefix = f"trial{uuid.uuid4().hex[:6]}"
@@ -84,6 +84,7 @@ class TrialStack:
         aliases.promote(self.name, "production", 1)
         art = next(a for a in manifest["artifacts"] if a["precision"] == "int8")
         self.production_file = export_dir / art["file"]
+        self.prepared = Path(prepared).resolve()  # the labelled probe's images too
         images, self.y = scored_split.load_rows(prepared, 1000)
         self.x = scored_split.normalise(images, manifest["mean"], manifest["std"])
         self.repo, self.cache = self.tmp / "model_repository", self.tmp / "cache"
@@ -114,6 +115,7 @@ class TrialStack:
             sys.executable, "-m", "release.cli", "--params", str(self.params_file),
             "--repository", str(self.repo), "--cache", str(self.cache), "--server", self.server.url_grpc,
             "--admin-token-file", str(self.token_file), "--prometheus", self.prom_url,
+            "--prepared", str(self.prepared),
             "start", "--version", str(version), *(["--force", "--reason", f"trial: {kind}"] if force else []),
         ]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(ROOT)})

@@ -252,6 +252,7 @@ class ReleaseConfig:
     min_class_agreement: float | None = None  # a fixed per-class limit instead of the derived ones
     min_class_images: int = 20  # a class's agreement is judged from this many shadowed images of it
     claim_settle_s: float = 2.0  # a starting controller's claim waits this long for rival claims
+    probe_images: int = 1000  # labelled test images both versions answer at shadow's start (0: none)
     max_psi: float = 0.1  # class-mix divergence, candidate vs production
     confidence_z: float = 3.0  # ratios breach only when their exact interval at z sigma does
     owner_timeout_s: float = 120.0  # a controller silent this long no longer owns its release
@@ -270,8 +271,10 @@ class ReleaseConfig:
             raise ValueError("release: windows and check_interval_s must be positive, min_images >= 1")
         if not 0 <= self.class_margin < 1 or self.min_class_images < 1:
             raise ValueError("release: class_margin must lie in [0, 1) and min_class_images be >= 1")
-        if self.claim_settle_s <= 0 or self.latency_settle_s < 0:
-            raise ValueError("release: claim_settle_s must be positive and latency_settle_s >= 0")
+        if self.claim_settle_s <= 0 or self.latency_settle_s < 0 or self.probe_images < 0:
+            raise ValueError(
+                "release: claim_settle_s must be positive, latency_settle_s and probe_images >= 0"
+            )
 
 
 @dataclass(frozen=True)

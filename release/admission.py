@@ -111,3 +111,52 @@ def _refuse(ctx: Context, record: ReleaseRecord, result: gate.GateResult, served
     raise ReleaseFailed(
         f"gate refused {record.candidate_name} v{record.candidate_version}{forced}: " + "; ".join(failed)
     )
+
+
+def shadow_probe(ctx: Context, record: ReleaseRecord):
+    """The labelled probe's figure for the shadow step (:mod:`release.probe`), or ``None`` without data."""
+    from tritonclient.utils import InferenceServerException
+
+    from registry import tags
+    from release import probe
+    from release.figures import Figure
+
+    cfg = ctx.params.release
+    if cfg.probe_images <= 0:
+        return None
+    c = store.client()
+    production = aliases.resolve(record.production_name, version=record.production_version)
+    rows = probe.probe_rows(
+        ctx.prepared, version_classes(c, record.production_name, production), cfg.probe_images
+    )
+    if isinstance(rows, str):
+        log.warning("no labelled probe: %s", rows)
+        return None
+    targets = []
+    for name, version in (
+        (record.production_name, record.production_version),
+        (record.candidate_name, record.candidate_version),
+    ):
+        model_tags = dict(store.registered_model(c, name).tags)
+        version_tags = aliases.resolve(name, version=version).tags
+        targets.append(
+            probe.Target(
+                triton_model(ctx, name),
+                version,
+                tags.tensor_name(model_tags, "input", "input", name),
+                tags.tensor_name(model_tags, "output", "logits", name),
+                int(version_tags.get("max_batch", "32") or 32),
+            )
+        )
+    model_tags = dict(store.registered_model(c, record.production_name).tags)
+    mean = tags.json_list(model_tags, "mean", record.production_name, float)
+    std = tags.json_list(model_tags, "std", record.production_name, float)
+    try:
+        result = probe.run(ctx.server, *targets, *rows, mean, std, cfg.confidence_z)
+    except InferenceServerException as exc:
+        if str(targets[1].version) in str(exc) or targets[1].model in str(exc):
+            detail = f"the candidate failed a probe request: {exc.message()}"
+            return Figure("probe_accuracy_difference", None, -cfg.accuracy_margin, True, False, detail)
+        log.warning("labelled probe failed: %s", exc.message())
+        return None
+    return result.figure(cfg.accuracy_margin)

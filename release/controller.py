@@ -23,7 +23,7 @@ from registry import aliases, release_claim, release_record, store
 from registry.release_claim import ReleaseBusy
 from registry.release_record import Owner, ReleaseRecord
 from release import limits, tracking
-from release.admission import open_release, own_figures, version_classes
+from release.admission import open_release, own_figures, shadow_probe, version_classes
 from release.context import Context, ReleaseFailed, steps, triton_model, window
 from release.judge import Step, Verdict, judge
 from release.moves import end, halt, route_to_candidate_form
@@ -99,7 +99,10 @@ def drive(ctx: Context, record: ReleaseRecord) -> dict:
         ctx.sync()
         settled = time.time() + cfg.latency_settle_s  # latency counts from here (release.latency)
         log.info("step %s: serving; judged over %s", record.label, window(ctx, step))
-        verdict, baseline_p99, outcome = watch(ctx, record, baseline_p99, settled)
+        measured = ()
+        if step == "shadow" and (probed := shadow_probe(ctx, record)) is not None:
+            measured = (probed,)
+        verdict, baseline_p99, outcome = watch(ctx, record, baseline_p99, settled, measured)
         tracking.log_step(ctx, record, record.label, verdict.metrics(), {}, outcome)
         if outcome != "passed":
             verdict_at = time.time()
@@ -163,13 +166,13 @@ def step_of(ctx: Context, record: ReleaseRecord, latency_since: float = 0.0) -> 
 
 
 def watch(
-    ctx: Context, record: ReleaseRecord, baseline_p99: float | None, settled: float
+    ctx: Context, record: ReleaseRecord, baseline_p99: float | None, settled: float, measured: tuple = ()
 ) -> tuple[Verdict, float | None, str]:
     """Judge the step every ``check_interval_s`` until it passes, breaches or stays inconclusive too long."""
     cfg = ctx.params.release
     length = window(ctx, record.step)
     passes_at, gives_up_at = record.step_started_at + length, record.step_started_at + 3 * length
-    step = step_of(ctx, record, settled)
+    step = dataclasses.replace(step_of(ctx, record, settled), measured=measured)
     blind_since: float | None = None
     while True:
         time.sleep(max(0.0, min(cfg.check_interval_s, passes_at - time.time())) or cfg.check_interval_s)

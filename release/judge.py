@@ -25,7 +25,10 @@ A step is judged on these figures, each for the candidate against production ove
   with at least ``min_class_images`` of them (shadow step only), each against its own derived limit,
   each interval at ``confidence_z`` split over the classes judged (Bonferroni), so ten classes do not
   make ten chances of a false alarm;
-* **class-mix PSI** - the divergence between the candidate's and production's predicted classes.
+* **class-mix PSI** - the divergence between the candidate's and production's predicted classes;
+* **labelled probe** (shadow step, measured once at its start, :mod:`release.probe`) - both
+  versions' accuracy on the same labelled test images through the live server, the candidate's
+  against production's minus ``accuracy_margin``: what no label-free figure can see.
 
 Thresholds come from ``params.yaml`` (``release``) and, where a figure is a ratio of counts, from the
 number of samples: a ratio *breaches* only when its whole exact (Clopper-Pearson) interval, each tail
@@ -68,6 +71,7 @@ class Step:
     release_started_at: float
     limits: Limits | None  # the agreement limits fixed at the gate; None: none could be derived
     latency_since: float = 0.0  # latency counts from here: the step's rollout done, plus the settle
+    measured: tuple[Figure, ...] = ()  # figures measured once for the step (the labelled probe)
 
 
 def judge(prom: Prometheus, step: Step, cfg: ReleaseConfig, now: float, baseline_p99_ms: float | None):
@@ -104,6 +108,7 @@ def judge(prom: Prometheus, step: Step, cfg: ReleaseConfig, now: float, baseline
     images = sum(candidate_classes.values())
     if step.shadow:
         figures += agreement_figures(prom, step, cfg, window)
+    figures += step.measured
 
     production_classes = by_class(prom, "predicted_class_total", pm, pv, whole)
     n_c, n_p = images, sum(production_classes.values())

@@ -106,3 +106,22 @@ def test_per_class_tests_share_one_family_wise_error():
 
     assert class_z(3.0, 1) == pytest.approx(3.0)
     assert 3.0 < class_z(3.0, 10) < 3.8
+
+
+def test_the_probes_paired_bound_is_tight_where_the_versions_agree_and_honest_where_they_do_not():
+    from release.probe import paired_bound
+
+    rng = np.random.default_rng(0)
+    production = rng.random(1000) < 0.93
+    same = paired_bound(production, production, 3.0)
+    assert same[0] == 0.0 and 0 < same[1] < 0.02  # no disagreement: doubt of about one image in n
+    worse = production.copy()
+    worse[np.flatnonzero(production)[:31]] = False  # 3.1 points worse, as the trials' `worse` candidate
+    d, upper = paired_bound(production, worse, 3.0)
+    assert d == pytest.approx(-0.031) and upper < -0.005  # breaches a 0.5-point margin at 3 sigma
+    # a candidate that fixes as many errors as it makes is not worse, however much it disagrees
+    churn = production.copy()
+    churn[np.flatnonzero(production)[:40]] = False
+    churn[np.flatnonzero(~production)[:40]] = True
+    d, upper = paired_bound(production, churn, 3.0)
+    assert d == 0.0 and upper > 0

@@ -150,7 +150,8 @@ def run_in_process(argv: list[str]) -> subprocess.CompletedProcess:
 
 
 class ReleaseStack:
-    def __init__(self, small_export, tmp: Path, prometheus_bin: str) -> None:
+    def __init__(self, small_export, tmp: Path, prometheus_bin: str, prepared: Path) -> None:
+        self.prepared = prepared  # its 20 labelled test images: the shadow step's labelled probe
         export_dir, uri = small_export  # the export's runs live there, so its versions register there
         self.tmp = tmp
         self.env = os.environ | {"MLFLOW_TRACKING_URI": uri}
@@ -253,6 +254,8 @@ class ReleaseStack:
             str(self.token_file),
             "--prometheus",
             self.prometheus.url,
+            "--prepared",
+            str(self.prepared),
             *args,
         ]
         if not wait:  # a controller of its own: it can be killed, and runs beside the test
@@ -287,11 +290,11 @@ class ReleaseStack:
 
 
 @pytest.fixture(scope="module")
-def stack(small_export, prometheus_bin, tmp_path_factory) -> ReleaseStack:
+def stack(small_export, small_prepared, prometheus_bin, tmp_path_factory) -> ReleaseStack:
     triton_or_skip()
     tmp = tmp_path_factory.mktemp("release")
     (tmp / "prom").mkdir()
-    s = ReleaseStack(small_export, tmp, prometheus_bin)
+    s = ReleaseStack(small_export, tmp, prometheus_bin, small_prepared)
     yield s
     s.close()
 
@@ -488,6 +491,8 @@ def test_good_candidate_resumes_after_a_kill_and_reaches_production(stack, no_fa
     ], decided
     shadow = next(r for r in steps if r.data.tags["release.step"] == "shadow")
     assert shadow.data.metrics["shadow_agreement"] == 1.0 and shadow.data.metrics["candidate_images"] >= 20
+    # the labelled probe: both versions answered the 20 prepared test images alike (the same network)
+    assert shadow.data.metrics["probe_accuracy_difference"] == 0.0
 
     report = stack.cli("report", "--out", str(tmp_path))
     assert report.returncode == 0, report.stderr
