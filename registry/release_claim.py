@@ -125,12 +125,18 @@ def elect(name: str, owner: Owner, settle_s: float, owner_timeout_s: float, paus
 
 
 def take(election: Election, name: str, record: release_record.ReleaseRecord) -> release_record.ReleaseRecord:
-    """Write the elected owner's record (step 5), re-checked when the write was slower than the bound."""
-    record = release_record.write(record)
-    if not election.in_time():  # the argument's timing bound failed: whoever wrote last owns it
-        time.sleep(election.settle_s)
-        current = release_record.read(name)
-        if current is None or not election.owner.same(current.owner):
-            raise ReleaseBusy("another start took this release over while the registry was slow")
-    withdraw(name, election.owner.token)
-    return record
+    """Write the elected owner's record (step 5), re-checked when the write was slower than the bound.
+
+    The claim is withdrawn whatever happens: a claim left behind would make the next starts wait for
+    it to go stale.
+    """
+    try:
+        record = release_record.write(record)
+        if not election.in_time():  # the argument's timing bound failed: whoever wrote last owns it
+            time.sleep(election.settle_s)
+            current = release_record.read(name)
+            if current is None or not election.owner.same(current.owner):
+                raise ReleaseBusy("another start took this release over while the registry was slow")
+        return record
+    finally:
+        withdraw(name, election.owner.token)

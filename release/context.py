@@ -9,6 +9,8 @@ from pathlib import Path
 from common import exit_codes
 from common.exit_codes import ExitError
 from common.params import Params
+from registry import release_record
+from registry.release_record import ReleaseRecord
 from release.prometheus import Prometheus
 
 
@@ -71,3 +73,12 @@ def triton_model(ctx: Context, registered_name: str) -> str:
     cfg = ctx.params.registry
     form = next(p for p in ALL_PRECISIONS if cfg.registered_name(p) == registered_name)
     return cfg.triton_name(form)
+
+
+def check_still_mine(record: ReleaseRecord) -> None:
+    """Stop if someone aborted the release or another controller took it over since we last wrote."""
+    current = release_record.read(record.production_name)
+    if current is None or not current.active or record.owner is None or not record.owner.same(current.owner):
+        raise ReleaseFailed(
+            f"the release was ended or taken over elsewhere (now: {current.label if current else 'none'})"
+        )

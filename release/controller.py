@@ -24,7 +24,7 @@ from registry.release_claim import ReleaseBusy
 from registry.release_record import Owner, ReleaseRecord
 from release import limits, tracking
 from release.admission import open_release, own_figures, shadow_probe, version_classes
-from release.context import Context, ReleaseFailed, steps, triton_model, window
+from release.context import Context, ReleaseFailed, check_still_mine, steps, triton_model, window
 from release.judge import Step, Verdict, judge
 from release.moves import end, halt, route_to_candidate_form
 from release.prometheus import PrometheusUnavailable
@@ -55,7 +55,17 @@ def start(ctx: Context, version: int, precision: str | None, force_reason: str |
         if owner is not None and owner.alive(cfg.owner_timeout_s):
             raise ReleaseBusy(f"the release is driven by pid {owner.pid} on {owner.host}")
         election = release_claim.elect(name, me, cfg.claim_settle_s, cfg.owner_timeout_s)
-        record = release_claim.take(election, name, dataclasses.replace(record, owner=me))
+        try:  # an abort during the election ends the release: nothing to resume then
+            current = release_record.read(name)
+        except Exception:
+            release_claim.withdraw(name, me.token)
+            raise
+        if current is None or not current.active or current.started_at != record.started_at:
+            release_claim.withdraw(name, me.token)
+            raise ReleaseBusy(
+                f"the release changed while claiming it (now: {current.label if current else 'none'})"
+            )
+        record = release_claim.take(election, name, dataclasses.replace(current, owner=me))
         log.info("resuming the release of %s v%d at step %s", name, version, record.label)
         if record.step == "gate":  # the previous owner died inside the gate: judge it again, whole
             record = open_release(ctx, record)
@@ -91,17 +101,18 @@ def drive(ctx: Context, record: ReleaseRecord) -> dict:
     baseline_p99: float | None = None
     for step, index, shadow, weight in plan[position:]:
         if (record.step, record.step_index) != (step, index):
-            _check_still_mine(record)
+            check_still_mine(record)
             record = record.moved(
                 step, {"by": "controller"}, step_index=index, shadow_fraction=shadow, canary_weight=weight
             )
+        check_still_mine(record)
         record = release_record.write(record)
         ctx.sync()
-        settled = time.time() + cfg.latency_settle_s  # latency counts from here (release.latency)
         log.info("step %s: serving; judged over %s", record.label, window(ctx, step))
         measured = ()
         if step == "shadow" and (probed := shadow_probe(ctx, record)) is not None:
             measured = (probed,)
+        settled = time.time() + cfg.latency_settle_s  # after the rollout and the probe (release.latency)
         verdict, baseline_p99, outcome = watch(ctx, record, baseline_p99, settled, measured)
         tracking.log_step(ctx, record, record.label, verdict.metrics(), {}, outcome)
         if outcome != "passed":
@@ -124,6 +135,7 @@ def drive(ctx: Context, record: ReleaseRecord) -> dict:
                 f"v{record.production_version} serves alone again ({seconds:.1f} s after the verdict, "
                 f"the candidate's routing stopped {_seconds(halted, verdict_at)}): " + _figures(verdict)
             )
+    check_still_mine(record)  # an abort since the last check keeps production where it is
     aliases.promote(record.candidate_name, "production", record.candidate_version)
     if record.candidate_name != record.production_name:
         route_to_candidate_form(ctx, record)
@@ -176,7 +188,7 @@ def watch(
     blind_since: float | None = None
     while True:
         time.sleep(max(0.0, min(cfg.check_interval_s, passes_at - time.time())) or cfg.check_interval_s)
-        _check_still_mine(record)
+        check_still_mine(record)
         now = time.time()
         try:
             verdict, production_p99 = judge(ctx.prometheus, step, cfg, now, baseline_p99)
@@ -184,11 +196,13 @@ def watch(
         except PrometheusUnavailable as exc:  # a hiccup is waited out; a step judged blind is not passed
             blind_since = blind_since or now
             log.warning("cannot judge step %s: %s", record.label, exc)
+            check_still_mine(record)
             record = release_record.write(record)
             if now - blind_since > max(length, 3 * cfg.check_interval_s):
                 return Verdict(0.0), baseline_p99, f"Prometheus unavailable for {now - blind_since:.0f} s"
             continue
         baseline_p99 = production_p99 or baseline_p99
+        check_still_mine(record)  # right before the write: an abort meanwhile must not be overwritten
         record = release_record.write(record)  # the heartbeat
         if verdict.breaches:
             return verdict, baseline_p99, "breach"
@@ -196,15 +210,6 @@ def watch(
             return verdict, baseline_p99, "passed"
         if now >= gives_up_at:
             return verdict, baseline_p99, "inconclusive"
-
-
-def _check_still_mine(record: ReleaseRecord) -> None:
-    """Stop if someone aborted the release or another controller took it over since we last wrote."""
-    current = release_record.read(record.production_name)
-    if current is None or not current.active or record.owner is None or not record.owner.same(current.owner):
-        raise ReleaseFailed(
-            f"the release was ended or taken over elsewhere (now: {current.label if current else 'none'})"
-        )
 
 
 def abort(ctx: Context, reason: str) -> dict:

@@ -111,7 +111,10 @@ def baseline(candidate: Resolved, production: Resolved, scorer: Scorer | None) -
     )
     if scorer is None:
         return other
-    scored = scorer(ours, mine[1])
+    try:
+        scored = scorer(ours, mine[1])
+    except Exception as exc:  # a registry, download or runtime failure: a refusal that says so
+        scored = f"{type(exc).__name__}: {exc}"
     if isinstance(scored, str):
         return f"{other}, and cannot be scored on the candidate's: {scored}"
     return scored

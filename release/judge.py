@@ -12,7 +12,8 @@ A step is judged on these figures, each for the candidate against production ove
   sliding over the last minutes, include the ``model_warmup`` executions of every load (a batch-64
   warm-up of WRN-28-10 takes seconds on a CPU) and age out at different moments for the two
   versions, so a reload decided verdicts. The router never sees a warm-up, and the window starts
-  after the load. The candidate *breaches* when more than 1 % of its requests in the window were
+  after the load (and after the labelled probe). One sample per call, not per request: a batch is
+  one wait. The candidate *breaches* when more than 1 % of its calls in the window were
   slower than ``max_p99_ratio`` x production's p99 + ``p99_slack_ms`` - with confidence (the exact
   interval of that share lies above 1 %), and only past ``latency_min_requests`` - so one slow call
   on a busy host says nothing. Histogram buckets only coarsen this in the candidate's favour:
@@ -29,6 +30,10 @@ A step is judged on these figures, each for the candidate against production ove
 * **labelled probe** (shadow step, measured once at its start, :mod:`release.probe`) - both
   versions' accuracy on the same labelled test images through the live server, the candidate's
   against production's minus ``accuracy_margin``: what no label-free figure can see.
+
+The verdict is looked at every ``check_interval_s``: repeated looks at a fixed ``confidence_z`` make
+the real chance of a false alarm over a step larger than one look's; ``z = 3`` (0.13 % a look, one
+tail) keeps it small over the tens of looks a step takes, and the limits themselves are worst cases.
 
 Thresholds come from ``params.yaml`` (``release``) and, where a figure is a ratio of counts, from the
 number of samples: a ratio *breaches* only when its whole exact (Clopper-Pearson) interval, each tail
@@ -96,7 +101,7 @@ def judge(prom: Prometheus, step: Step, cfg: ReleaseConfig, now: float, baseline
             cfg.max_error_ratio,
             breached=total > 0 and low > cfg.max_error_ratio,
             within=ratio is not None and ratio <= cfg.max_error_ratio,
-            detail=f"{bad:.0f} of {total:.0f} requests failed",
+            detail=f"{bad:.0f} of {total:.0f} calls failed",
         )
     )
     latency_figure, production_p99 = latency.figure(prom, step, cfg, now, baseline_p99_ms)

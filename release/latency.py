@@ -1,8 +1,9 @@
 """A release step's latency figure, from the router's histogram of its calls to each version.
 
 What a client waits for at the classifier step is the router's BLS call to the version that answers
-it; the router times every call per request it carried (``release_route_latency_ms{model, version,
-path}``, :mod:`serving.triton.python_models.router`). Both versions are read over one interval - the
+it; the router times every call, once per call (``release_route_latency_ms{model, version, path}``,
+:mod:`serving.triton.python_models.router`): the requests of one dynamic batch share one wait, so
+they count as one sample, not as many. Both versions are read over one interval - the
 step's window, from ``latency_settle_s`` after the step's rollout - so both see the same traffic, the
 same dynamic batches and the same host. ``model_warmup`` executions are sent by Triton straight to the
 classifier and never pass through the router, so a load, a sync or a rollback cannot appear here.
@@ -104,9 +105,9 @@ def figure(
     low, _ = interval(slow, n, cfg.confidence_z)
     judged = n >= cfg.latency_min_requests
     detail = (
-        f"production p99 <= {production_p99:.4g} ms ({source}); {slow:.0f} of {n:.0f} candidate requests "
+        f"production p99 <= {production_p99:.4g} ms ({source}); {slow:.0f} of {n:.0f} candidate calls "
         f"slower than the limit, since {settled:.0f} s"
-        + ("" if judged else f"; may breach from {cfg.latency_min_requests} requests")
+        + ("" if judged else f"; may breach from {cfg.latency_min_requests} calls")
     )
     breached = judged and low > SLOW_SHARE
     within = value is not None and value <= limit

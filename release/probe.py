@@ -86,7 +86,10 @@ def probe_rows(prepared: Path, classes: tuple[str, ...], n: int) -> tuple[np.nda
     theirs = tuple(json.loads(meta.read_text()).get("classes", ()))
     if theirs != tuple(classes):
         return f"the prepared data at {prepared} has classes {list(theirs)}, production {list(classes)}"
-    return scored_split.load_rows(prepared, n)
+    if 0 < n < len(classes):
+        return f"release.probe_images {n} is fewer than the {len(classes)} classes (class-balanced rows)"
+    images, labels = scored_split.load_rows(prepared, n)
+    return (images, labels) if len(labels) else "the prepared test split is empty"
 
 
 def answers(url: str, target: Target, x: np.ndarray) -> np.ndarray:
@@ -108,20 +111,15 @@ def answers(url: str, target: Target, x: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def run(
-    url: str,
-    production: Target,
-    candidate: Target,
-    images: np.ndarray,
-    labels: np.ndarray,
-    mean,
-    std,
-    z: float,
-) -> ProbeResult:
-    x = scored_split.normalise(images, mean, std)
-    right_p = answers(url, production, x) == labels
-    right_c = answers(url, candidate, x) == labels
-    difference, upper = paired_bound(right_p, right_c, z)
-    result = ProbeResult(len(labels), float(right_p.mean()), float(right_c.mean()), difference, upper)
+def compare(production_right: np.ndarray, candidate_right: np.ndarray, z: float) -> ProbeResult:
+    """Both versions' hits on the same images -> the paired difference and its bound."""
+    difference, upper = paired_bound(production_right, candidate_right, z)
+    result = ProbeResult(
+        len(production_right),
+        float(production_right.mean()),
+        float(candidate_right.mean()),
+        difference,
+        upper,
+    )
     log.info("probe: %s", result.figure(0.0).detail)
     return result

@@ -1,8 +1,9 @@
 """``cifar10-release report``: per-version table and a PNG over a release, from Prometheus.
 
 The time span and the two versions come from the release record; every figure is a PromQL query
-over that span: traffic (images answered), errors, p50/p99 (Triton's summaries), shadow agreement
-(overall and per class production answered) and the class mix each version predicted.
+over that span: traffic (images answered), failed calls and p50/p99 (the router's own counter and
+histogram, as the judge reads them: Triton's summaries include warm-ups), shadow agreement (overall
+and per class production answered) and the class mix each version predicted.
 """
 
 from __future__ import annotations
@@ -47,12 +48,9 @@ def table(prom: Prometheus, record: ReleaseRecord, models: tuple[str, str], end:
             for name, c in sorted(by_class.items())
             if (n := c.get("true", 0.0) + c.get("false", 0.0)) > 0
         }
-        failed = prom.scalar(f"sum(increase(nv_inference_request_failure{{{sel}}}[{span}]))", end) or 0.0
-        summary = 'nv_inference_request_summary_us{%s,quantile="%s"}'
-        quantiles = {
-            q: prom.scalar(f"max(quantile_over_time(0.5, {summary % (sel, q)}[{span}]))", end)
-            for q in ("0.5", "0.99")
-        }
+        failed = prom.scalar(f"sum(increase(release_route_failure_total{{{sel}}}[{span}]))", end) or 0.0
+        buckets = f"sum by (le) (increase(release_route_latency_ms_bucket{{{sel}}}[{span}]))"
+        quantiles = {q: prom.scalar(f"histogram_quantile({q}, {buckets})", end) for q in ("0.5", "0.99")}
         shadowed = sum(shadow.values())
         served = sum(mix.values())
         if role == "production":
@@ -68,9 +66,9 @@ def table(prom: Prometheus, record: ReleaseRecord, models: tuple[str, str], end:
                 "version": version,
                 "served_images": round(served),
                 "shadowed_images": round(shadowed),
-                "failed_requests": round(failed),
-                "p50_ms": None if quantiles["0.5"] is None else round(quantiles["0.5"] / 1000, 2),
-                "p99_ms": None if quantiles["0.99"] is None else round(quantiles["0.99"] / 1000, 2),
+                "failed_calls": round(failed),
+                "p50_ms": None if quantiles["0.5"] is None else round(quantiles["0.5"], 2),
+                "p99_ms": None if quantiles["0.99"] is None else round(quantiles["0.99"], 2),
                 "shadow_agreement": round(shadow.get("true", 0.0) / shadowed, 4) if shadowed else None,
                 "class_psi_vs_production": None if divergence is None else round(divergence, 4),
                 "class_mix": {c: round(v) for c, v in sorted(mix.items())},
@@ -94,8 +92,11 @@ def plot(
     fig, axes = plt.subplots(4, 1, figsize=(9, 12))
     panels = (
         ("images answered /s", "sum(rate(predicted_class_total{{{sel}}}[10s]))"),
-        ("failed requests /s", "sum(rate(nv_inference_request_failure{{{sel}}}[10s]))"),
-        ("p99 latency (ms)", 'max(nv_inference_request_summary_us{{{sel},quantile="0.99"}}) / 1000'),
+        ("failed calls /s (router)", "sum(rate(release_route_failure_total{{{sel}}}[10s]))"),
+        (
+            "p99 latency of the router's calls (ms)",
+            "histogram_quantile(0.99, sum by (le) (rate(release_route_latency_ms_bucket{{{sel}}}[10s])))",
+        ),
     )
     for ax, (title, query) in zip(axes, panels, strict=False):
         for role, model, version in _roles(record, models):

@@ -53,6 +53,7 @@ from serving.repository.spec import (
     POSTPROCESS,
     PREPROCESS,
     ROUTER,
+    ROUTER_HALT_FILE,
     GpuSettings,
     RepositorySpec,
     spec_from_dict,
@@ -161,6 +162,7 @@ def build_repository(spec: RepositorySpec, dest: Path) -> bool:
             _write_tree(tmp, files, dirs, old)
             if old is not None:
                 _carry_caches(tmp, old, engine_caches(spec))
+                _carry_halt(tmp, old)
             if old is not None and same_tree(tmp, old):
                 return False
             os.chmod(tmp, 0o755)
@@ -168,6 +170,15 @@ def build_repository(spec: RepositorySpec, dest: Path) -> bool:
             return True
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _carry_halt(root: Path, old: Path) -> None:
+    """Keep a release's halt order while the router stays: the rollout that retires the router swaps
+    in new trees, and the router must still find the order there (it checks the file per batch).
+    The order names its candidate, so a later release's router ignores a stale one."""
+    order = old / ROUTER / ROUTER_HALT_FILE
+    if order.is_file() and not order.is_symlink() and (root / ROUTER).is_dir():
+        shutil.copyfile(order, root / ROUTER / ROUTER_HALT_FILE)
 
 
 def engine_caches(spec: RepositorySpec) -> list[str]:

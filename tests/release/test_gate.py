@@ -76,9 +76,7 @@ def test_live_limits_come_from_the_gates_requirement_never_from_the_candidate():
     assert derived.class_agreement["cat"] == pytest.approx(
         2 * 0.80 - CFG.class_margin - 1 - CFG.agreement_slack
     )
-    assert derived.class_agreement["ship"] == pytest.approx(
-        2 * 0.932 - CFG.class_margin - 1 - CFG.agreement_slack
-    )
+    assert "ship" not in derived.class_agreement  # unknown precision: no limit, rather than the average
     # the swap: measured overall agreement 0.77-0.79 now lies below the limit (0.839)
     assert derived.agreement > 0.80
     assert limits.Limits.from_dict(derived.to_dict()) == derived

@@ -334,3 +334,23 @@ def test_an_impossible_release_is_refused_with_the_reason(artifacts, release, me
     bad = Release(**({"candidate_model": CLASSIFIER, "candidate_version": 2} | release))
     with pytest.raises(SpecError, match=message):
         dataclasses.replace(spec, release=bad).validate()
+
+
+def test_a_halt_order_outlives_the_rebuilds_of_the_rollout_that_retires_the_router(tmp_path, artifacts):
+    """The release controller writes ``router/halt.json``; every tree swapped in while the router stays
+    keeps it (the router may not have read it yet), and the router's retirement takes it along."""
+    from serving.repository.spec import ROUTER_HALT_FILE, Release
+
+    base = make_spec({1: artifacts[1], 2: artifacts[2]}, production=1)
+    canary = dataclasses.replace(base, release=Release(CLASSIFIER, 2, shadow_fraction=0.0, canary_weight=0.5))
+    repo = tmp_path / "repo"
+    build_repository(canary, repo)
+    assert config(repo, "router").parameters["halt_file"].string_value == ROUTER_HALT_FILE
+    (repo / "router" / ROUTER_HALT_FILE).write_text('{"candidate_model": "x", "candidate_version": 2}')
+    stage = dataclasses.replace(
+        canary, release=Release(CLASSIFIER, 2, shadow_fraction=0.0, canary_weight=0.0)
+    )
+    assert build_repository(stage, repo)
+    assert (repo / "router" / ROUTER_HALT_FILE).is_file()
+    build_repository(base, repo)
+    assert not (repo / "router").exists()

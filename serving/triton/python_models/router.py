@@ -126,7 +126,7 @@ class TritonPythonModel:
         self.shadow_classes = [classes.Metric(labels={**labels, "class": name}) for name in self.labels]
         latency = pb_utils.MetricFamily(
             name="release_route_latency_ms",
-            description="Wall time of the router's call to a classifier version, per request it carried",
+            description="Wall time of each of the router's calls to a classifier version (one per batch)",
             kind=pb_utils.MetricFamily.HISTOGRAM,
         )
         buckets = [float(b) for b in LATENCY_BUCKETS_MS]
@@ -142,7 +142,7 @@ class TritonPythonModel:
         }
         failures = pb_utils.MetricFamily(
             name="release_route_failure_total",
-            description="Requests whose call to a classifier version failed, per version and path",
+            description="The router's calls to a classifier version that failed, per version and path",
             kind=pb_utils.MetricFamily.COUNTER,
         )
         self.failures = {
@@ -177,7 +177,7 @@ class TritonPythonModel:
                 order = json.load(fh)
         except (OSError, ValueError):
             return
-        if (order.get("candidate_model"), order.get("candidate_version")) == (
+        if isinstance(order, dict) and (order.get("candidate_model"), order.get("candidate_version")) == (
             self.candidate.model,
             self.candidate.version,
         ):
@@ -225,7 +225,7 @@ class TritonPythonModel:
             try:
                 out = target.infer(batch)
             except RouteError as exc:
-                self.failures[(route, "served")].increment(len(chosen))
+                self.failures[(route, "served")].increment(1)
                 if route == CANDIDATE:  # Triton counted the failure on the candidate; production answers
                     for i in chosen:
                         routes[i] = PRODUCTION
@@ -233,7 +233,7 @@ class TritonPythonModel:
                 for i in chosen:
                     errors[i] = f"router: {exc}"
                 continue
-            self._observe(route, "served", started, len(chosen))
+            self.latency[(route, "served")].observe((time.monotonic() - started) * 1000.0)
             start = 0
             for i in chosen:
                 logits[i] = out[start : start + len(inputs[i])]
@@ -274,13 +274,6 @@ class TritonPythonModel:
             except Exception as exc:  # the shadow must never take the router down
                 pb_utils.Logger.log_warn(f"router: shadow comparison failed: {exc!r}")
 
-    def _observe(self, route: int, path: str, started: float, requests: int) -> None:
-        """One observation per request the call carried: each waited that long for this step."""
-        elapsed_ms = (time.monotonic() - started) * 1000.0
-        metric = self.latency[(route, path)]
-        for _ in range(requests):
-            metric.observe(elapsed_ms)
-
     def _shadow(self, inputs: list, served: list) -> None:
         if self.halted:
             return
@@ -288,9 +281,9 @@ class TritonPythonModel:
         try:
             theirs = self.candidate.infer(np.concatenate(inputs)).argmax(axis=1)
         except RouteError:
-            self.failures[(CANDIDATE, "shadow")].increment(len(inputs))
+            self.failures[(CANDIDATE, "shadow")].increment(1)
             return
-        self._observe(CANDIDATE, "shadow", started, len(inputs))
+        self.latency[(CANDIDATE, "shadow")].observe((time.monotonic() - started) * 1000.0)
         ours = np.concatenate(served).argmax(axis=1)
         same = theirs == ours
         for index in np.unique(ours):
