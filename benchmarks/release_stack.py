@@ -59,7 +59,7 @@ def start_prometheus(metrics_port: int, workdir: Path) -> tuple[subprocess.Popen
 
 
 class TrialStack:
-    def __init__(self, export_dir: Path, prepared: Path, out: Path) -> None:
+    def __init__(self, export_dir: Path, prepared: Path, out: Path, probe: bool = True) -> None:
         from common import scored_split
         from common.params import load_params
         from registry import aliases, store
@@ -75,7 +75,7 @@ class TrialStack:
         prefix = f"trial{uuid.uuid4().hex[:6]}"
         raw = yaml.safe_load((ROOT / "params.yaml").read_text())
         raw["registry"] |= {"model_prefix": prefix, "serve": ["int8"], "ensemble_target": "int8"}
-        raw["release"] |= RELEASE
+        raw["release"] |= RELEASE | ({} if probe else {"probe_images": 0})
         self.params_file = self.tmp / "params.yaml"
         self.params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
         self.params = load_params(self.params_file)

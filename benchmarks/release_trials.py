@@ -167,11 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 4], help="client threads for `good`")
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--out", type=Path, default=Path("reports/release_trials"))
+    p.add_argument(
+        "--no-probe", action="store_true", help="release.probe_images 0: the label-free figures alone"
+    )
     args = p.parse_args(argv)
     from benchmarks.release_stack import TrialStack
 
     args.out.mkdir(parents=True, exist_ok=True)
-    stack = TrialStack(args.export_dir, args.prepared, args.out)
+    stack = TrialStack(args.export_dir, args.prepared, args.out, probe=not args.no_probe)
     rows = []
     try:
         plan = [("good", t) for t in args.threads if "good" in args.kinds]

@@ -147,10 +147,14 @@ def _seconds(halted: float | None, verdict_at: float) -> str:
     return "with the rollout" if halted is None else f"{halted - verdict_at:.2f} s after it"
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
 def _figures(verdict: Verdict) -> str:
     if verdict.breaches:
         return "; ".join(
-            f"{f.name} {f.value:.4g} beyond {f.limit:.4g} ({f.detail})" for f in verdict.breaches
+            f"{f.name} {_num(f.value)} beyond {_num(f.limit)} ({f.detail})" for f in verdict.breaches
         )
     pending = [f for f in verdict.figures if not f.within]
     text = "; ".join(

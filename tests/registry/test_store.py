@@ -34,6 +34,10 @@ def test_register_is_idempotent_and_tags_versions(registry):
         assert info.tags["test_images"] == str(art["test"]["images"]) and art["test"]["images"] > 0
         assert info.tags["test_runtime"].startswith("onnxruntime ")
         assert {"sha256", "run_id", "git_commit", "parity_max_abs_logit", "export_command"} <= set(info.tags)
+        # what the release gate compares like with like: the class list and the exact scored images
+        assert json.loads(info.tags["classes"]) == data["classes"]
+        assert info.tags["test_digest"] == art["test"]["digest"] and len(art["test"]["digest"]) == 16
+        assert json.loads(info.tags["test_class_precision"]) == art["test"]["class_precision"]
     shown = catalog.describe(cfg.registered_name("int8"))["versions"][0]
     assert shown["test_accuracy"] == f"{data['artifacts'][1]['test']['accuracy']:.4f}"
     # exported from a weights file, not a training run of this pipeline: named with its hash

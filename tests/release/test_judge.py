@@ -125,3 +125,13 @@ def test_the_probes_paired_bound_is_tight_where_the_versions_agree_and_honest_wh
     churn[np.flatnonzero(~production)[:40]] = True
     d, upper = paired_bound(production, churn, 3.0)
     assert d == 0.0 and upper > 0
+
+
+def test_a_breach_without_a_value_is_still_said_in_one_line():
+    """The probe's figure when the candidate failed its requests has no value; the verdict says so."""
+    from release.controller import _figures
+
+    failed = Figure(
+        "probe_accuracy_difference", None, -0.005, breached=True, within=False, detail="it failed"
+    )
+    assert _figures(Verdict(3, (failed,))) == "probe_accuracy_difference - beyond -0.005 (it failed)"
