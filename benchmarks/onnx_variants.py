@@ -3,7 +3,8 @@
 Each variant is the same network with a step appended after its logits, so it differs from the original
 in exactly one known way: a permutation of classes (a label swap), a bias per class (a model a few
 points worse, or one within noise of the original), a subset of classes (a model of another dataset),
-or a failure on some inputs. The release tests and ``benchmarks.release_trials`` both build theirs here.
+or a failure on some inputs. The release tests and ``benchmarks.release_trials`` both build and
+register theirs here.
 """
 
 from __future__ import annotations
@@ -75,3 +76,27 @@ def onnx_variant(
     onnx.checker.check_model(model)
     onnx.save(model, dest)
     return dest
+
+
+def register_variant(name: str, base: int, path: Path, tags: dict[str, str] | None = None) -> int:
+    """``path`` as a new version of ``name``, tagged like version ``base`` except its own file, hash,
+    run and ``tags``. The file is logged to a run of its own, as the export stage logs artifacts."""
+    import mlflow
+
+    from common import tracking
+    from common.fsutil import sha256_file
+    from registry import store
+
+    c = store.client()
+    base_tags = dict(c.get_model_version(name, str(base)).tags)
+    form = base_tags.get("precision", "fp32")
+    experiment = tracking.ensure_experiment("release-variants", root=path.parent)
+    with mlflow.start_run(experiment_id=experiment, run_name=f"variant {path.name}") as run:
+        mlflow.log_artifact(str(path), f"export/{form}")
+    own = {"file": path.name, "sha256": sha256_file(path), "run_id": run.info.run_id}
+    source = f"runs:/{run.info.run_id}/export/{form}"
+    return int(
+        c.create_model_version(
+            name, source, run_id=run.info.run_id, tags=base_tags | (tags or {}) | own
+        ).version
+    )

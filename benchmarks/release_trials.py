@@ -74,14 +74,10 @@ class Load:
 
 
 def score(path: Path, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, float]]:
-    import onnxruntime as ort
-
     from common.scored_split import class_precision
+    from export.onnx_io import run_onnx
 
-    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    predicted = np.concatenate(
-        [s.run(None, {"input": x[i : i + 100]})[0].argmax(1) for i in range(0, len(x), 100)]
-    )
+    predicted = run_onnx(path, x).argmax(1)
     return float(np.mean(predicted == y)), class_precision(predicted, y, CLASSES)
 
 
@@ -119,23 +115,6 @@ def build(kind: str, run: int, src: Path, folder: Path, x: np.ndarray, y: np.nda
     return dest, extra
 
 
-def register(name: str, path: Path, extra: dict) -> int:
-    import mlflow
-
-    from common import tracking
-    from common.fsutil import sha256_file
-    from registry import store
-
-    c = store.client()
-    tags = dict(c.get_model_version(name, "1").tags)
-    experiment = tracking.ensure_experiment("release-trial-candidates", root=path.parent)
-    with mlflow.start_run(experiment_id=experiment, run_name=path.stem) as run:
-        mlflow.log_artifact(str(path), "export/int8")
-    tags |= extra | {"file": path.name, "sha256": sha256_file(path), "run_id": run.info.run_id}
-    source = f"runs:/{run.info.run_id}/export/int8"
-    return int(c.create_model_version(name, source, run_id=run.info.run_id, tags=tags).version)
-
-
 def last_candidate_answer(prom, model: str, version: int, verdict_at: float) -> float | None:
     """Seconds from the verdict to the last scrape in which the candidate's served count still rose."""
     query = f'sum(release_route_latency_ms_count{{model="{model}",version="{version}",path="served"}})'
@@ -171,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-probe", action="store_true", help="release.probe_images 0: the label-free figures alone"
     )
     args = p.parse_args(argv)
+    from benchmarks.onnx_variants import register_variant
     from benchmarks.release_stack import TrialStack
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -182,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, threads in plan:
             for run in range(args.runs):
                 path, extra = build(kind, run, stack.production_file, stack.tmp, stack.x, stack.y)
-                version = register(stack.name, path, extra)
+                version = register_variant(stack.name, 1, path, extra)
                 row = stack.release(
                     kind, version, threads, force=kind in ("swapped", "worse", "failing", "classes")
                 )

@@ -46,16 +46,13 @@ class ProductionScorer:
             return f"the test split at {self.prepared} is not the one the candidate was scored on"
         if tags.artifact_format(info.tags, self.name, self.version) != "onnx":
             return f"{self.name} v{self.version} is not an ONNX file, which this host could run"
+        from export.onnx_io import run_onnx  # how the export stage scored the candidate
         from registry.sync import fetch_artifact
 
         path = fetch_artifact(self.name, self.version, self.cache)
         mean = tags.json_list(model_tags, "mean", self.name, float)
         std = tags.json_list(model_tags, "std", self.name, float)
-        predicted = _predict(
-            path,
-            scored_split.normalise(x, mean, std),
-            tags.tensor_name(model_tags, "input", "input", self.name),
-        )
+        predicted = run_onnx(path, scored_split.normalise(x, mean, std)).argmax(1)
         accuracy = float(np.mean(predicted == y))
         precision = scored_split.class_precision(predicted, y, classes)
         log.info(
@@ -89,11 +86,3 @@ def _parse(text: str) -> tuple[float, int, dict[str, float]] | None:
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
-
-
-def _predict(path: Path, x: np.ndarray, input_name: str, batch: int = 64) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out = [session.run(None, {input_name: x[i : i + batch]})[0].argmax(1) for i in range(0, len(x), batch)]
-    return np.concatenate(out)

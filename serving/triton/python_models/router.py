@@ -170,8 +170,6 @@ class TritonPythonModel:
 
     def _check_halt(self) -> None:
         """Latch ``halted`` once ``halt.json`` names this router's candidate (a stale file does not)."""
-        if self.halted:
-            return
         try:
             with open(self.halt_path, encoding="utf-8") as fh:
                 order = json.load(fh)
