@@ -11,7 +11,10 @@ and compares the two accuracies on the very same images.
 
 The figure is the paired difference ``d = acc(candidate) - acc(production)`` over the probe's images.
 It breaches when its upper ``confidence_z`` bound lies below ``-accuracy_margin`` - the gate's own
-requirement, measured live - and is within when ``d >= -accuracy_margin``. Its standard error is
+requirement, measured live - and is within otherwise: it is measured once, so waiting cannot settle a
+point estimate a little below the limit, and a good candidate a few images behind by chance (a
+retrained one differs from production on several per cent of the images) must not be left pending
+until the step gives up. Its standard error is
 the paired one, ``sqrt(var(right_c - right_p) / n)``: only images on which the two differ contribute,
 so a candidate that disagrees on few images is judged precisely from few of them.
 """
@@ -60,7 +63,7 @@ class ProbeResult:
             self.difference,
             -margin,
             breached=self.upper < -margin,
-            within=self.difference >= -margin,
+            within=self.upper >= -margin,
             detail=detail,
         )
 

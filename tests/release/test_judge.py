@@ -135,3 +135,13 @@ def test_a_breach_without_a_value_is_still_said_in_one_line():
         "probe_accuracy_difference", None, -0.005, breached=True, within=False, detail="it failed"
     )
     assert _figures(Verdict(3, (failed,))) == "probe_accuracy_difference - beyond -0.005 (it failed)"
+
+
+def test_a_probe_a_few_images_behind_by_chance_does_not_hold_the_step():
+    """Measured once: a point estimate just below the limit cannot be settled by waiting."""
+    from release.probe import ProbeResult
+
+    near = ProbeResult(1000, 0.932, 0.926, -0.006, 0.015).figure(0.005)
+    assert near.within and not near.breached
+    far = ProbeResult(1000, 0.932, 0.900, -0.032, -0.008).figure(0.005)
+    assert far.breached and not far.within
