@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shlex
 import sys
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         params = load_params(args.params)
         cfg = params.export
         if args.precisions:
-            cfg = dataclasses.replace(cfg, precisions=tuple(args.precisions.split(",")))
+            cfg = cfg.replace(precisions=tuple(args.precisions.split(",")))
         manifest = export_model(
             args.checkpoint,
             args.data,

@@ -79,12 +79,11 @@ def run_search(
         raise ValueError("no registered form has a production version: register and promote one first")
     reg = params.registry
     by_precision = {f.precision: f for f in found}
-    everything = dataclasses.replace(
-        reg,
+    everything = reg.replace(
         serve=tuple(by_precision),
         ensemble_target="fp32" if "fp32" in by_precision else found[0].precision,
     )
-    base, summary = desired_spec(dataclasses.replace(params, registry=everything), cache, honour_choice=False)
+    base, summary = desired_spec(params.replace(registry=everything), cache, honour_choice=False)
     max_batch = {p: summary[reg.registered_name(p)]["max_batch"] for p in by_precision}
     candidates = grid(params.optimize, list(by_precision), max_batch)
     cfg = params.optimize

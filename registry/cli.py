@@ -24,14 +24,13 @@ def _name(args, cfg) -> str:
 
 def sync_from_args(args, params) -> dict:
     """``sync`` as the CLI asks for it (``cifar10-optimize`` reuses it after recording its choice)."""
-    import dataclasses
 
     from registry.sync import sync
     from serving.server.cli import admin_token
     from serving.server.embedded import ADMIN_HEADER
 
     if args.kind:
-        params = dataclasses.replace(params, serving=dataclasses.replace(params.serving, kind=args.kind))
+        params = params.replace(serving=params.serving.replace(kind=args.kind))
     token = admin_token(args.admin_token_file)
     if args.server and not token:
         raise ValueError(

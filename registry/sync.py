@@ -14,7 +14,6 @@ a serving setting above it (a preferred batch size) is refused with both values 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -28,7 +27,7 @@ from common.params import ALL_PRECISIONS, Params
 from registry import aliases, plan_compat, release_record, serving_choice, store, tags
 from registry.release_record import ReleaseRecord
 from registry.serving_choice import ServingChoice
-from serving.repository.spec import GpuSettings, Release, RepositorySpec, ServedModel, ServedVersion
+from serving.repository.spec import Release, RepositorySpec, ServedModel, ServedVersion
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +226,7 @@ def desired_spec(
         release=release,
         warmup=serving.warmup,
         warmup_max_batch=serving.warmup_max_batch,
-        gpu=GpuSettings(**dataclasses.asdict(serving.gpu)) if serving.kind == "KIND_GPU" else None,
+        gpu=serving.gpu if serving.kind == "KIND_GPU" else None,
     )
     spec.validate()
     return spec, summary

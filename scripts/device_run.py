@@ -26,7 +26,6 @@ The same script runs on the CPU with tiny settings in the tests (``--set model.d
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import tarfile
@@ -104,7 +103,7 @@ def run(params: Params, mirror: Path, out: Path, work: Path, show_progress: bool
     times: dict[str, float] = {}
     t = time.perf_counter()
     prepared = work / "prepared"
-    prepare(dataclasses.replace(params.data, source=str(mirror)), prepared, work / "raw")
+    prepare(params.data.replace(source=str(mirror)), prepared, work / "raw")
     times["prepare_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -142,8 +141,8 @@ def run(params: Params, mirror: Path, out: Path, work: Path, show_progress: bool
         "device": _device_name(),
         "torch": torch.__version__,
         "profile": params.profile,
-        "model": dataclasses.asdict(params.model),
-        "train": dataclasses.asdict(params.train),
+        "model": params.model.model_dump(mode="json"),
+        "train": params.train.model_dump(mode="json"),
         "train_seconds": summary.get("train_seconds"),
         "epochs_run": len(history),
         "images_per_s": summary.get("mean_images_per_s"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -30,7 +29,7 @@ def prepare_main(argv: list[str] | None = None) -> None:
         from training.prepare import prepare
 
         data = load_params(args.params, args.profile).data
-        meta = prepare(dataclasses.replace(data, source=data.resolved_source()), args.out, args.cache)
+        meta = prepare(data.replace(source=data.resolved_source()), args.out, args.cache)
         print(json.dumps({k: meta[k] for k in ("source", "counts")}))
 
     from training.sources import DataError

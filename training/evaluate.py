@@ -24,8 +24,8 @@ def evaluate_weights(
     images: np.ndarray,
     labels: np.ndarray,
     data: DataConfig,
-    batch_size: int = 500,
-    tta_flip: bool = True,
+    batch_size: int,
+    tta_flip: bool,
     device: torch.device | None = None,
 ) -> tuple[dict, np.ndarray]:
     """Summary metrics (plain and, if asked, flip-TTA accuracy) and the predictions used for them."""
@@ -52,9 +52,9 @@ def evaluate(
     metrics_out: Path,
     confusion_png: Path,
     predictions_csv: Path,
-    run_file: Path | None = None,
-    tta_flip: bool = True,
-    batch_size: int = 500,
+    run_file: Path | None,
+    tta_flip: bool,
+    batch_size: int,
 ) -> dict:
     """Evaluate on the test split, write DVC metrics/plots, and log them to the training run."""
     x, y = np.load(prepared / "test_x.npy"), np.load(prepared / "test_y.npy")

@@ -8,7 +8,6 @@ epoch and reaches the same weights an uninterrupted run would.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import json
 import logging
@@ -53,8 +52,8 @@ def fingerprint(params: Params, data_digest: str) -> str:
     """Identifies what a checkpoint was trained for, so a changed config never resumes a stale one."""
     blob = json.dumps(
         {
-            "model": dataclasses.asdict(params.model),
-            "train": dataclasses.asdict(params.train),
+            "model": params.model.model_dump(mode="json"),
+            "train": params.train.model_dump(mode="json"),
             "data": data_digest,
         },
         sort_keys=True,
@@ -63,8 +62,8 @@ def fingerprint(params: Params, data_digest: str) -> str:
 
 
 def _run_params(params: Params, n_train: int, source: str) -> dict:
-    flat = {f"model.{k}": v for k, v in dataclasses.asdict(params.model).items()}
-    flat |= {f"train.{k}": v for k, v in dataclasses.asdict(params.train).items()}
+    flat = {f"model.{k}": v for k, v in params.model.model_dump(mode="json").items()}
+    flat |= {f"train.{k}": v for k, v in params.train.model_dump(mode="json").items()}
     return flat | {
         "profile": params.profile,
         "data.source": source,

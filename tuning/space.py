@@ -8,7 +8,6 @@ is an ordinary, reproducible DVC experiment of the pipeline, not a side channel.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from typing import Any
@@ -33,10 +32,8 @@ def apply(params: Params, point: dict[str, Any]) -> Params:
     for key, value in point.items():
         section, _, name = key.partition(".")
         sections[section][name] = value
-    return dataclasses.replace(
-        params,
-        model=dataclasses.replace(params.model, **sections["model"]),
-        train=dataclasses.replace(params.train, **sections["train"]),
+    return params.replace(
+        model=params.model.replace(**sections["model"]), train=params.train.replace(**sections["train"])
     )
 
 
@@ -79,10 +76,12 @@ def study_name(params: Params) -> str:
     blob = json.dumps(
         {
             "budget": {
-                k: v for k, v in dataclasses.asdict(budget).items() if k not in ("trials", "timeout_minutes")
+                k: v
+                for k, v in budget.model_dump(mode="json").items()
+                if k not in ("trials", "timeout_minutes")
             },
-            "model": dataclasses.asdict(params.model),
-            "train": dataclasses.asdict(params.train),
+            "model": params.model.model_dump(mode="json"),
+            "train": params.train.model_dump(mode="json"),
             "sampler_seed": params.tune.sampler_seed,
             "pruner": [params.tune.pruner, params.tune.startup_trials, params.tune.warmup_epochs],
             "data": params.data.val_per_class,

@@ -9,7 +9,6 @@ is never looked at: choosing settings on it would make its accuracy an optimisti
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,7 +66,7 @@ def fit(
     """
     # Trials are judged epoch by epoch on the step schedule: a wall-clock budget would make pruning
     # depend on the machine's speed.
-    cfg = dataclasses.replace(params.train, epochs=epochs, max_minutes=0.0)
+    cfg = params.train.replace(epochs=epochs, max_minutes=0.0)
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = WideResNet(params.model.depth, params.model.width, len(params.data.classes), params.model.dropout)

@@ -29,6 +29,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+from common.params_schema import GpuServingConfig
 from serving.repository.atomic_fs import (
     RepositoryError,
     link_or_copy,
@@ -54,7 +55,6 @@ from serving.repository.spec import (
     PREPROCESS,
     ROUTER,
     ROUTER_HALT_FILE,
-    GpuSettings,
     RepositorySpec,
     spec_from_dict,
     spec_to_dict,
@@ -187,7 +187,7 @@ def engine_caches(spec: RepositorySpec) -> list[str]:
     One per served version of each GPU ONNX classifier (see ``gpu_configs.cache_folders``): the cache
     of a version no longer served, or built with other engine settings, is not carried.
     """
-    gpu = spec.gpu or GpuSettings()
+    gpu = spec.gpu or GpuServingConfig()
     if gpu.onnx_accelerator != "tensorrt":
         return []
     dims = [CHANNELS, IMAGE_SIZE, IMAGE_SIZE]

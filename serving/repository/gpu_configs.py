@@ -27,11 +27,12 @@ import json
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from serving.repository.spec import GpuSettings, ServedModel
+from common.params_schema import GpuServingConfig
+from serving.repository.spec import ServedModel
 from serving.repository.warmup import batch_sizes
 
 
-def _engine_settings(model: ServedModel, gpu: GpuSettings, dims: list[int]) -> dict[str, str]:
+def _engine_settings(model: ServedModel, gpu: GpuServingConfig, dims: list[int]) -> dict[str, str]:
     opt = max(model.preferred_batch_sizes, default=model.max_batch_size)
     return {
         "precision_mode": gpu.trt_precision,
@@ -42,7 +43,7 @@ def _engine_settings(model: ServedModel, gpu: GpuSettings, dims: list[int]) -> d
     }
 
 
-def cache_folders(model: ServedModel, gpu: GpuSettings, dims: list[int]) -> dict[int, str]:
+def cache_folders(model: ServedModel, gpu: GpuServingConfig, dims: list[int]) -> dict[int, str]:
     """Version -> its engine cache folder, relative to the model's folder.
 
     One folder per registry version (an immutable file) and per engine setting: ONNX Runtime keys a
@@ -58,7 +59,9 @@ def _shape(input_name: str, batch: int, dims: list[int]) -> str:
     return f"{input_name}:{'x'.join(str(d) for d in [batch, *dims])}"
 
 
-def tensorrt_accelerator(model: ServedModel, gpu: GpuSettings, dims: list[int]) -> mc.ModelOptimizationPolicy:
+def tensorrt_accelerator(
+    model: ServedModel, gpu: GpuServingConfig, dims: list[int]
+) -> mc.ModelOptimizationPolicy:
     """ORT's TensorRT EP: precision, workspace, profile 1..max_batch (opt: largest preferred), cache.
 
     The engine cache is on only while the model serves one version (the config is the model's, so
@@ -91,7 +94,7 @@ def cuda_graphs(model: ServedModel, dims: list[int]) -> mc.ModelOptimizationPoli
     return policy
 
 
-def apply_gpu(config: mc.ModelConfig, model: ServedModel, gpu: GpuSettings, dims: list[int]) -> None:
+def apply_gpu(config: mc.ModelConfig, model: ServedModel, gpu: GpuServingConfig, dims: list[int]) -> None:
     """Turn a classifier config into its GPU form (instance groups, accelerator or graphs, pinning)."""
     del config.instance_group[:]
     config.instance_group.add(count=model.instance_count, kind=mc.ModelInstanceGroup.KIND_GPU, gpus=gpu.gpus)

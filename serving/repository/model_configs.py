@@ -10,6 +10,7 @@ from __future__ import annotations
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from common.params_schema import GpuServingConfig
 from serving.repository import warmup
 from serving.repository.gpu_configs import apply_gpu
 from serving.repository.spec import (
@@ -18,7 +19,6 @@ from serving.repository.spec import (
     ROUTE_KEY,
     ROUTER,
     ROUTER_HALT_FILE,
-    GpuSettings,
     RepositorySpec,
     ServedModel,
 )
@@ -76,7 +76,7 @@ def classifier_config(model: ServedModel, spec: RepositorySpec) -> mc.ModelConfi
     config.parameters["input_layout"].string_value = "NCHW float32 RGB, (pixel/255 - mean)/std"
     dims = [CHANNELS, IMAGE_SIZE, IMAGE_SIZE]
     if model.kind == "KIND_GPU":
-        apply_gpu(config, model, spec.gpu or GpuSettings(), dims)
+        apply_gpu(config, model, spec.gpu or GpuServingConfig(), dims)
     if spec.warmup:
         config.model_warmup.extend(warmup.classifier_samples(model, dims, spec.warmup_max_batch))
     return config

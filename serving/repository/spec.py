@@ -15,8 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from common.params_defaults import defaults_at
+from common.params_schema import GpuServingConfig
+
 BACKENDS = ("onnxruntime", "tensorrt")
-KINDS = ("KIND_CPU", "KIND_GPU")  # as common.params.KINDS; serving must not import the config layer
+KINDS = ("KIND_CPU", "KIND_GPU")
 PREPROCESS = "preprocess"
 POSTPROCESS = "postprocess"
 ROUTER = "router"
@@ -26,6 +31,16 @@ ROUTER_HALT_FILE = "halt.json"
 ROUTE_KEY = "route-key"  # the request parameter (or forwarded header) that pins a caller to one version
 LEGACY_INTERFACE = "IMAGE UINT8[-1] -> LABELS, PROBABILITIES (top-k), CLASS_INDEX"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _serving(key: str) -> Any:
+    """``serving.<key>`` from params.yaml: a spec built without a setting gets the pipeline's value."""
+    value = defaults_at("serving")[key]
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _setting(key: str) -> Any:
+    return dataclasses.field(default_factory=lambda: _serving(key))
 
 
 class SpecError(ValueError):
@@ -58,10 +73,10 @@ class ServedModel:
     max_batch_size: int  # what every served version's artifact supports (the export's max_batch)
     input_name: str = "input"
     output_name: str = "logits"
-    preferred_batch_sizes: tuple[int, ...] = (8, 32, 64)
-    max_queue_delay_us: int = 2000
-    instance_count: int = 1
-    kind: str = "KIND_CPU"
+    preferred_batch_sizes: tuple[int, ...] = _setting("preferred_batch_sizes")
+    max_queue_delay_us: int = _setting("max_queue_delay_us")
+    instance_count: int = _setting("instance_count")
+    kind: str = _setting("kind")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "versions", tuple(self.versions))
@@ -102,23 +117,6 @@ class ServedModel:
         for v in self.versions:
             if not v.artifact.is_file():
                 raise SpecError(f"{where}: artifact of version {v.version} not found: {v.artifact}")
-
-
-@dataclass(frozen=True)
-class GpuSettings:
-    """What a ``KIND_GPU`` classifier's config carries (params.yaml ``serving.gpu``; see gpu_configs)."""
-
-    onnx_accelerator: str = "tensorrt"
-    trt_precision: str = "FP16"
-    trt_workspace_bytes: int = 1 << 30
-    trt_cache_dir: str = "trt_cache"
-    served_repository: str = "/triton/model_repository"
-    cuda_graphs: bool = True
-    gpus: tuple[int, ...] = (0,)
-    pinned_memory: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "gpus", tuple(self.gpus))
 
 
 @dataclass(frozen=True)
@@ -165,28 +163,28 @@ class RepositorySpec:
     # ``predicted_class_total`` in postprocess; off only to measure what it costs (monitoring/bench_*).
     class_metric: bool = True
     # What preprocess agrees to decode: encoded bytes per image and decoded pixels per image.
-    max_image_bytes: int = 1 << 20
-    max_image_pixels: int = 4096 * 4096
+    max_image_bytes: int = _setting("max_image_bytes")
+    max_image_pixels: int = _setting("max_image_pixels")
     # What the public ensemble speaks; a rollout across a change of it can fail requests in flight.
     interface: str = "IMAGE BYTES[1] -> PROBABILITIES FP32[classes], labelled"
     # The python models' own batching (params.yaml serving section).
-    preprocess_max_batch: int = 64
-    postprocess_max_batch: int = 256
-    python_queue_delay_us: int = 500
+    preprocess_max_batch: int = _setting("preprocess_max_batch")
+    postprocess_max_batch: int = _setting("postprocess_max_batch")
+    python_queue_delay_us: int = _setting("python_queue_delay_us")
     # A candidate in shadow or canary (``None``: the ensemble calls production's classifier directly).
     release: Release | None = None
     # ``model_warmup`` samples in every classifier and python model but the router (serving.warmup).
-    warmup: bool = True
+    warmup: bool = _setting("warmup")
     # Warm only batch sizes up to this (0: every preferred size); on a CPU host each sample is real work.
-    warmup_max_batch: int = 0
-    # GPU execution settings of the KIND_GPU classifiers (``None``: GpuSettings' defaults).
-    gpu: GpuSettings | None = None
+    warmup_max_batch: int = _setting("warmup_max_batch")
+    # GPU execution settings of the KIND_GPU classifiers (``None``: params.yaml's ``serving.gpu``).
+    gpu: GpuServingConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.release, dict):
             object.__setattr__(self, "release", Release(**self.release))
         if isinstance(self.gpu, dict):
-            object.__setattr__(self, "gpu", GpuSettings(**self.gpu))
+            object.__setattr__(self, "gpu", GpuServingConfig(**self.gpu))
         for name in ("classifiers", "classes", "mean", "std"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
@@ -239,6 +237,8 @@ def spec_to_dict(spec: RepositorySpec) -> dict[str, Any]:
             return str(value)
         if isinstance(value, tuple | list):
             return [convert(v) for v in value]
+        if isinstance(value, BaseModel):
+            return value.model_dump(mode="json")
         if dataclasses.is_dataclass(value):
             return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
         return value

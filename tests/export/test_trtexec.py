@@ -8,7 +8,6 @@ it documents (``--exportOutput``: a JSON list of {name, dimensions, values}).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -108,7 +107,7 @@ def test_the_gpu_host_script_plans_every_step_from_the_registered_onnx(
     store.register_manifest(folder / "manifest.json", cfg)
     aliases.promote(cfg.registered_name("fp32"), "production", 1)
     params = Params(profile="test", registry=cfg, export=ExportConfig(parity_images=40, accuracy_images=0))
-    params = dataclasses.replace(params, data=dataclasses.replace(params.data, val_per_class=4))
+    params = params.replace(data=params.data.replace(val_per_class=4))
     args = argparse.Namespace(
         version=None,
         compose=ROOT / "compose.yaml",

@@ -60,5 +60,5 @@ def test_grid_skips_preferred_sizes_an_artifact_cannot_take():
 def test_params_refuse_an_empty_or_negative_grid():
     with pytest.raises(ValueError, match="need values"):
         OptimizeConfig(instance_counts=())
-    with pytest.raises(ValueError, match="queue delays"):
+    with pytest.raises(ValueError, match=r"optimize.max_queue_delay_us\[0\]: expected int >= 0"):
         OptimizeConfig(max_queue_delay_us=(-1,))

@@ -142,17 +142,16 @@ def test_a_corrupt_cached_artifact_is_replaced_inside_the_cache(synced):
 
 def test_the_served_batch_limit_comes_from_the_version_and_a_larger_setting_is_refused(synced):
     """One fact, one key: export.max_batch, recorded on the version, is what config.pbtxt promises."""
-    import dataclasses
 
     from serving.repository.build import read_deployed_spec
 
     cfg, name, repo, cache = synced
     recorded = int(store.client().get_model_version(name, "1").tags["max_batch"])
     assert read_deployed_spec(repo).target.max_batch_size == recorded
-    too_big = dataclasses.replace(cfg.serving, preferred_batch_sizes=(8, recorded + 1))
+    too_big = cfg.serving.replace(preferred_batch_sizes=(8, recorded + 1))
     before = tree_digest(repo)
     with pytest.raises(ServingSettingError) as refused:
-        sync(dataclasses.replace(cfg, serving=too_big), repo, cache)
+        sync(cfg.replace(serving=too_big), repo, cache)
     assert f"[8, {recorded + 1}]" in str(refused.value) and f"max_batch {recorded}" in str(refused.value)
     assert tree_digest(repo) == before
 

@@ -169,7 +169,7 @@ class ReleaseStack:
         self.params = Params(profile="test", registry=self.cfg, serving=SERVING, release=RELEASE)
         self.params_file = self.write_params(tmp / "params.yaml", RELEASE)
         # An abort must find the release still in its shadow step, however slowly the host starts it.
-        self.slow_params = self.write_params(tmp / "params-slow.yaml", replace(RELEASE, shadow_window_s=120))
+        self.slow_params = self.write_params(tmp / "params-slow.yaml", RELEASE.replace(shadow_window_s=120))
         sync(self.params, self.repo, self.cache)
         config = private_config(self.repo, tmp, ort_threads=1)  # free ports, its own admin token
         self.header = config.restricted_header

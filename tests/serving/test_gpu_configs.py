@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 from tritonclient.grpc import model_config_pb2 as mc
 
+from common.params import GpuServingConfig as GpuSettings  # the one model of serving.gpu
 from serving.repository.build import build_repository
 from serving.repository.model_configs import parse
-from serving.repository.spec import GpuSettings, ServedVersion, spec_from_dict, spec_to_dict
+from serving.repository.spec import ServedVersion, spec_from_dict, spec_to_dict
 from serving.repository.warmup import IMAGE_FILE, ROUTE_FILE, WARMUP_DIR
 from tests.serving.conftest import CLASSIFIER, make_spec
 
@@ -73,9 +74,7 @@ def test_an_onnx_classifier_on_a_gpu_runs_through_ort_tensorrt_with_a_cache_in_i
 
 
 def test_cuda_alone_when_asked(tmp_path, artifacts):
-    build_repository(
-        gpu_spec(artifacts, gpu=dataclasses.replace(GPU, onnx_accelerator="cuda")), tmp_path / "r"
-    )
+    build_repository(gpu_spec(artifacts, gpu=GPU.replace(onnx_accelerator="cuda")), tmp_path / "r")
     config = config_of(tmp_path / "r", CLASSIFIER)
     assert not config.optimization.execution_accelerators.gpu_execution_accelerator
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
@@ -135,9 +134,7 @@ def test_each_version_has_its_own_engine_cache_and_keeps_it_across_rollouts(tmp_
     assert not engine.exists() and not (repo / CLASSIFIER / "trt_cache" / v1_folder.name).exists()
 
     # Other engine settings (precision) mean another folder: an FP32 engine is not an FP16 one.
-    fp32 = dataclasses.replace(
-        gpu_spec(artifacts, production=1), gpu=dataclasses.replace(GPU, trt_precision="FP32")
-    )
+    fp32 = dataclasses.replace(gpu_spec(artifacts, production=1), gpu=GPU.replace(trt_precision="FP32"))
     build_repository(fp32, repo)
     assert _cache(repo)["trt_engine_cache_path"] != v1_path
 

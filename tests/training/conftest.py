@@ -24,9 +24,9 @@ def tiny_params(**train_settings) -> Params:
     return Params(
         profile="test",
         data=DataConfig(val_per_class=2),
-        model=ModelConfig(10, 1),
+        model=ModelConfig(depth=10, width=1),
         train=cfg,
-        mlflow=MlflowConfig("unit-tests"),
+        mlflow=MlflowConfig(experiment="unit-tests"),
     )
 
 

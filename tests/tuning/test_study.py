@@ -7,7 +7,6 @@ so a trial takes seconds and a good setting clearly beats a useless one.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -39,8 +38,8 @@ def tiny(tmp_path: Path, trials: int = 3, epochs: int = 2, startup: int = 2):
     tune = TuneConfig(
         startup_trials=startup, warmup_epochs=0, storage=str(tmp_path / "optuna.db"), budget=budget
     )
-    train = dataclasses.replace(params.train, batch_size=32, warmup_epochs=0.0, eval_batch_size=100)
-    return dataclasses.replace(params, model=ModelConfig(10, 1), train=train, tune=tune)
+    train = params.train.replace(batch_size=32, warmup_epochs=0.0, eval_batch_size=100)
+    return params.replace(model=ModelConfig(depth=10, width=1), train=train, tune=tune)
 
 
 def runs(uri: str):
@@ -112,8 +111,8 @@ def test_best_params_are_accepted_by_dvc_overrides_and_train(small_prepared, iso
     tuned = load_params(params_file, "cpu")
     assert tuned.train.lr == pytest.approx(best["params"]["train.lr"])
     assert tuned.model.width == best["params"]["model.width"]
-    short_train = dataclasses.replace(tuned.train, epochs=1, batch_size=64, train_subset=0)
-    short = dataclasses.replace(tuned, model=dataclasses.replace(tuned.model, depth=10), train=short_train)
+    short_train = tuned.train.replace(epochs=1, batch_size=64, train_subset=0)
+    short = tuned.replace(model=tuned.model.replace(depth=10), train=short_train)
     out = tmp_path / "train"
     files = (out / "m.safetensors", out / "ckpt", out / "log.csv", out / "run.json")
     summary = train(short, small_prepared, *files, show_progress=False)
