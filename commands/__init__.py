@@ -1,0 +1,1 @@
+"""The ``cifar10`` command: one entry point whose groups match the rooms of the project."""
