@@ -62,9 +62,9 @@ class TrialStack:
     def __init__(self, export_dir: Path, prepared: Path, out: Path, probe: bool = True) -> None:
         from common import scored_split
         from common.params import load_params
+        from common.promql import Prometheus
         from registry import aliases, store
         from registry.sync import sync
-        from release.prometheus import Prometheus
         from serving.server.embedded import EmbeddedServer, private_config
 
         self.tmp = (out / f"work-{uuid.uuid4().hex[:6]}").resolve()

@@ -13,13 +13,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from common.exit_codes import USAGE, ExitError
+from common.exit_codes import UsageError
 
 
-class ParamsError(ExitError, ValueError):
+class ParamsError(UsageError):
     """``params.yaml``, a ``--set`` or a ``CIFAR10_*`` variable is malformed: bad usage (code 2)."""
 
-    exit_code = USAGE
     problems: list[tuple[tuple[Any, ...], str]] = []  # noqa: RUF012 - set per instance
 
 

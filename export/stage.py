@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from common import scored_split, tracking
-from common.exit_codes import ExitError
+from common.exit_codes import Failed
 from common.fsutil import atomic_dir, sha256_file
 from common.params import DataConfig, ExportConfig
 from common.scored_split import accuracy_rows  # noqa: F401 - re-exported for the tests
@@ -39,7 +39,7 @@ FILES = {
 }
 
 
-class ExportError(ExitError):
+class ExportError(Failed):
     """A required artifact failed its parity gate (the report says which bound): exit code 1."""
 
 

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import json
 import math
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import exit_codes, prom_text
-from common.exit_codes import ExitError
+from common import prom_text
+from common.exit_codes import TooLittleData, UsageError
+from common.promql import Prometheus, PrometheusUnavailable, fetch
 
 METRIC = "predicted_class_total"
 DEFAULT_METRICS_URL = "http://localhost:8002/metrics"
@@ -43,22 +41,12 @@ Group = tuple[str, str]  # (model, version)
 Counts = dict[Group, dict[str, float]]
 
 
-class BadReference(ExitError, ValueError):
+class BadReference(UsageError):
     """The reference distribution cannot be read, or misses served classes (exit code 2)."""
 
-    exit_code = exit_codes.USAGE
 
-
-class SourceUnreachable(ExitError):
-    """No usable answer from ``/metrics`` or Prometheus (exit code 3)."""
-
-    exit_code = exit_codes.UNAVAILABLE
-
-
-class TooFewPredictions(ExitError):
+class TooFewPredictions(TooLittleData):
     """Nothing (or too little) to judge yet (exit code 7)."""
-
-    exit_code = exit_codes.TOO_LITTLE_DATA
 
 
 def load_reference(path: Path) -> dict[str, float]:
@@ -97,7 +85,7 @@ def parse_metrics(text: str) -> Counts:
     try:
         samples = prom_text.parse(text, (METRIC,))
     except ValueError as exc:
-        raise SourceUnreachable(f"the metrics page is not in the Prometheus text format: {exc}") from None
+        raise PrometheusUnavailable(f"the metrics page is not in the Prometheus text format: {exc}") from None
     for (_, label_items), value in samples.items():
         labels = dict(label_items)
         if "class" in labels:
@@ -106,23 +94,8 @@ def parse_metrics(text: str) -> Counts:
     return counts
 
 
-def _get(url: str, timeout_s: float) -> bytes:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            return resp.read()
-    except urllib.error.HTTPError as exc:
-        try:  # Prometheus says what was wrong with the query in a JSON "error" field
-            detail = json.loads(exc.read()).get("error") or exc.reason
-        except (OSError, ValueError, AttributeError):
-            detail = exc.reason
-        raise SourceUnreachable(f"{url} answered HTTP {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise SourceUnreachable(f"cannot reach {url}: {reason}") from None
-
-
 def scrape(url: str, timeout_s: float = 5.0) -> Counts:
-    return parse_metrics(_get(url, timeout_s).decode("utf-8", errors="replace"))
+    return parse_metrics(fetch(url, timeout_s).decode("utf-8", errors="replace"))
 
 
 def delta(before: Counts, after: Counts) -> Counts:
@@ -137,19 +110,15 @@ def delta(before: Counts, after: Counts) -> Counts:
 def query_prometheus(base_url: str, window: str, timeout_s: float = 5.0) -> Counts:
     """``increase(predicted_class_total[window])`` per (model, version, class) from Prometheus."""
     query = f"sum by (model, version, class) (increase({METRIC}[{window}]))"
-    url = f"{base_url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": query})
     try:
-        body = json.loads(_get(url, timeout_s))
-        if body.get("status") != "success":
-            raise SourceUnreachable(f"Prometheus rejected {query!r}: {body.get('error', body)}")
-        counts: Counts = {}
-        for item in body["data"]["result"]:
-            labels, value = item["metric"], float(item["value"][1])
-            group = (labels.get("model", ""), labels.get("version", ""))
-            counts.setdefault(group, {})[labels["class"]] = value if math.isfinite(value) else 0.0
-        return counts
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise SourceUnreachable(f"unexpected answer from Prometheus at {base_url}: {exc!r}") from None
+        series = Prometheus(base_url, timeout_s).query(query)
+    except (KeyError, TypeError, IndexError) as exc:
+        raise PrometheusUnavailable(f"unexpected answer from Prometheus at {base_url}: {exc!r}") from None
+    counts: Counts = {}
+    for labels, value in series:  # NaN (no samples yet) is dropped: the class counted nothing
+        group = (labels.get("model", ""), labels.get("version", ""))
+        counts.setdefault(group, {})[labels.get("class", "")] = value
+    return counts
 
 
 def psi(observed: Mapping[str, float], reference: Mapping[str, float], epsilon: float = EPSILON) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from common import exit_codes
-from common.exit_codes import ExitError
+from common.exit_codes import ExitError, UsageError
 from monitoring.drift import (
     DEFAULT_METRICS_URL,
     DEFAULT_MIN_COUNT,
@@ -44,8 +44,8 @@ EXIT_CODES = (
 )
 
 
-class DriftUsage(ExitError, ValueError):
-    exit_code = exit_codes.USAGE
+class DriftUsage(UsageError):
+    """Options that cannot name what to compare (exit code 2)."""
 
 
 def collect(args: argparse.Namespace) -> tuple[Counts, str]:

@@ -25,17 +25,14 @@ import logging
 import tempfile
 from pathlib import Path
 
-from common import exit_codes
 from common.cli import run_cli, setup_logging
-from common.exit_codes import ExitError
+from common.exit_codes import Failed
 
 log = logging.getLogger("optimize")
 
 
-class NoCandidate(ExitError):
+class NoCandidate(Failed):
     """No candidate met the objective; nothing was recorded (exit code 1)."""
-
-    exit_code = exit_codes.FAILED
 
 
 def payloads(images: Path | None, n: int = 64) -> list[bytes]:

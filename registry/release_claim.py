@@ -31,18 +31,15 @@ import json
 import time
 from dataclasses import dataclass
 
-from common import exit_codes
-from common.exit_codes import ExitError
+from common.exit_codes import Busy
 from registry import release_record, store
 from registry.release_record import Owner
 
 PREFIX = "release.claim."
 
 
-class ReleaseBusy(ExitError):
+class ReleaseBusy(Busy):
     """Another release is in progress, or another start claimed it first (exit code 2)."""
-
-    exit_code = exit_codes.USAGE
 
 
 @dataclass(frozen=True)

@@ -18,30 +18,28 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from common import exit_codes, tracking
-from common.exit_codes import ExitError
+from common import tracking
+from common.exit_codes import Failed, IntegrityError, NotFound, Unavailable
 from common.fsutil import sha256_file
 from common.params import RegistryConfig
 
 log = logging.getLogger(__name__)
 
 
-class RegistryError(ExitError):
+class RegistryError(NotFound):
     """A registry request that cannot be satisfied; the message says what is missing (exit code 5)."""
 
-    exit_code = exit_codes.NOT_FOUND
 
-
-class RegistryUnavailable(RegistryError):
+class RegistryUnavailable(Unavailable, RegistryError):
     """The tracking server failed or is unreachable; nothing was decided from a partial answer (3)."""
 
-    exit_code = exit_codes.UNAVAILABLE
+
+class ArtifactAltered(IntegrityError, RegistryError):
+    """A registered artifact is not what its version recorded: checksum, or a path leaving its folder (8)."""
 
 
-class PromotionRefused(RegistryError):
+class PromotionRefused(Failed, RegistryError):
     """The version exists but may not serve (no passed parity gate): exit code 1."""
-
-    exit_code = exit_codes.FAILED
 
 
 def first_line(exc: BaseException) -> str:
@@ -85,7 +83,9 @@ def register_manifest(manifest_path: Path, cfg: RegistryConfig) -> list[dict]:
             continue
         path = folder / art["file"]
         if sha256_file(path) != art["sha256"]:
-            raise RegistryError(f"{path} does not match the checksum its parity report validated; re-export")
+            raise ArtifactAltered(
+                f"{path} does not match the checksum its parity report validated; re-export"
+            )
         _ensure_model(c, name, manifest, art["precision"])
         existing = [
             v

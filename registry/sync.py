@@ -20,8 +20,7 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from common import exit_codes
-from common.exit_codes import ExitError
+from common.exit_codes import UsageError
 from common.fsutil import sha256_file
 from common.params import ALL_PRECISIONS, Params
 from registry import aliases, plan_compat, release_record, serving_choice, store, tags
@@ -32,10 +31,8 @@ from serving.repository.spec import Release, RepositorySpec, ServedModel, Served
 log = logging.getLogger(__name__)
 
 
-class ServingSettingError(ExitError, ValueError):
+class ServingSettingError(UsageError):
     """``params.yaml``'s serving section asks for more than a served artifact supports (exit code 2)."""
-
-    exit_code = exit_codes.USAGE
 
 
 def fetch_artifact(name: str, version: int, cache: Path) -> Path:
@@ -53,7 +50,7 @@ def fetch_artifact(name: str, version: int, cache: Path) -> Path:
     folder = (cache / name / str(version)).absolute()
     path = folder / filename
     if path.parent != folder or not path.resolve().is_relative_to(folder.resolve(strict=False)):
-        raise store.RegistryError(f"{name} v{version}: artifact path {path} leaves the cache {folder}")
+        raise store.ArtifactAltered(f"{name} v{version}: artifact path {path} leaves the cache {folder}")
     if not (path.is_file() and sha256_file(path) == expected):
         folder.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -267,8 +264,12 @@ def sync(
     server_url: str | None = None,
     header: tuple[str, str] | None = None,
     host: plan_compat.HostFacts | None = None,
+    lock_timeout_s: float = 0.0,
 ) -> dict:
     """Write ``repository`` from the registry; with ``server_url``, roll the live server over too.
+
+    ``lock_timeout_s``: how long to wait for another rollout of ``repository`` before raising
+    :class:`~serving.repository.atomic_fs.RepositoryBusy` (exit code 9).
 
     ``host`` (TensorRT version, GPU architecture) judges TensorRT plans; by default it is read from
     the image ``compose.yaml`` pins and ``nvidia-smi`` when a plan is served.
@@ -278,6 +279,7 @@ def sync(
 
     spec, summary = desired_spec(params, cache, host=host)
     if server_url:
-        phases = apply(server_url, read_deployed_spec(repository), spec, header, repository)
+        deployed = read_deployed_spec(repository)
+        phases = apply(server_url, deployed, spec, header, repository, lock_timeout_s=lock_timeout_s)
         return {"models": summary, "changed": bool(phases), "phases": phases}
     return {"models": summary, "changed": build_repository(spec, repository)}

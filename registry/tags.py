@@ -12,8 +12,7 @@ import json
 import math
 import re
 
-from common import exit_codes
-from common.exit_codes import ExitError
+from common.exit_codes import UsageError
 
 FORMATS = ("onnx", "tensorrt_plan")
 # A bare file name as the export stage writes it: no separators, no leading dot, nothing like "..".
@@ -22,10 +21,8 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TENSOR = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
 
 
-class TagError(ExitError, ValueError):
+class TagError(UsageError):
     """A registry tag that this tool did not write or that was tampered with; names the tag (2)."""
-
-    exit_code = exit_codes.USAGE
 
 
 def _where(name: str, version: int | None) -> str:

@@ -28,8 +28,8 @@ log = logging.getLogger("release")
 
 def context(args: argparse.Namespace):
     from common.params import load_params
+    from common.promql import Prometheus
     from release.controller import Context
-    from release.prometheus import Prometheus
     from serving.server.cli import admin_token
     from serving.server.embedded import ADMIN_HEADER
 

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import exit_codes
-from common.exit_codes import ExitError
+from common.exit_codes import Failed
 from common.params import Params
+from common.promql import Prometheus
 from registry import release_record
 from registry.release_record import ReleaseRecord
-from release.prometheus import Prometheus
+
+LOCK_WAIT_S = 120.0  # a rollout of the same repository (an abort's, a resumed step's) takes seconds
 
 
-class ReleaseFailed(ExitError):
+class ReleaseFailed(Failed):
     """The gate refused the candidate, or a step breached and the release was rolled back (1)."""
-
-    exit_code = exit_codes.FAILED
 
 
 @dataclass(frozen=True)
@@ -41,17 +39,12 @@ class Context:
         return choice.precision if choice else self.params.registry.ensemble_target
 
     def sync(self) -> dict:
+        """Roll the server over; another rollout of this repository (an abort, say) is waited for."""
         from registry.sync import sync
-        from serving.rollout.apply import ApplyError
 
-        for attempt in range(240):  # another rollout of this repository (an abort, say) holds the lock
-            try:
-                return sync(self.params, self.repository, self.cache, self.server, self.header)
-            except ApplyError as exc:
-                if "being rewritten by another" not in str(exc) or attempt == 239:
-                    raise
-                time.sleep(0.5)
-        raise AssertionError("unreachable")
+        return sync(
+            self.params, self.repository, self.cache, self.server, self.header, lock_timeout_s=LOCK_WAIT_S
+        )
 
 
 def steps(ctx: Context) -> list[tuple[str, int, float, float]]:

@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import time
 
+from common.promql import PrometheusUnavailable
 from registry import aliases, release_claim, release_record, store
 from registry.release_claim import ReleaseBusy
 from registry.release_record import Owner, ReleaseRecord
@@ -27,7 +28,6 @@ from release.admission import open_release, own_figures, shadow_probe, version_c
 from release.context import Context, ReleaseFailed, check_still_mine, steps, triton_model, window
 from release.judge import Step, Verdict, judge
 from release.moves import end, halt, route_to_candidate_form
-from release.prometheus import PrometheusUnavailable
 
 __all__ = ["Context", "ReleaseBusy", "ReleaseFailed", "abort", "start", "step_of"]
 

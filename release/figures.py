@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from release.prometheus import Prometheus
+from common.promql import Prometheus
 
 
 @dataclass(frozen=True)

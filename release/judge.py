@@ -55,12 +55,12 @@ import math
 from dataclasses import dataclass
 
 from common.params import ReleaseConfig
+from common.promql import Prometheus
 from monitoring.drift import psi
 from release import latency
 from release.figures import Figure, Verdict, by_class, interval, psi_noise
 from release.figures import selector as _sel
 from release.limits import Limits
-from release.prometheus import Prometheus
 
 __all__ = ["Figure", "Step", "Verdict", "interval", "judge", "psi_noise"]
 

@@ -20,8 +20,8 @@ import math
 from typing import TYPE_CHECKING
 
 from common.params import ReleaseConfig
+from common.promql import Prometheus
 from release.figures import Figure, interval, selector
-from release.prometheus import Prometheus
 
 if TYPE_CHECKING:
     from release.judge import Step

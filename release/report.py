@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 
 from common.fsutil import write_json
+from common.promql import Prometheus
 from monitoring.drift import psi
 from registry.release_record import ReleaseRecord
 from release.figures import selector as _sel
-from release.prometheus import Prometheus
 
 
 def _roles(record: ReleaseRecord, models: tuple[str, str]) -> tuple[tuple[str, str, int], ...]:

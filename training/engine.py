@@ -13,8 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from common.exit_codes import Failed
 from common.params import DataConfig, TrainConfig
 from training.augment import normalize_batch
+
+
+class TrainingDiverged(Failed, FloatingPointError):
+    """The loss went NaN or infinite: the run's result is bad, not its usage (exit code 1)."""
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
@@ -122,7 +127,7 @@ SYNC_EVERY = 50
 
 def _check_finite(total_loss: torch.Tensor, desc: str) -> None:
     if not torch.isfinite(total_loss):
-        raise FloatingPointError(f"non-finite training loss ({desc}); lower train.lr")
+        raise TrainingDiverged(f"non-finite training loss ({desc}); lower train.lr")
 
 
 @torch.inference_mode()

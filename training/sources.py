@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from common import exit_codes
-from common.exit_codes import ExitError
+from common.exit_codes import IntegrityError, Unavailable, UsageError
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -29,16 +28,16 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
-class DataError(ExitError):
+class DataError(UsageError):
     """The source is unusable; the message names the file, folder or URL at fault (exit code 2)."""
 
-    exit_code = exit_codes.USAGE
 
-
-class SourceUnreachable(DataError):
+class DownloadUnavailable(Unavailable, DataError):
     """The download failed: the network or the server, not the data (exit code 3)."""
 
-    exit_code = exit_codes.UNAVAILABLE
+
+class ChecksumMismatch(IntegrityError, DataError):
+    """The downloaded archive is not the one published (exit code 8)."""
 
 
 @dataclass(frozen=True)
@@ -82,14 +81,14 @@ def download(url: str, dest: Path, md5: str, timeout: float = 60.0) -> Path:
                 out.write(block)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         tmp.unlink(missing_ok=True)
-        raise SourceUnreachable(
+        raise DownloadUnavailable(
             f"could not download {url}: {exc}. Without internet access, point CIFAR10_SOURCE (or "
             "data.source in params.yaml) at a local image-folder archive."
         ) from exc
     got = _md5(tmp)
     if got != md5:
         tmp.unlink(missing_ok=True)
-        raise DataError(f"checksum mismatch for {url}: expected MD5 {md5}, got {got}")
+        raise ChecksumMismatch(f"checksum mismatch for {url}: expected MD5 {md5}, got {got}")
     tmp.replace(dest)
     return dest
 

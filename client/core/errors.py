@@ -7,7 +7,7 @@ carries its exit code and a one-line message, never a traceback.
 from __future__ import annotations
 
 from common import exit_codes
-from common.exit_codes import ExitError
+from common.exit_codes import ExitError, Mismatch, NotFound, NotReady, Unavailable, UsageError
 
 EXIT_CODES_HELP = exit_codes.help_text(
     (
@@ -19,6 +19,7 @@ EXIT_CODES_HELP = exit_codes.help_text(
         exit_codes.NOT_FOUND,
         exit_codes.MISMATCH,
         exit_codes.TOO_LITTLE_DATA,
+        exit_codes.INTEGRITY,
     )
 )
 
@@ -27,31 +28,21 @@ class ClientError(ExitError):
     """Base class: an expected failure with a one-line message and an exit code (1 unless narrower)."""
 
 
-class UsageError(ClientError, ValueError):
+class BadInput(UsageError, ClientError):
     """Bad options or input data (exit code 2)."""
 
-    exit_code = exit_codes.USAGE
 
-
-class ServerUnreachable(ClientError):
+class ServerUnreachable(Unavailable, ClientError):
     """No answer from the server (or metrics source) within the timeout (exit code 3)."""
 
-    exit_code = exit_codes.UNAVAILABLE
 
-
-class ModelNotReady(ClientError):
+class ModelNotReady(NotReady, ClientError):
     """The server is up but the model/version is not loaded and ready (exit code 4)."""
 
-    exit_code = exit_codes.NOT_READY
 
-
-class RegistryMissing(ClientError):
+class RegistryMissing(NotFound, ClientError):
     """The registered model, its version or its alias does not exist (exit code 5)."""
 
-    exit_code = exit_codes.NOT_FOUND
 
-
-class VersionMismatch(ClientError):
+class VersionMismatch(Mismatch, ClientError):
     """The server would answer with another version than the registry names (exit code 6)."""
-
-    exit_code = exit_codes.MISMATCH

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from client.core.errors import UsageError
+from client.core.errors import BadInput
 
 log = logging.getLogger(__name__)
 IMAGE_SIZE = (32, 32)
@@ -64,28 +64,28 @@ def discover(
     """
     root = Path(root)
     if not root.is_dir():
-        raise UsageError(f"image folder not found: {root}")
+        raise BadInput(f"image folder not found: {root}")
     by_label: dict[str | None, list[Path]] = {}
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
             if classes is not None and entry.name not in classes:
-                raise UsageError(f"{entry} is not a class folder (expected one of {', '.join(classes)})")
+                raise BadInput(f"{entry} is not a class folder (expected one of {', '.join(classes)})")
             files = sorted(p for p in entry.rglob("*") if p.is_file() and not p.name.startswith("."))
             by_label[entry.name] = files
         elif entry.is_file():
             by_label.setdefault(None, []).append(entry)
     if per_class is not None:
         if per_class < 1:
-            raise UsageError(f"--per-class must be >= 1, got {per_class}")
+            raise BadInput(f"--per-class must be >= 1, got {per_class}")
         for label, files in by_label.items():
             if label is not None and len(files) < per_class:
                 log.warning("class %s has only %d files (asked for %d)", label, len(files), per_class)
             by_label[label] = files[:per_class] if label is not None else files
     items = [ImageItem(str(p), label) for label, files in by_label.items() for p in files]
     if not items:
-        raise UsageError(f"no files found under {root}")
+        raise BadInput(f"no files found under {root}")
     return sample(items, limit, seed)
 
 
@@ -94,7 +94,7 @@ def sample(items: list[ImageItem], limit: int | None, seed: int) -> list[ImageIt
     if limit is None or limit >= len(items):
         return items
     if limit < 1:
-        raise UsageError(f"--limit must be >= 1, got {limit}")
+        raise BadInput(f"--limit must be >= 1, got {limit}")
     keep = sorted(random.Random(seed).sample(range(len(items)), limit))
     return [items[i] for i in keep]
 
@@ -102,7 +102,7 @@ def sample(items: list[ImageItem], limit: int | None, seed: int) -> list[ImageIt
 def synthetic(n: int, seed: int = 0, size: tuple[int, int] = IMAGE_SIZE) -> list[ImageItem]:
     """``n`` random-noise PNGs in memory: load without a dataset (predictions are meaningless)."""
     if n < 1:
-        raise UsageError(f"--random must be >= 1, got {n}")
+        raise BadInput(f"--random must be >= 1, got {n}")
     rng = np.random.default_rng(seed)
     items = []
     for i in range(n):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from client.core import images as img
-from client.core.errors import ClientError, ModelNotReady, UsageError
+from client.core.errors import BadInput, ClientError, ModelNotReady
 from client.core.request_loop import DEFAULT_REQUEST_BATCH, Outcome, RetryPolicy, run_all
 from client.core.served_model import read_contract
 from client.core.transport import AsyncTriton, Endpoint, classify, wait_live
@@ -68,9 +68,9 @@ class BatchConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise UsageError(f"--mode must be one of {MODES}, got {self.mode!r}")
+            raise BadInput(f"--mode must be one of {MODES}, got {self.mode!r}")
         if self.concurrency < 1 or self.top_k < 1 or self.request_batch < 1:
-            raise UsageError("--concurrency, --top-k and --request-batch must be >= 1")
+            raise BadInput("--concurrency, --top-k and --request-batch must be >= 1")
 
     @property
     def model_name(self) -> str:
@@ -205,7 +205,7 @@ def check_folder_classes(
     """
     folder = sorted(set(labels))
     if folder and (set(folder) != set(served) if exact else not set(folder) <= set(served)):
-        raise UsageError(
+        raise BadInput(
             f"the folder's classes {folder} are not those {model} serves {list(served)}: its accuracy "
             "would compare other label sets (evaluate a model of these classes: registry.model_prefix)"
         )

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from client.core import images as img
 from client.core.errors import (
+    BadInput,
     ClientError,
     ModelNotReady,
     RegistryMissing,
     ServerUnreachable,
-    UsageError,
     VersionMismatch,
 )
 from client.core.served_model import read_contract
@@ -195,7 +195,7 @@ def score(pairs: list[tuple[str, str]], classes: tuple[str, ...]) -> dict:
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted({lab for pair in pairs for lab in pair if lab not in index})
     if unknown:
-        raise UsageError(f"labels {unknown} are not among the classes {list(classes)}")
+        raise BadInput(f"labels {unknown} are not among the classes {list(classes)}")
     y_true = np.array([index[t] for t, _ in pairs], dtype=np.int64)
     y_pred = np.array([index[p] for _, p in pairs], dtype=np.int64)
     return classification_summary(y_true, y_pred, list(classes))
@@ -205,7 +205,7 @@ def offline_eval(cfg: EvalConfig) -> dict:
     """Check the version, evaluate the folder, write the reports and log them as an MLflow run."""
     items = img.discover(cfg.images, per_class=cfg.per_class)
     if any(i.label is None for i in items):
-        raise UsageError(f"{cfg.images} has unlabelled files; offline-eval needs <root>/<class>/<image>")
+        raise BadInput(f"{cfg.images} has unlabelled files; offline-eval needs <root>/<class>/<image>")
     if cfg.precision is None and cfg.batch.mode == "bytes":
         cfg = dataclasses.replace(cfg, precision=asyncio.run(served_form(cfg)))
     target = resolve_target(cfg)
@@ -327,7 +327,7 @@ def confusion_from_csv(
     Without ``classes``, the labels found in the file, sorted (CIFAR-10's own order is alphabetical).
     """
     if not Path(csv_path).is_file():
-        raise UsageError(f"predictions file not found: {csv_path}")
+        raise BadInput(f"predictions file not found: {csv_path}")
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     pairs = [
@@ -336,7 +336,7 @@ def confusion_from_csv(
         if r.get("status", "ok") == "ok" and r.get("true_label") and r.get("predicted_label")
     ]
     if not pairs:
-        raise UsageError(f"{csv_path} has no answered rows with a true label")
+        raise BadInput(f"{csv_path} has no answered rows with a true label")
     classes = classes or tuple(sorted({c for pair in pairs for c in pair}))
     summary = score(pairs, classes)
     plot_confusion(summary["confusion_matrix"], list(classes), Path(out), confusion_title(summary, label))
@@ -349,5 +349,5 @@ def confusion_from_csv(
         try:
             MlflowClient(tracking.configure()).log_artifact(run_id, str(out))
         except MlflowException as exc:
-            raise UsageError(f"cannot log to MLflow run {run_id}: {str(exc).splitlines()[0]}") from exc
+            raise BadInput(f"cannot log to MLflow run {run_id}: {str(exc).splitlines()[0]}") from exc
     return summary

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client.core import images as img
-from client.core.errors import ModelNotReady, UsageError
+from client.core.errors import BadInput, ModelNotReady
 from client.core.served_model import InputContract, read_contract
 from client.core.transport import AsyncTriton, Endpoint, classify, wait_live
 from client.jobs.folder_batch import percentiles
@@ -77,7 +77,7 @@ def load_payloads(cfg: BenchConfig) -> list[bytes]:
         except (OSError, img.UnreadableImage) as exc:
             log.warning("bench: skipping %s: %s", item.path, exc)
     if not encoded:
-        raise UsageError(f"no usable images in {cfg.images}")
+        raise BadInput(f"no usable images in {cfg.images}")
     return encoded
 
 

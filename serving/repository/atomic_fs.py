@@ -14,26 +14,57 @@ import filecmp
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from common.exit_codes import Busy
 
 
 class RepositoryError(RuntimeError):
     """The repository could not be written (the previous one, if any, is left as it was)."""
 
 
+class RepositoryBusy(RepositoryError, Busy):
+    """Another build or rollout held the repository's lock past the wait allowed (exit code 9)."""
+
+
 _HELD: dict[tuple[Path, int], int] = {}
+_POLL_S = 0.05
+
+
+def _take(fd: int, dest: Path, timeout_s: float | None) -> None:
+    """``flock`` within ``timeout_s`` (``None``: wait as long as it takes)."""
+    if timeout_s is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                waited = f" (waited {timeout_s:g} s)" if timeout_s else ""
+                raise RepositoryBusy(
+                    f"{dest} is being rewritten by another build or rollout{waited}"
+                ) from None
+            time.sleep(_POLL_S)
 
 
 @contextlib.contextmanager
-def repository_lock(dest: Path, blocking: bool = True) -> Iterator[None]:
+def repository_lock(dest: Path, blocking: bool = True, timeout_s: float | None = None) -> Iterator[None]:
     """Exclusive right to rewrite ``dest``: two interleaved swaps, or rollouts, would undo each other.
 
     It is an ``flock`` on the parent directory, so no lock file is left beside the repository, and
     it is re-entrant within a thread, so a rollout can hold it across the builds it makes.
 
+    Args:
+        blocking: wait for the lock; false is ``timeout_s=0``.
+        timeout_s: wait at most this long (``None``: as long as it takes, when ``blocking``).
+
     Raises:
-        RepositoryError: ``blocking`` is false and someone else holds the lock.
+        RepositoryBusy: someone else held the lock past the wait allowed.
     """
     dest = Path(dest).absolute()
     key = (dest, threading.get_ident())
@@ -47,10 +78,7 @@ def repository_lock(dest: Path, blocking: bool = True) -> Iterator[None]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise RepositoryError(f"{dest} is being rewritten by another build or rollout") from None
+        _take(fd, dest, timeout_s if blocking else 0.0)
         _HELD[key] = 1
         try:
             yield

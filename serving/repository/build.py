@@ -31,6 +31,7 @@ from pathlib import Path
 
 from common.params_schema import GpuServingConfig
 from serving.repository.atomic_fs import (
+    RepositoryBusy,
     RepositoryError,
     link_or_copy,
     repository_lock,
@@ -64,6 +65,7 @@ from serving.repository.warmup import warmup_files
 SPEC_FILE = ".spec.json"
 __all__ = [
     "SPEC_FILE",
+    "RepositoryBusy",
     "RepositoryError",
     "build_repository",
     "model_fingerprints",

@@ -30,14 +30,12 @@ from the old version may be counted under the new version's metric label.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from serving.repository.build import RepositoryError, build_repository, model_fingerprints, repository_lock
+from serving.repository.build import build_repository, model_fingerprints, repository_lock
 from serving.repository.spec import POSTPROCESS, PREPROCESS, ROUTER, RepositorySpec
 from serving.rollout.admin import AdminError, ModelAdmin
 from serving.rollout.plan import model_names, rollout_plan
@@ -105,6 +103,7 @@ def apply(
     *,
     settle_s: float = 1.0,
     timeout_s: float = 600.0,
+    lock_timeout_s: float = 0.0,
 ) -> list[str]:
     """Move the server at ``client_url`` (gRPC) serving ``repository`` from ``old_spec`` to ``new_spec``.
 
@@ -122,6 +121,8 @@ def apply(
         The phases that changed what the server serves, e.g. ``["stage", "switch", "retire"]``.
 
     Raises:
+        RepositoryBusy: another build or rollout held the repository past ``lock_timeout_s`` (one
+            rollout of a repository at a time; by default a second one fails at once).
         ApplyError: a load failed. In the stage phase the old repository is restored first, so the
             server keeps serving exactly ``old_spec``.
     """
@@ -132,24 +133,10 @@ def apply(
             "the ensemble's interface changes (classes/name/inputs): requests during the switch may fail"
         )
     repository = Path(repository).absolute()
-    with _exclusive(repository):
+    with repository_lock(repository, timeout_s=lock_timeout_s):
         if old_spec is not None:
             old_spec = _served_from(repository, old_spec)
         return _apply(ModelAdmin(client_url, header, timeout_s), old_spec, new_spec, repository, settle_s)
-
-
-@contextlib.contextmanager
-def _exclusive(repository: Path) -> Iterator[None]:
-    """One rollout (or build) of a repository at a time; a second one fails fast instead of waiting."""
-    lock = repository_lock(repository, blocking=False)
-    try:
-        lock.__enter__()
-    except RepositoryError as exc:
-        raise ApplyError(str(exc)) from None
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def _served_from(repository: Path, spec: RepositorySpec) -> RepositorySpec:

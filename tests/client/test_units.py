@@ -13,7 +13,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from client.core import images
-from client.core.errors import UsageError
+from client.core.errors import BadInput
 from client.core.request_loop import RetryPolicy, run_all
 from client.core.transport import classify
 from common import prom_text as promscrape
@@ -37,10 +37,10 @@ def test_discover_labelled_flat_and_bad_layout(tmp_path, labelled_images):
 
     (tmp_path / "bad" / "giraffe").mkdir(parents=True)
     (tmp_path / "bad" / "giraffe" / "g.png").write_bytes(b"x")
-    with pytest.raises(UsageError, match="giraffe"):
+    with pytest.raises(BadInput, match="giraffe"):
         images.discover(tmp_path / "bad", classes=CLASSES)
     assert [i.label for i in images.discover(tmp_path / "bad")] == ["giraffe"]  # checked against the server
-    with pytest.raises(UsageError, match="not found"):
+    with pytest.raises(BadInput, match="not found"):
         images.discover(tmp_path / "missing")
 
 

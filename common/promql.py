@@ -1,7 +1,8 @@
-"""A small client for Prometheus' HTTP query API (instant and range queries), as the release judges.
+"""The project's one client for Prometheus' HTTP query API (instant and range queries).
 
-Every figure a release step is judged on comes from here: PromQL over the metrics the real server
-exports, scraped by a real Prometheus, so the controller sees what the dashboards and alerts see.
+Every figure a release step is judged on, and the drift check's class counts, come from here: PromQL
+over the metrics the real server exports, scraped by a real Prometheus, so the controller and the
+drift check see what the dashboards and alerts see. One place decodes Prometheus' errors.
 """
 
 from __future__ import annotations
@@ -12,14 +13,27 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from common import exit_codes
-from common.exit_codes import ExitError
+from common.exit_codes import Unavailable
 
 
-class PrometheusUnavailable(ExitError):
-    """Prometheus did not answer, or rejected a query (exit code 3)."""
+class PrometheusUnavailable(Unavailable):
+    """Prometheus (or a ``/metrics`` page) did not answer, rejected a query, or answered nonsense (code 3)."""
 
-    exit_code = exit_codes.UNAVAILABLE
+
+def fetch(url: str, timeout_s: float) -> bytes:
+    """GET ``url``; an HTTP error says Prometheus' own ``error`` field when it sent one."""
+    shown = url.split("?", 1)[0]
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return resp.read()
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("error") or exc.reason
+        except (OSError, ValueError, AttributeError):
+            detail = exc.reason
+        raise PrometheusUnavailable(f"{shown} answered HTTP {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise PrometheusUnavailable(f"cannot reach {shown}: {getattr(exc, 'reason', exc)}") from None
 
 
 Series = list[tuple[dict[str, str], float]]
@@ -33,18 +47,14 @@ class Prometheus:
     def _get(self, path: str, params: dict[str, str]) -> dict:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
-                body = json.load(resp)
-        except urllib.error.HTTPError as exc:
-            try:
-                detail = json.loads(exc.read()).get("error") or exc.reason
-            except (OSError, ValueError, AttributeError):
-                detail = exc.reason
-            raise PrometheusUnavailable(f"Prometheus rejected {params.get('query')!r}: {detail}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise PrometheusUnavailable(f"cannot query Prometheus at {self.url}: {exc}") from None
-        if body.get("status") != "success":
-            raise PrometheusUnavailable(f"Prometheus rejected {params.get('query')!r}: {body.get('error')}")
+            body = json.loads(fetch(url, self.timeout_s))
+        except ValueError as exc:
+            raise PrometheusUnavailable(
+                f"{self.url}{path} answered something that is not JSON: {exc}"
+            ) from None
+        if not isinstance(body, dict) or body.get("status") != "success" or "data" not in body:
+            detail = body.get("error", body) if isinstance(body, dict) else body
+            raise PrometheusUnavailable(f"Prometheus rejected {params.get('query')!r}: {detail}")
         return body["data"]
 
     def query(self, promql: str, at: float | None = None) -> Series:
