@@ -6,12 +6,33 @@ Kept free of torch so the client (installed without it) reports exactly what the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 
-def classification_summary(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
+class ClassScores(TypedDict):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class ClassificationSummary(TypedDict):
+    """What :func:`classification_summary` returns (and DVC's ``metrics.json`` is cut from)."""
+
+    accuracy: float
+    tested_samples: int
+    macro_precision: float
+    macro_recall: float
+    macro_f1: float
+    per_class: dict[str, ClassScores]
+    confusion_matrix: list[list[int]]
+
+
+def classification_summary(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]
+) -> ClassificationSummary:
     """Accuracy, per-class precision/recall/F1/support, macro averages and the confusion matrix."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 

@@ -43,9 +43,15 @@ def default_document() -> dict[str, Any]:
 
 
 def defaults_at(path: str) -> dict[str, Any]:
-    """The mapping at ``path`` (dots; ``@`` = the file's own ``profile``) in the defaults file."""
+    """The mapping at ``path`` (dots) in the defaults file.
+
+    ``@`` is the first profile listed there: a profile (``profiles.<name>``, ``tune.profiles.<name>``)
+    that leaves a key out takes it from the first one, so a new profile states only what differs.
+    """
     node: Any = _document()
-    for part in path.replace("@", str(node.get("profile", "cpu"))).split("."):
+    for part in path.split("."):
+        if part == "@" and isinstance(node, dict):
+            part = next(iter(node), "")
         node = node.get(part) if isinstance(node, dict) else None
         if node is None:
             return {}

@@ -98,7 +98,7 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    path = "profiles.@.model"  # @: the profile params.yaml selects
+    path = "profiles.@.model"  # @: the first profile in params.yaml; another states what differs
     depth: Annotated[int, Strict(), Field(ge=4)]
     width: Positive
     dropout: Annotated[float, Strict(), Field(ge=0, lt=1)]

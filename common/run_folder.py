@@ -23,9 +23,15 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from common.fsutil import write_json
+
+
+class ImportedRun(NamedTuple):
+    run_id: str
+    created: bool  # False: the folder had been imported before, and nothing was logged again
+
 
 log = logging.getLogger(__name__)
 RUN_FILE, METRICS_FILE, ARTIFACTS = "run.json", "metrics.jsonl", "artifacts"
@@ -162,7 +168,7 @@ class RunRecorder:
         self._mirror("end_run", lambda: __import__("mlflow").end_run("KILLED"))
 
 
-def import_run(folder: Path) -> tuple[str, bool]:
+def import_run(folder: Path) -> ImportedRun:
     """Replay a run folder into the tracking store; returns (MLflow run id, whether it was created).
 
     A folder whose every record already reached MLflow, or that was imported before, is not imported
@@ -176,7 +182,7 @@ def import_run(folder: Path) -> tuple[str, bool]:
 
     meta = json.loads((Path(folder) / RUN_FILE).read_text())
     if meta.get("mlflow_run_id") and (meta.get("mirrored") or meta.get("imported")):
-        return meta["mlflow_run_id"], False
+        return ImportedRun(meta["mlflow_run_id"], False)
     if meta.get("status") == "RUNNING":
         raise ValueError(f"{folder}: the run is still running (or was killed); finish or resume it first")
     client = MlflowClient(tracking.configure())
@@ -213,4 +219,4 @@ def import_run(folder: Path) -> tuple[str, bool]:
     client.set_terminated(run_id, status=meta["status"], end_time=meta["end_time"])
     meta |= {"mlflow_run_id": run_id, "imported": True}
     write_json(Path(folder) / RUN_FILE, meta)
-    return run_id, True
+    return ImportedRun(run_id, True)

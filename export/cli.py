@@ -62,24 +62,14 @@ def main(argv: list[str] | None = None) -> None:
         write_json(
             args.report,
             {
-                a["precision"]: {
-                    k: a["parity"][k]
-                    for k in ("passed", "max_abs_logit", "top1_agreement", "accuracy", "accuracy_drop")
-                }
-                | (
-                    {"test_accuracy": a["test"]["accuracy"], "test_images": a["test"]["images"]}
-                    if a["test"]
-                    else {}
+                a.precision: a.parity.model_dump(
+                    include={"passed", "max_abs_logit", "top1_agreement", "accuracy", "accuracy_drop"}
                 )
-                for a in manifest["artifacts"]
+                | ({"test_accuracy": a.test.accuracy, "test_images": a.test.images} if a.test else {})
+                for a in manifest.artifacts
             },
         )
-        print(
-            json.dumps(
-                {a["precision"]: a["passed"] for a in manifest["artifacts"]}
-                | {"skipped": manifest["skipped"]}
-            )
-        )
+        print(json.dumps({a.precision: a.passed for a in manifest.artifacts} | {"skipped": manifest.skipped}))
 
     from export.stage import ExportError
     from training.checkpoint import WeightsError

@@ -19,6 +19,7 @@ import torch
 
 from common import scored_split, tracking
 from common.exit_codes import Failed
+from common.export_manifest import Architecture, Artifact, ExportManifest, Io, Measured, Parity, Source
 from common.fsutil import atomic_dir, sha256_file
 from common.params import DataConfig, ExportConfig
 from common.scored_split import accuracy_rows  # noqa: F401 - re-exported for the tests
@@ -66,7 +67,7 @@ def export_model(
     depth: int | None = None,
     width: int | None = None,
     experiment: str = "cifar10-wrn",
-) -> dict:
+) -> ExportManifest:
     """Export ``weights`` in every configured precision into ``out_dir``; returns the manifest."""
     model = load_model(weights, depth, width, len(data.classes))
     meta = read_metadata(weights) if weights.suffix == ".safetensors" else {}
@@ -121,14 +122,13 @@ def export_model(
                     runtime = tensorrt_engine.runtime_name()
                 else:
                     logits, runtime = onnx_io.run_onnx(path, test_x), onnx_io.runtime_name()
-                measured = {
-                    "accuracy": float(np.mean(logits.argmax(1) == test_y)),
-                    "images": len(test_y),
-                    "runtime": runtime,
-                    "split": "test",
-                    "digest": test_digest,  # names exactly these images and labels (common.scored_split)
-                    "class_precision": scored_split.class_precision(logits.argmax(1), test_y, classes),
-                }
+                measured = Measured(
+                    accuracy=float(np.mean(logits.argmax(1) == test_y)),
+                    images=len(test_y),
+                    runtime=runtime,
+                    digest=test_digest,  # names exactly these images and labels (common.scored_split)
+                    class_precision=scored_split.class_precision(logits.argmax(1), test_y, classes),
+                )
             if path.suffix == ".onnx":
                 onnx_io.set_metadata(
                     path,
@@ -148,39 +148,35 @@ def export_model(
                 (tmp / "rejected").mkdir(exist_ok=True)
                 path = path.rename(tmp / "rejected" / path.name)
             artifacts.append(
-                {
-                    "precision": precision,
-                    "file": str(path.relative_to(tmp)),
-                    "format": "tensorrt_plan" if precision == "trt_fp16" else "onnx",
-                    "sha256": sha256_file(path),
-                    "passed": result.passed,
-                    "parity": result.as_dict(),
-                    "test": measured,
-                    **(
-                        {"built_on": tensorrt_engine.build_facts(cfg.max_batch)}
-                        if precision == "trt_fp16"
-                        else {}
-                    ),
-                }
+                Artifact(
+                    precision=precision,
+                    file=str(path.relative_to(tmp)),
+                    format="tensorrt_plan" if precision == "trt_fp16" else "onnx",
+                    sha256=sha256_file(path),
+                    passed=result.passed,
+                    parity=Parity(**result.as_dict()),
+                    test=measured,
+                    built_on=tensorrt_engine.build_facts(cfg.max_batch) if precision == "trt_fp16" else None,
+                )
             )
         table = render_table(list(results.values()))
-        manifest = {
-            "command": command,
-            "source": source,
-            "classes": classes,
-            "mean": list(data.mean),
-            "std": list(data.std),
-            "architecture": {
-                "depth": int(meta.get("depth", depth or 0)),
-                "width": int(meta.get("width", width or 0)),
-            },
-            "io": {"input": INPUT_NAME, "output": OUTPUT_NAME, "max_batch": cfg.max_batch, "layout": "NCHW"},
-            "artifacts": artifacts,
-            "skipped": skipped,
-        }
+        manifest = ExportManifest(
+            command=command,
+            source=Source(**source),
+            classes=classes,
+            mean=list(data.mean),
+            std=list(data.std),
+            architecture=Architecture(
+                depth=int(meta.get("depth", depth or 0)), width=int(meta.get("width", width or 0))
+            ),
+            io=Io(input=INPUT_NAME, output=OUTPUT_NAME, max_batch=cfg.max_batch),
+            artifacts=artifacts,
+            skipped=skipped,
+        )
         (tmp / "parity.txt").write_text(f"{table}\nreproduce with: {command}\n")
-        manifest["mlflow_run_id"] = _log_to_mlflow(tmp, manifest, results, source["run_id"], experiment)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        run_id = _log_to_mlflow(tmp, manifest, results, source["run_id"], experiment)
+        manifest = manifest.model_copy(update={"mlflow_run_id": run_id})
+        manifest.write(tmp / "manifest.json")
     print(table)
     failed = [p for p in cfg.required if p in results and not results[p].passed]
     if failed:
@@ -207,7 +203,11 @@ def _calibration(prepared: Path, data: DataConfig, n: int) -> np.ndarray:
 
 
 def _log_to_mlflow(
-    folder: Path, manifest: dict, results: dict[str, ParityResult], run_id: str | None, experiment: str
+    folder: Path,
+    manifest: ExportManifest,
+    results: dict[str, ParityResult],
+    run_id: str | None,
+    experiment: str,
 ) -> str:
     """Log passed artifacts and the reports to the training run, or to a new run for outside weights."""
     import mlflow
@@ -220,9 +220,9 @@ def _log_to_mlflow(
         if run_id is None:
             mlflow.set_tags(
                 {
-                    "source_weights": manifest["source"]["weights"],
-                    "git_commit": manifest["source"]["git_commit"],
-                    "source_sha256": manifest["source"]["sha256"],
+                    "source_weights": manifest.source.weights,
+                    "git_commit": manifest.source.git_commit,
+                    "source_sha256": manifest.source.sha256,
                 }
             )
         for p, r in results.items():
@@ -234,9 +234,8 @@ def _log_to_mlflow(
                     f"parity_{p}_passed": float(r.passed),
                 }
             )
-        for art in manifest["artifacts"]:
-            if art["passed"]:
-                mlflow.log_artifact(str(folder / art["file"]), f"export/{art['precision']}")
+        for art in manifest.passed:
+            mlflow.log_artifact(str(folder / art.file), f"export/{art.precision}")
         mlflow.log_artifact(str(folder / "parity.txt"), "export")
-        mlflow.log_dict(manifest, "export/manifest.json")
+        mlflow.log_dict(manifest.model_dump(mode="json"), "export/manifest.json")
         return run.info.run_id

@@ -83,8 +83,9 @@ def run_search(
         serve=tuple(by_precision),
         ensemble_target="fp32" if "fp32" in by_precision else found[0].precision,
     )
-    base, summary = desired_spec(params.replace(registry=everything), cache, honour_choice=False)
-    max_batch = {p: summary[reg.registered_name(p)]["max_batch"] for p in by_precision}
+    desired = desired_spec(params.replace(registry=everything), cache, honour_choice=False)
+    base = desired.spec
+    max_batch = {p: desired.summary.forms[reg.registered_name(p)].max_batch for p in by_precision}
     candidates = grid(params.optimize, list(by_precision), max_batch)
     cfg = params.optimize
     repository = workdir / "repository"

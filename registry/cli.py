@@ -16,13 +16,14 @@ import sys
 from pathlib import Path
 
 from common.cli import run_cli, setup_logging
+from registry.sync_result import SyncResult
 
 
 def _name(args, cfg) -> str:
     return args.model or cfg.registered_name(args.precision)
 
 
-def sync_from_args(args, params) -> dict:
+def sync_from_args(args, params) -> SyncResult:
     """``sync`` as the CLI asks for it (``cifar10-optimize`` reuses it after recording its choice)."""
 
     from registry.sync import sync
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             alias = alias_for(args.alias or (None if args.stage else "production"), args.stage)
             out = aliases.rollback(_name(args, cfg), alias)
         elif args.command == "sync":
-            out = sync_from_args(args, params)
+            out = sync_from_args(args, params).model_dump(mode="json")
         elif args.command == "import-run":
             from common.fsutil import write_json
             from common.run_folder import import_run

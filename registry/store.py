@@ -20,8 +20,10 @@ from mlflow.tracking import MlflowClient
 
 from common import tracking
 from common.exit_codes import Failed, IntegrityError, NotFound, Unavailable
+from common.export_manifest import ExportManifest
 from common.fsutil import sha256_file
 from common.params import RegistryConfig
+from registry.version_record import RegisteredVersion
 
 log = logging.getLogger(__name__)
 
@@ -68,29 +70,27 @@ def register_manifest(manifest_path: Path, cfg: RegistryConfig) -> list[dict]:
     runtime (``test_accuracy``, ``test_images``); a manifest without that figure leaves it unknown.
     Returns one row per artifact: name, version, and whether it was created or already present.
     """
-    manifest = json.loads(manifest_path.read_text())
-    folder, run_id = manifest_path.parent, manifest.get("mlflow_run_id")
+    manifest = ExportManifest.read(manifest_path)
+    folder, run_id = manifest_path.parent, manifest.mlflow_run_id
     if not run_id:
         raise RegistryError(f"{manifest_path} names no MLflow run; re-run the export stage")
     c, rows = client(), []
-    for art in manifest["artifacts"]:
-        name = cfg.registered_name(art["precision"])
-        if not art["passed"]:
-            log.warning(
-                "%s failed its parity gate (%s); not registered", art["file"], art["parity"]["failures"]
-            )
+    for art in manifest.artifacts:
+        name = cfg.registered_name(art.precision)
+        if not art.passed:
+            log.warning("%s failed its parity gate (%s); not registered", art.file, art.parity.failures)
             rows.append({"name": name, "version": None, "status": "rejected by parity gate"})
             continue
-        path = folder / art["file"]
-        if sha256_file(path) != art["sha256"]:
+        path = folder / art.file
+        if sha256_file(path) != art.sha256:
             raise ArtifactAltered(
                 f"{path} does not match the checksum its parity report validated; re-export"
             )
-        _ensure_model(c, name, manifest, art["precision"])
+        _ensure_model(c, name, manifest, art.precision)
         existing = [
             v
             for v in call_registry("listing versions", c.search_model_versions, f"name='{name}'")
-            if v.tags.get("sha256") == art["sha256"]
+            if v.tags.get("sha256") == art.sha256
         ]
         if existing:
             rows.append({"name": name, "version": int(existing[0].version), "status": "already registered"})
@@ -99,52 +99,15 @@ def register_manifest(manifest_path: Path, cfg: RegistryConfig) -> list[dict]:
             f"registering {name}",
             c.create_model_version,
             name,
-            f"runs:/{run_id}/export/{art['precision']}",
+            f"runs:/{run_id}/export/{art.precision}",
             run_id=run_id,
-            tags=version_tags(manifest, art, run_id),
+            tags=RegisteredVersion.from_export(manifest, art, run_id).to_tags(),
         )
         rows.append({"name": name, "version": int(mv.version), "status": "created"})
     return rows
 
 
-def version_tags(manifest: dict, art: dict, run_id: str) -> dict[str, str]:
-    """The tags a registered version carries: provenance, parity, and its own measured accuracy."""
-    parity = art["parity"]
-    out = {
-        "precision": art["precision"],
-        "format": art["format"],
-        "file": Path(art["file"]).name,
-        "sha256": art["sha256"],
-        "run_id": run_id,
-        "git_commit": manifest["source"]["git_commit"],
-        "source_sha256": manifest["source"]["sha256"],
-        "source_weights": Path(manifest["source"].get("weights", "")).name,
-        "source_run_id": manifest["source"].get("run_id") or "",  # the training run; "" for outside weights
-        "parity_passed": "true",
-        "parity_max_abs_logit": f"{parity['max_abs_logit']:.3e}",
-        "parity_agreement": f"{parity['top1_agreement']:.4f}",
-        "parity_accuracy": f"{parity['accuracy']:.4f}",
-        "max_batch": str(manifest["io"]["max_batch"]),
-        "export_command": manifest.get("command", ""),
-        # per version, not only per registered model: the gate refuses a version that answers in
-        # other classes than production, before anything else (registry.tags.version_classes)
-        "classes": json.dumps(manifest["classes"]),
-    }
-    out |= art.get("built_on") or {}  # a TensorRT plan: the TensorRT, GPU and CUDA that built it
-    measured = art.get("test")
-    if measured:
-        out |= {
-            "test_accuracy": f"{measured['accuracy']:.4f}",
-            "test_images": str(measured["images"]),
-            "test_runtime": measured["runtime"],
-        }
-        if measured.get("digest"):  # which images and labels: figures compare only on the same digest
-            out["test_digest"] = measured["digest"]
-            out["test_class_precision"] = json.dumps(measured.get("class_precision") or {}, sort_keys=True)
-    return out
-
-
-def _ensure_model(c: MlflowClient, name: str, manifest: dict, precision: str) -> None:
+def _ensure_model(c: MlflowClient, name: str, manifest: ExportManifest, precision: str) -> None:
     try:
         c.get_registered_model(name)
         return
@@ -156,11 +119,11 @@ def _ensure_model(c: MlflowClient, name: str, manifest: dict, precision: str) ->
         c.create_registered_model,
         name,
         tags={
-            "classes": json.dumps(manifest["classes"]),
-            "mean": json.dumps(manifest["mean"]),
-            "std": json.dumps(manifest["std"]),
-            "input": manifest["io"]["input"],
-            "output": manifest["io"]["output"],
+            "classes": json.dumps(manifest.classes),
+            "mean": json.dumps(manifest.mean),
+            "std": json.dumps(manifest.std),
+            "input": manifest.io.input,
+            "output": manifest.io.output,
             "precision": precision,
         },
         description=f"WideResNet CIFAR-10 classifier, {precision}; versions come from the export stage",

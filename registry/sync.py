@@ -26,6 +26,7 @@ from common.params import ALL_PRECISIONS, Params
 from registry import aliases, plan_compat, release_record, serving_choice, store, tags
 from registry.release_record import ReleaseRecord
 from registry.serving_choice import ServingChoice
+from registry.sync_result import DesiredState, ReleaseShown, ServedForm, SyncResult, SyncSummary, TargetShown
 from serving.repository.spec import Release, RepositorySpec, ServedModel, ServedVersion
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def _classifier(
     choice: ServingChoice | None = None,
     candidate: int | None = None,
     host: plan_compat.HostFacts | None = None,
-) -> tuple[ServedModel, dict, dict]:
+) -> tuple[ServedModel, ServedForm, dict[str, str]]:
     """One served form; ``choice`` (the optimize record for this form) overrides its batching.
 
     ``candidate`` is a release's candidate version of this form, served beside the others.
@@ -155,18 +156,15 @@ def _classifier(
         instance_count=instances,
         kind=serving.kind,
     )
-    summary = {
-        "triton_model": model.name,
-        "production": production.version,
-        "staging": staging,
-        "max_batch": limit,
-    }
+    summary = ServedForm(
+        triton_model=model.name, production=production.version, staging=staging, max_batch=limit
+    )
     return model, summary, model_tags
 
 
 def desired_spec(
     params: Params, cache: Path, honour_choice: bool = True, host: plan_compat.HostFacts | None = None
-) -> tuple[RepositorySpec, dict]:
+) -> DesiredState:
     """The repository spec the registry's aliases call for, and a summary of what was resolved.
 
     Strict: a form without a ``production`` alias, a registry failure or a malformed tag raises
@@ -182,11 +180,11 @@ def desired_spec(
     extra = [choice.precision] if choice else []
     candidate_form = _form(params, record.candidate_name) if record else None
     forms = list(dict.fromkeys([*cfg.serve, *extra, *([candidate_form] if candidate_form else [])]))
-    models, summary, meta = [], {}, {}
+    models, forms_shown, meta = [], {}, {}
     for precision in forms:
         mine = choice if choice is not None and choice.precision == precision else None
         trial = record.candidate_version if record and precision == candidate_form else None
-        model, summary[cfg.registered_name(precision)], model_tags = _classifier(
+        model, forms_shown[cfg.registered_name(precision)], model_tags = _classifier(
             params, precision, cache, mine, trial, host
         )
         models.append(model)
@@ -199,16 +197,20 @@ def desired_spec(
             shadow_fraction=record.shadow_fraction,
             canary_weight=record.canary_weight,
         )
-    if record is not None:
-        summary["release"] = {"candidate": f"{record.candidate_name} v{record.candidate_version}"} | {
-            "step": record.label
-        }
-    summary["ensemble_target"] = {
-        "form": target,
-        "decided_by": f"{choice.decided_by} ({choice.chosen_at})"
-        if choice
-        else "params.yaml registry.ensemble_target",
-    }
+    summary = SyncSummary(
+        forms=forms_shown,
+        release=ReleaseShown(
+            candidate=f"{record.candidate_name} v{record.candidate_version}", step=record.label
+        )
+        if record is not None
+        else None,
+        ensemble_target=TargetShown(
+            form=target,
+            decided_by=f"{choice.decided_by} ({choice.chosen_at})"
+            if choice
+            else "params.yaml registry.ensemble_target",
+        ),
+    )
     spec = RepositorySpec(
         classifiers=tuple(models),
         ensemble_target=cfg.triton_name(target),
@@ -226,7 +228,7 @@ def desired_spec(
         gpu=serving.gpu if serving.kind == "KIND_GPU" else None,
     )
     spec.validate()
-    return spec, summary
+    return DesiredState(spec, summary)
 
 
 def _form(params: Params, registered_name: str) -> str:
@@ -257,6 +259,32 @@ def _release(params: Params, target: str) -> ReleaseRecord | None:
     return record
 
 
+def sync_for(
+    params: Params,
+    repository: Path,
+    cache: Path,
+    server: str | None = None,
+    admin_token_file: Path | None = None,
+    kind: str | None = None,
+    tensorrt_version: str | None = None,
+    gpu_arch: str | None = None,
+) -> SyncResult:
+    """:func:`sync` as a command asks for it: a serving kind override, the admin token, the host's facts."""
+    from serving.server.environment import admin_header
+
+    if kind:
+        params = params.replace(serving=params.serving.replace(kind=kind))
+    header = admin_header(admin_token_file)
+    if server and header is None:
+        raise ValueError(
+            "rolling a live server needs its admin token (--admin-token-file or $CIFAR10_ADMIN_TOKEN)"
+        )
+    host = None
+    if tensorrt_version or gpu_arch:
+        host = plan_compat.host_facts(tensorrt=tensorrt_version, compute_capability=gpu_arch)
+    return sync(params, repository, cache, server, header, host)
+
+
 def sync(
     params: Params,
     repository: Path,
@@ -265,7 +293,7 @@ def sync(
     header: tuple[str, str] | None = None,
     host: plan_compat.HostFacts | None = None,
     lock_timeout_s: float = 0.0,
-) -> dict:
+) -> SyncResult:
     """Write ``repository`` from the registry; with ``server_url``, roll the live server over too.
 
     ``lock_timeout_s``: how long to wait for another rollout of ``repository`` before raising
@@ -277,9 +305,9 @@ def sync(
     from serving.repository.build import build_repository, read_deployed_spec
     from serving.rollout.apply import apply
 
-    spec, summary = desired_spec(params, cache, host=host)
+    desired = desired_spec(params, cache, host=host)
     if server_url:
         deployed = read_deployed_spec(repository)
-        phases = apply(server_url, deployed, spec, header, repository, lock_timeout_s=lock_timeout_s)
-        return {"models": summary, "changed": bool(phases), "phases": phases}
-    return {"models": summary, "changed": build_repository(spec, repository)}
+        phases = apply(server_url, deployed, desired.spec, header, repository, lock_timeout_s=lock_timeout_s)
+        return SyncResult(models=desired.summary, changed=bool(phases), phases=phases)
+    return SyncResult(models=desired.summary, changed=build_repository(desired.spec, repository))

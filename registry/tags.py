@@ -13,6 +13,7 @@ import math
 import re
 
 from common.exit_codes import UsageError
+from common.params_schema import ALL_PRECISIONS
 
 FORMATS = ("onnx", "tensorrt_plan")
 # A bare file name as the export stage writes it: no separators, no leading dot, nothing like "..".
@@ -48,6 +49,13 @@ def artifact_format(tags: dict[str, str], name: str, version: int) -> str:
     value = tags.get("format", "onnx")
     if value not in FORMATS:
         raise TagError(f"{_where(name, version)}: tag format={value!r} is not one of {FORMATS}")
+    return value
+
+
+def precision(tags: dict[str, str], where: str) -> str:
+    value = tags.get("precision", "")
+    if value not in ALL_PRECISIONS:
+        raise TagError(f"{where}: tag precision={value!r} is not one of {ALL_PRECISIONS}")
     return value
 
 

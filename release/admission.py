@@ -104,10 +104,11 @@ def _refuse(ctx: Context, record: ReleaseRecord, result: gate.GateResult, served
     failing = result.failing
     failed = [f"{c.name}: {c.detail}" for c in failing]
     tracking.log_step(ctx, record, "gate", {}, {c.name: c.detail for c in result.checks}, "refused")
+    detail = {"failed": failed, "gate": result.to_record()}
     if served:
-        end(ctx, record, "refused", {"failed": failed})
+        end(ctx, record, "refused", detail)
     else:  # nothing was staged or served: the record and the run end here
-        record = release_record.write(record.moved("refused", {"failed": failed}))
+        record = release_record.write(record.moved("refused", detail))
         tracking.close_run(ctx, record, "refused")
     forced = " (cannot be forced)" if result.unforceable else ""
     raise ReleaseFailed(

@@ -10,6 +10,7 @@ from common.params import Params
 from common.promql import Prometheus
 from registry import release_record
 from registry.release_record import ReleaseRecord
+from registry.sync_result import SyncResult
 
 LOCK_WAIT_S = 120.0  # a rollout of the same repository (an abort's, a resumed step's) takes seconds
 
@@ -38,7 +39,7 @@ class Context:
         choice = serving_choice.read(self.params.registry, ALL_PRECISIONS)
         return choice.precision if choice else self.params.registry.ensemble_target
 
-    def sync(self) -> dict:
+    def sync(self) -> SyncResult:
         """Roll the server over; another rollout of this repository (an abort, say) is waited for."""
         from registry.sync import sync
 
@@ -47,11 +48,21 @@ class Context:
         )
 
 
-def steps(ctx: Context) -> list[tuple[str, int, float, float]]:
-    """``(step, index, shadow_fraction, canary_weight)`` in order."""
+@dataclass(frozen=True)
+class PlannedStep:
+    """One step of a release's plan: what the router does while the step is judged."""
+
+    name: str  # "shadow" | "canary"
+    index: int  # 0 for shadow, 1.. for the canary weights in order
+    shadow_fraction: float
+    canary_weight: float
+
+
+def steps(ctx: Context) -> list[PlannedStep]:
+    """The plan, in order: shadow, then one canary step per weight of ``release.canary_weights``."""
     cfg = ctx.params.release
-    out = [("shadow", 0, cfg.shadow_fraction, 0.0)]
-    return out + [("canary", i + 1, 0.0, w) for i, w in enumerate(cfg.canary_weights)]
+    out = [PlannedStep("shadow", 0, cfg.shadow_fraction, 0.0)]
+    return out + [PlannedStep("canary", i + 1, 0.0, w) for i, w in enumerate(cfg.canary_weights)]
 
 
 def window(ctx: Context, step: str) -> float:

@@ -97,9 +97,17 @@ def drive(ctx: Context, record: ReleaseRecord) -> dict:
     plan = steps(ctx)
     position = 0
     if record.step in ("shadow", "canary"):
-        position = next(i for i, s in enumerate(plan) if (s[0], s[1]) == (record.step, record.step_index))
+        position = next(
+            i for i, s in enumerate(plan) if (s.name, s.index) == (record.step, record.step_index)
+        )
     baseline_p99: float | None = None
-    for step, index, shadow, weight in plan[position:]:
+    for planned in plan[position:]:
+        step, index, shadow, weight = (
+            planned.name,
+            planned.index,
+            planned.shadow_fraction,
+            planned.canary_weight,
+        )
         if (record.step, record.step_index) != (step, index):
             check_still_mine(record)
             record = record.moved(

@@ -47,6 +47,9 @@ class Check:
     forceable: bool = True  # --force may override a failure (accuracy, live); never classes or parity
 
 
+GATE_FORMAT_VERSION = 1
+
+
 @dataclass(frozen=True)
 class GateResult:
     """The offline checks in order, and production's figures on the candidate's data."""
@@ -67,6 +70,18 @@ class GateResult:
 
     def with_check(self, check: Check) -> GateResult:
         return GateResult((*self.checks, check), self.baseline)
+
+    def to_record(self) -> dict[str, object]:
+        """The JSON the release record keeps of a gate's verdict, with the shape's version.
+
+        Compact on purpose (the record is one MLflow tag): each check's outcome, and production's
+        figure the accuracy check compared against; the details are in the record's ``failed``.
+        """
+        checks = [{"name": c.name, "passed": c.passed, "forceable": c.forceable} for c in self.checks]
+        baseline = None
+        if self.baseline is not None:
+            baseline = {k: getattr(self.baseline, k) for k in ("accuracy", "images", "basis")}
+        return {"format_version": GATE_FORMAT_VERSION, "checks": checks, "baseline": baseline}
 
 
 def classes(candidate: tuple[str, ...], production: tuple[str, ...]) -> Check:

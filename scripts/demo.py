@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if row["version"] is not None and row["name"] in serve_names:
             adoptions.append(adopt(row["name"], row["version"], params.release))
             print(adoptions[-1].line(), flush=True)
-    print(json.dumps(sync(params, args.repository, Path("artifacts/registry_cache"))))
+    print(sync(params, args.repository, Path("artifacts/registry_cache")).model_dump_json())
 
     token = secrets.token_urlsafe(16)
     token_file = Path(".triton-token").absolute()  # for `sync --server`; the token itself is never printed

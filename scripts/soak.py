@@ -189,7 +189,7 @@ def main() -> int:
             else:
                 window.detail = aliases.rollback(name)
             out = await asyncio.to_thread(sync, params, repo, cache, server.url_grpc, header)
-            window.end, window.detail["phases"] = time.monotonic(), out["phases"]
+            window.end, window.detail["phases"] = time.monotonic(), out.phases
 
     async def run() -> int:
         t0 = time.monotonic()

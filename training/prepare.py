@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -19,6 +20,17 @@ from training.sources import (
     load_image_folder,
     load_official,
 )
+
+
+class PreparedMeta(TypedDict):
+    """``meta.json`` of a prepared folder, as :func:`prepare` writes and returns it."""
+
+    source: str
+    classes: list[str]
+    counts: dict[str, int]
+    val_class_distribution: list[float]
+    sha256: dict[str, str]
+
 
 ARRAYS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 
@@ -49,7 +61,7 @@ def load_source(
     return load_image_folder(Path(source).expanduser(), classes, limits)
 
 
-def prepare(cfg: DataConfig, out_dir: Path, cache_dir: Path = Path("data/raw")) -> dict:
+def prepare(cfg: DataConfig, out_dir: Path, cache_dir: Path = Path("data/raw")) -> PreparedMeta:
     """Build ``out_dir`` atomically and return its summary (also written to ``meta.json``).
 
     Layout: ``{train,val,test}_{x,y}.npy`` (uint8 N×32×32×3 and int64 labels), ``meta.json`` and

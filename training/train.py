@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -31,6 +32,21 @@ from training.engine import build_optimizer, predict_logits
 from training.loop import EpochEnd, fit_epochs
 from training.model import WideResNet, count_parameters
 from training.prepare import data_hash, load_arrays
+
+
+class TrainSummary(TypedDict):
+    """``artifacts/train/run.json``: what :func:`train` returns and later stages read."""
+
+    run_id: str | None
+    run_folder: str
+    profile: str
+    epochs: int
+    num_parameters: int
+    data_hash: str
+    final: dict[str, float]
+    train_seconds: float
+    mean_images_per_s: float
+
 
 log = logging.getLogger(__name__)
 LOG_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "elapsed_s")
@@ -132,7 +148,7 @@ def train(
     stop_after_epochs: int | None = None,
     show_progress: bool = True,
     run_folder: Path | None = None,
-) -> dict:
+) -> TrainSummary:
     """Train per ``params`` on ``prepared`` data; returns the final summary (also in ``run_file``).
 
     ``stop_after_epochs`` ends the process early as an interruption would, for resume tests.

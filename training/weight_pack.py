@@ -16,12 +16,26 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from safetensors.torch import load, save
 
 from common.fsutil import atomic_path, write_json
 from training.checkpoint import load_weights, read_metadata
+
+
+class PackRecord(TypedDict):
+    """``pack.json``: the parts of a weight pack and the SHA-256 of each and of the whole."""
+
+    format: str
+    source: str
+    source_sha256: str
+    bytes: int
+    sha256: str
+    parts: list[dict[str, str | int]]
+    metadata: dict[str, str]
+
 
 PACK_FILE = "pack.json"
 QUANT, SCALE = ".int8", ".scale_fp16"
@@ -68,7 +82,7 @@ def dequantize(packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def pack(weights: Path, out_dir: Path, part_bytes: int = 15 * 2**20) -> dict:
+def pack(weights: Path, out_dir: Path, part_bytes: int = 15 * 2**20) -> PackRecord:
     """Write ``weights.pack.NNN`` parts and ``pack.json`` into ``out_dir``; returns the pack record."""
     metadata = read_metadata(weights)
     blob = save(quantize(load_weights(weights)), metadata=metadata)

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from client.core import images as img
 from client.core.errors import BadInput, ModelNotReady
@@ -30,6 +31,18 @@ from client.core.served_model import InputContract, read_contract
 from client.core.transport import AsyncTriton, Endpoint, classify, wait_live
 from client.jobs.folder_batch import percentiles
 from common.fsutil import write_json
+
+
+class ImagesMeasured(TypedDict):
+    """One load level of :func:`measure_images`: throughput and latency of whole requests."""
+
+    images_per_request: int
+    concurrency: int
+    throughput_img_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +154,7 @@ async def measure_images(
     concurrency: int,
     seconds: float,
     warmup_s: float = 1.0,
-) -> dict:
+) -> ImagesMeasured:
     """Closed loop of encoded images, ``per_request`` per request, through ``model`` over gRPC.
 
     Throughput is in images per second (requests x ``per_request``); latencies are per request.

@@ -17,8 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from common.params_defaults import defaults_at
-from common.params_schema import GpuServingConfig
+from common.params_schema import GpuServingConfig, ServingConfig
 
 BACKENDS = ("onnxruntime", "tensorrt")
 KINDS = ("KIND_CPU", "KIND_GPU")
@@ -35,8 +34,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 def _serving(key: str) -> Any:
     """``serving.<key>`` from params.yaml: a spec built without a setting gets the pipeline's value."""
-    value = defaults_at("serving")[key]
-    return tuple(value) if isinstance(value, list) else value
+    return getattr(ServingConfig(), key)
 
 
 def _setting(key: str) -> Any:

@@ -7,7 +7,6 @@ is a function that adds its parser plus a handler, with no change to :func:`main
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -21,18 +20,7 @@ from serving.server.embedded import (
     ServerError,
     TritonNotFoundError,
 )
-from serving.server.environment import ORT_SPINNING_MODES
-
-ADMIN_TOKEN_ENV = "CIFAR10_ADMIN_TOKEN"
-
-
-def admin_token(token_file: Path | None) -> str | None:
-    """The admin token from ``$CIFAR10_ADMIN_TOKEN`` or ``token_file``; ``None`` if neither is set."""
-    if os.environ.get(ADMIN_TOKEN_ENV):
-        return os.environ[ADMIN_TOKEN_ENV]
-    if token_file is not None and token_file.is_file():
-        return token_file.read_text().strip() or None
-    return None
+from serving.server.environment import ADMIN_TOKEN_ENV, ORT_SPINNING_MODES, admin_token
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:

@@ -32,6 +32,22 @@ ORT_SPINNING_ENV = "CIFAR10_ORT_SPINNING"
 # progress ("run"), also between runs ("always", ONNX Runtime's own default) or never ("off").
 ORT_SPINNING_MODES = ("run", "always", "off")
 ADMIN_HEADER = "x-cifar10-admin"
+ADMIN_TOKEN_ENV = "CIFAR10_ADMIN_TOKEN"
+
+
+def admin_token(token_file: Path | None) -> str | None:
+    """The admin token from ``$CIFAR10_ADMIN_TOKEN`` or ``token_file``; ``None`` if neither is set."""
+    if os.environ.get(ADMIN_TOKEN_ENV):
+        return os.environ[ADMIN_TOKEN_ENV]
+    if token_file is not None and Path(token_file).is_file():
+        return Path(token_file).read_text().strip() or None
+    return None
+
+
+def admin_header(token_file: Path | None) -> tuple[str, str] | None:
+    """The header that unlocks a server's model-repository API, or ``None`` without a token."""
+    token = admin_token(token_file)
+    return (ADMIN_HEADER, token) if token else None
 
 
 def check_spinning(mode: str) -> str:

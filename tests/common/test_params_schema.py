@@ -159,3 +159,11 @@ def test_a_cli_prints_one_error_line_for_a_bad_params_file(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         'error: serving.max_queue_delay_us: expected int >= 0, got "2ms"'
     )
+
+
+def test_a_new_profile_states_only_what_differs_from_the_first(tmp_path):
+    mine = _file(tmp_path, {"profile": "tiny", "profiles": {"tiny": {"train": {"epochs": 2}}}})
+    params, first = load_params(mine), yaml.safe_load(DEFAULTS_FILE.read_text())["profiles"]
+    base = next(iter(first.values()))
+    assert params.profile == "tiny" and params.train.epochs == 2
+    assert params.train.momentum == base["train"]["momentum"] and params.model.depth == base["model"]["depth"]

@@ -68,7 +68,7 @@ class Stack:
         self.http = httpclient.InferenceServerClient(self.server.http_endpoint, concurrency=8)
         self.grpc = grpcclient.InferenceServerClient(self.server.url_grpc.removeprefix("grpc://"))
 
-    def roll(self) -> dict:
+    def roll(self):
         return sync(self.params, self.repo, self.cache, self.server.url_grpc, self.header)
 
     def routed_version(self) -> int:
@@ -167,7 +167,7 @@ def test_promote_and_rollback_while_a_client_sends_requests(small_stack, small_p
         time.sleep(1)
         start = time.perf_counter()
         aliases.promote(small_stack.name, "production", 2)
-        phases = small_stack.roll()["phases"]
+        phases = small_stack.roll().phases
         promote_s = time.perf_counter() - start
         assert small_stack.routed_version() == 2 and "switch" in phases
         aliases.rollback(small_stack.name)

@@ -39,7 +39,7 @@ def _cfg(**kw) -> ExportConfig:
 
 def test_every_precision_exports_and_passes(weights, prepared, tmp_path, mlflow_store):
     out = tmp_path / "export"
-    manifest = export_model(weights, prepared, DATA, _cfg(), out, command="pytest")
+    manifest = export_model(weights, prepared, DATA, _cfg(), out, command="pytest").model_dump(mode="json")
     by = {a["precision"]: a for a in manifest["artifacts"]}
     assert set(by) == {"fp32", "fp16", "int8"}
     assert by["fp32"]["passed"] and by["fp32"]["parity"]["max_abs_logit"] <= 1e-3
@@ -153,6 +153,8 @@ def test_tensorrt_plan_passes_parity(weights, prepared, tmp_path, mlflow_store):
     reason = tensorrt_engine.availability()
     if reason is not None:
         pytest.skip(reason)
-    manifest = export_model(weights, prepared, DATA, _cfg(precisions=("fp32",)), tmp_path / "trt")
+    manifest = export_model(
+        weights, prepared, DATA, _cfg(precisions=("fp32",)), tmp_path / "trt"
+    ).model_dump()
     trt = next(a for a in manifest["artifacts"] if a["precision"] == "trt_fp16")
     assert trt["passed"], trt["parity"]

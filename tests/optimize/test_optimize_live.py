@@ -143,11 +143,11 @@ def test_optimize_chooses_records_and_the_live_server_follows(stack, tmp_path, m
     assert stack.http.is_model_ready("cifar10")
 
     # The ordinary sync path keeps it; a new fp32 production (not measured) makes it lapse.
-    assert sync(stack.params, stack.repo, stack.cache)["models"]["ensemble_target"]["form"] == form
+    assert sync(stack.params, stack.repo, stack.cache).models.ensemble_target.form == form
     aliases.promote(stack.name, "production", add_version(stack.name))
     assert serving_choice.read(stack.cfg, ("fp32", "int8")) is None
-    spec_target = sync(stack.params, stack.repo, stack.cache)["models"]["ensemble_target"]
-    assert spec_target["form"] == "fp32" and "params.yaml" in spec_target["decided_by"]
+    spec_target = sync(stack.params, stack.repo, stack.cache).models.ensemble_target
+    assert spec_target.form == "fp32" and "params.yaml" in spec_target.decided_by
 
 
 def test_clear_removes_the_choice(stack, tmp_path, monkeypatch):

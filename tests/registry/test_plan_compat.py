@@ -95,7 +95,7 @@ def test_sync_serves_a_plan_only_on_its_own_tensorrt_and_gpu(plan_registry, tmp_
     params, repo, cache = plan_registry, tmp_path / "repo", tmp_path / "cache"
     info = aliases.resolve(params.registry.registered_name("trt_fp16"), "production")
     assert {k: info.tags[k] for k in BUILT} == BUILT  # the registry keeps what the build recorded
-    assert sync(params, repo, cache, host=HostFacts("10.5.0", "9.0", "test"))["changed"]
+    assert sync(params, repo, cache, host=HostFacts("10.5.0", "9.0", "test")).changed
     assert (repo / "wrn_trt_fp16" / "1" / "model.plan").is_file()
     before = tree_digest(repo)
     with pytest.raises(PlanMismatch, match=r"TensorRT 10\.5\.0 .* host has TensorRT 10\.7\.0"):

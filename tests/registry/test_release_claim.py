@@ -44,7 +44,7 @@ def contend(name: str, token: str, delay: float, outcome: dict, lock: threading.
         result = "won"
         time.sleep(2 * SETTLE_S)  # "drives" while the late contenders look
     except ReleaseBusy as exc:
-        assert exc.exit_code == exit_codes.USAGE
+        assert exc.exit_code == exit_codes.BUSY  # was USAGE; a release in progress is "busy" (issue 25)
         result = f"busy: {exc}"
     with lock:
         outcome[token] = result

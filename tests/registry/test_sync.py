@@ -45,7 +45,7 @@ def synced(small_export, monkeypatch, tmp_path):
     name = cfg.registry.registered_name("fp32")
     aliases.promote(name, "production", 1)
     repo, cache = tmp_path / "model_repository", tmp_path / "cache"
-    assert sync(cfg, repo, cache)["changed"] is True
+    assert sync(cfg, repo, cache).changed is True
     return cfg, name, repo, cache
 
 
@@ -166,15 +166,17 @@ def test_sync_serves_the_step_the_release_record_names_and_ignores_a_stale_one(s
     candidate = add_version(name)
     gate = ReleaseRecord(name, candidate, name, 1, "gate", started_at=1.0).moved("gate")
     release_record.write(gate)
-    spec, summary = desired_spec(cfg, cache)
+    desired = desired_spec(cfg, cache)
+    spec, summary = desired.spec, desired.summary
     assert spec.target.version_numbers == (1, candidate) and spec.target.production == 1
-    assert spec.release is None and summary["release"]["step"] == "gate"  # loaded, not routed
+    assert spec.release is None and summary.release.step == "gate"  # loaded, not routed
 
     release_record.write(gate.moved("canary", step_index=1, canary_weight=0.5))
-    spec, _ = desired_spec(cfg, cache)
+    spec = desired_spec(cfg, cache).spec
     assert (spec.release.candidate_version, spec.release.canary_weight) == (candidate, 0.5)
-    assert desired_spec(cfg, cache, honour_choice=False)[0].release is None
+    assert desired_spec(cfg, cache, honour_choice=False).spec.release is None
 
     aliases.promote(name, "production", candidate)  # by hand, under the release: the record is stale
-    spec, summary = desired_spec(cfg, cache)
-    assert spec.release is None and "release" not in summary and spec.target.production == candidate
+    desired = desired_spec(cfg, cache)
+    spec, summary = desired.spec, desired.summary
+    assert spec.release is None and summary.release is None and spec.target.production == candidate

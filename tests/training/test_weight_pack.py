@@ -111,7 +111,7 @@ def test_the_device_script_runs_on_the_cpu_without_mlflow_and_brings_back_what_f
         ExportConfig(precisions=("fp32",), parity_images=20, calibration_images=32, max_batch=64),
         tmp_path / "back" / "export",
         tmp_path / "back" / "run.json",
-    )
+    ).model_dump(mode="json")
     assert manifest["mlflow_run_id"] == run_id and manifest["artifacts"][0]["passed"]
     cfg = RegistryConfig(model_prefix="device")
     store.register_manifest(tmp_path / "back" / "export" / "manifest.json", cfg)

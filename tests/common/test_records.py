@@ -1,0 +1,56 @@
+"""What crosses a package boundary is typed: no public function handed to another room returns a bare
+``dict`` or ``tuple`` (a typed record, a TypedDict or a ``dict[str, float]``-style mapping instead)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("commands", "common", "training", "export", "registry", "serving", "client", "monitoring",
+            "optimize", "release", "tuning")  # fmt: skip
+CALLERS = (*PACKAGES, "scripts", "benchmarks")
+
+
+def _bare(annotation: ast.expr) -> bool:
+    """``dict``, ``Dict``, ``dict[..., Any]`` or any ``tuple[...]``: a shape only its writer knows."""
+    text = ast.unparse(annotation)
+    head = text.split("[", 1)[0].rsplit(".", 1)[-1]
+    return head in ("dict", "Dict", "tuple", "Tuple") and (
+        head in ("tuple", "Tuple") or "[" not in text or "Any" in text
+    )
+
+
+def _public_functions() -> dict[tuple[str, str], ast.FunctionDef | ast.AsyncFunctionDef]:
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.name.startswith("_"):
+                    found[(module, node.name)] = node
+    return found
+
+
+def test_no_bare_dict_or_tuple_crosses_a_package_boundary():
+    functions, offenders = _public_functions(), set()
+    for caller in CALLERS:
+        for path in (ROOT / caller).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    if node.module.split(".")[0] == caller:
+                        continue  # inside one package, a helper may return what its room knows
+                    for alias in node.names:
+                        fn = functions.get((node.module, alias.name))
+                        if fn is not None and fn.returns is not None and _bare(fn.returns):
+                            offenders.add(f"{node.module}.{alias.name} -> {ast.unparse(fn.returns)}")
+    assert not sorted(offenders)
+
+
+def test_the_rule_sees_a_bare_return():
+    assert _bare(ast.parse("dict", mode="eval").body) and _bare(
+        ast.parse("tuple[str, bool]", mode="eval").body
+    )
+    assert _bare(ast.parse("dict[str, Any]", mode="eval").body)
+    assert not _bare(ast.parse("dict[str, float]", mode="eval").body)
+    assert not _bare(ast.parse("SyncResult", mode="eval").body)
