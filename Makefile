@@ -9,7 +9,7 @@ endif
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Offline machines: point the data stage at a local mirror, e.g.
-#   make demo CIFAR10_SOURCE=../shared/data/cifar10-jpeg.tar.gz
+#   make demo CIFAR10_SOURCE=/path/to/cifar10-jpeg.tar.gz
 export CIFAR10_SOURCE
 PYTEST_ARGS ?=
 DEMO_ARGS ?=  # e.g. DEMO_ARGS=--keep-serving
@@ -36,7 +36,7 @@ demo: repro ## The main job: dvc repro, then promote, sync, serve, first request
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m scripts.demo $(DEMO_ARGS)
 
 serve: install ## Serve model_repository/ with the embedded tritonserver (Ctrl-C stops)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/cifar10-serve serve --model-repository model_repository \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/cifar10 serve --model-repository model_repository \
 	  --admin-token-file .triton-token
 
 system-deps: ## Debian's prometheus + promtool for the monitoring tests (apt, needs root)

@@ -2,7 +2,7 @@
 
 The reference export is registered in the MLflow store it was logged to, under a fresh prefix (int8
 serves, the fastest form on a CPU), the embedded ``tritonserver`` serves it, a Debian ``prometheus``
-scrapes it every second, and every release is ``python -m release.cli start`` in a subprocess with
+scrapes it every second, and every release is ``python -m commands release start`` in a subprocess with
 shortened windows (:data:`RELEASE`), against continuous traffic of labelled test images.
 """
 
@@ -112,7 +112,7 @@ class TrialStack:
         time.sleep(5)
         started = time.time()
         cmd = [
-            sys.executable, "-m", "release.cli", "--params", str(self.params_file),
+            sys.executable, "-m", "commands", "release", "--params", str(self.params_file),
             "--repository", str(self.repo), "--cache", str(self.cache), "--server", self.server.url_grpc,
             "--admin-token-file", str(self.token_file), "--prometheus", self.prom_url,
             "--prepared", str(self.prepared),

@@ -5,7 +5,7 @@ it came at, the time to the verdict, the time from the verdict to the candidate'
 the clients got (failed and wrong answers) in each phase; and how often a good candidate is rolled back
 at one and at several client threads. Everything is real: the embedded ``tritonserver`` serving the
 reference WRN-28-10 (int8, the fastest form on a CPU), a Debian Prometheus scraping it every second, a
-private MLflow store, and ``cifar10-release start`` as a user runs it (a subprocess per release).
+private MLflow store, and ``cifar10 release start`` as a user runs it (a subprocess per release).
 
 Candidates are the production file with one step appended to its logits (:mod:`benchmarks.onnx_variants`),
 each scored on the same 1,000 test rows the export scored production on, so its tags are honest:

@@ -37,7 +37,11 @@ GROUPS = {
     "monitor": "commands.monitor_group:monitor",
     "params": "commands.params_group:params",
 }
-COMPLETION = 'Shell completion: eval "$(_CIFAR10_COMPLETE=bash_source cifar10)" (or zsh_source).\n\n'
+EPILOG = """\b
+Exit codes (docs/exit-codes.md):
+  0 ok  1 bad result  2 bad usage  3 unavailable  4 not ready  5 not found
+  6 version mismatch  7 too little data  8 integrity  9 busy  130 interrupted
+Completion: eval "$(_CIFAR10_COMPLETE=bash_source cifar10)" (or zsh_source)."""
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 80}
 
 
@@ -103,13 +107,13 @@ def settings(params_file: Path, profile: str | None = None, sets: tuple[str, ...
     return resolve(params_file, profile, sets).params
 
 
-def echo_json(value: Any) -> None:
-    """A record (pydantic), a TypedDict or plain data, as indented JSON on stdout."""
+def echo_json(value: Any, indent: int | None = 2) -> None:
+    """A record (pydantic), a TypedDict or plain data as JSON on stdout (``indent=None``: one line)."""
     import json
 
     if hasattr(value, "model_dump"):
         value = value.model_dump(mode="json")
-    click.echo(json.dumps(value, indent=2, default=str))
+    click.echo(json.dumps(value, indent=indent, default=str))
 
 
 class Cifar10Group(click.Group):
@@ -144,7 +148,7 @@ def fail(message: str, code: int, prefix: str = "error: ") -> None:
     sys.exit(code)
 
 
-@click.group(cls=Cifar10Group, context_settings=CONTEXT, epilog=COMPLETION + exit_codes.help_text())
+@click.group(cls=Cifar10Group, context_settings=CONTEXT, epilog=EPILOG)
 def cli() -> None:
     """CIFAR-10 from raw images to a monitored, versioned Triton service.
 
@@ -161,8 +165,18 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None, prog_name: str = "cifar10") -> None:
+    """Run the command; a usage error is one ``error:`` line too (click would print a usage block)."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    cli.main(args=argv, prog_name=prog_name)
+    try:
+        code = cli.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else prog_name
+        fail(f"{exc.format_message()} (see {where} --help)", exit_codes.USAGE)
+    except click.exceptions.ClickException as exc:  # a bad file or parameter click checked itself
+        fail(exc.format_message(), exit_codes.USAGE)
+    except click.exceptions.Abort:
+        fail("interrupted", exit_codes.INTERRUPTED, prefix="")
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

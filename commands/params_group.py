@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from commands.main import JSON_OPTION, PARAMS_OPTION, PROFILE_OPTION, SET_OPTION
+from commands.main import JSON, PARAMS, PROFILE, SET
 from common.params import Resolved, resolve
 
 
@@ -46,9 +46,9 @@ def params() -> None:
 
 
 @params.command()
-@PARAMS_OPTION
-@PROFILE_OPTION
-@SET_OPTION
+@PARAMS
+@PROFILE
+@SET
 def check(params_file: Path, profile: str | None, sets: tuple[str, ...]) -> None:
     """Validate the settings; exit 2 with the key's path and the bad value if one is wrong."""
     resolved = resolve(params_file, profile, sets)
@@ -56,10 +56,10 @@ def check(params_file: Path, profile: str | None, sets: tuple[str, ...]) -> None
 
 
 @params.command()
-@PARAMS_OPTION
-@PROFILE_OPTION
-@SET_OPTION
-@JSON_OPTION
+@PARAMS
+@PROFILE
+@SET
+@JSON
 def show(params_file: Path, profile: str | None, sets: tuple[str, ...], as_json: bool) -> None:
     """Print every resolved setting and where its value came from (a file, a variable, --set)."""
     rows = settings(resolve(params_file, profile, sets))
@@ -68,3 +68,29 @@ def show(params_file: Path, profile: str | None, sets: tuple[str, ...], as_json:
         return
     for key, value, source in rows:  # one setting a line: fits 80 columns unlike a table would
         click.echo(f"{key} = {json.dumps(value)}  # {source}")
+
+
+@params.command()
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True,
+    help="where the pages go.",
+)  # fmt: skip
+@click.option("--check", is_flag=True, help="exit 1 if a page differs; write nothing.")
+def reference(out: Path, check: bool) -> None:
+    """Write the configuration reference and exit-code pages from the schema and the error table."""
+    import sys
+
+    from common.params_reference import PAGES
+
+    stale = [
+        name
+        for name, page in PAGES.items()
+        if not (out / name).is_file() or (out / name).read_text() != page()
+    ]
+    if check:
+        for name in stale:
+            click.echo(f"{out / name} is stale: run cifar10 params reference", err=True)
+        sys.exit(1 if stale else 0)
+    for name in stale:
+        (out / name).write_text(PAGES[name]())
+        click.echo(f"wrote {out / name}")

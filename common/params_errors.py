@@ -45,7 +45,7 @@ def _field(model: type[BaseModel], loc: tuple[Any, ...]) -> Any:
     return info
 
 
-def _expected(info: Any) -> str:
+def expected_text(info: Any) -> str:
     if info is None:
         return ""
     annotation, metadata = info.annotation, list(info.metadata)
@@ -110,7 +110,7 @@ def problems(exc: ValidationError, model: type[BaseModel]) -> list[tuple[tuple[A
         elif kind == "too_short":
             found.append((loc, f"need values (at least {ctx.get('min_length')}), got {got}"))
         else:
-            expected = _expected(_field(model, loc)) if not any(isinstance(p, int) for p in loc) else ""
+            expected = expected_text(_field(model, loc)) if not any(isinstance(p, int) for p in loc) else ""
             if not expected:
                 bound = [f"{BOUNDS[b]} {ctx[b]}" for b in BOUNDS if b in ctx]
                 word = TYPE_WORDS.get(kind) or (

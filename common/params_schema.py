@@ -230,7 +230,7 @@ class ServingConfig(Section):
 
 
 class OptimizeConfig(Section):
-    """``cifar10-optimize``: the grid it measures per form, the load, and the objective."""
+    """``cifar10 optimize``: the grid it measures per form, the load, and the objective."""
 
     path = "optimize"
     preferred_batch_sizes: tuple[tuple[Positive, ...], ...] = Field(min_length=1)  # () = batch what is queued
@@ -245,7 +245,7 @@ class OptimizeConfig(Section):
 
 
 class ReleaseConfig(Section):
-    """``cifar10-release``: the gate, the steps and their windows, and what a step may not breach."""
+    """``cifar10 release``: the gate, the steps and their windows, and what a step may not breach."""
 
     path = "release"
     accuracy_margin: Annotated[float, Strict(), Field(ge=0, lt=1)]
@@ -322,7 +322,7 @@ class TuneBudget(Section):
 
 
 class TuneConfig(Section):
-    """``cifar10-tune``: the Optuna study over the active profile's settings."""
+    """``cifar10 tune``: the Optuna study over the active profile's settings."""
 
     path = "tune"
     not_filled = ("profiles",)  # each profile's budget is ``budget``, the active one's

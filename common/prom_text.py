@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,17 @@ def _label_text(labels: tuple[tuple[str, str], ...]) -> str:
     return ",".join(f"{k}={v}" for k, v in labels)
 
 
-def delta(before: Snapshot, after: Snapshot) -> dict:
+class CounterDelta(TypedDict, total=False):
+    """What :func:`delta` reports: ``available`` always; the rest when both scrapes worked."""
+
+    available: bool
+    error: str
+    counter_reset: bool
+    counters: dict[str, dict[str, float]]
+    predicted_class_total_by_class: dict[str, float]
+
+
+def delta(before: Snapshot, after: Snapshot) -> CounterDelta:
     """Non-zero counter changes, grouped by metric, plus the prediction mix by class.
 
     A counter that went down means the server restarted in between (Prometheus counters reset to

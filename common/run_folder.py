@@ -3,7 +3,7 @@
 The ``train`` stage records every param, tag, metric (with its wall-clock timestamp) and artifact in
 a *run folder* first, and mirrors each record to MLflow while the tracking store answers. Where
 MLflow is not installed (the lent GPU machine) or stops answering mid-run, training carries on and
-the folder still holds the whole run; ``cifar10-registry import-run FOLDER`` later replays it into
+the folder still holds the whole run; ``cifar10 registry import-run FOLDER`` later replays it into
 the tracking store with its original start, end and metric times, once (the folder remembers the
 run it became).
 
@@ -137,7 +137,7 @@ class RunRecorder:
         except Exception as exc:  # any tracking failure: the folder has it, training goes on
             log.warning(
                 "MLflow stopped answering (%s: %s); the run continues in %s - import it later with "
-                "`cifar10-registry import-run %s`",
+                "`cifar10 registry import-run %s`",
                 what,
                 exc,
                 self.folder.folder,

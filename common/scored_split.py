@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+
+
+class ScoredRows(NamedTuple):
+    images: np.ndarray  # uint8 N x H x W x 3
+    labels: np.ndarray  # int64 class indices
+
 
 ACCURACY_SEED = 2  # the seed of the test rows each artifact is scored on (see accuracy_rows)
 
@@ -42,12 +49,12 @@ def digest(images: np.ndarray, labels: np.ndarray, classes: list[str] | tuple[st
     return h.hexdigest()[:16]
 
 
-def load_rows(prepared: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+def load_rows(prepared: Path, n: int) -> ScoredRows:
     """The uint8 NHWC images and labels of the ``n`` scored test rows of a prepared folder."""
     test_x = np.load(prepared / "test_x.npy", mmap_mode="r")
     test_y = np.load(prepared / "test_y.npy")
     pick = accuracy_rows(test_y, n)
-    return np.asarray(test_x[pick]), test_y[pick]
+    return ScoredRows(np.asarray(test_x[pick]), test_y[pick])
 
 
 def normalise(images: np.ndarray, mean, std) -> np.ndarray:

@@ -68,7 +68,7 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 
 # ONNX Runtime's threads spin while a run is in progress and stop when it returns: the served
-# classifiers' default (``cifar10-serve --ort-spinning run``), for in-process runs compared with them.
+# classifiers' default (``cifar10 serve --ort-spinning run``), for in-process runs compared with them.
 SPIN_DURING_RUN_ONLY = {"session.force_spinning_stop": "1"}
 
 

@@ -4,7 +4,7 @@ Grafana's JSON is long and repetitive; generating it from :data:`PANELS` keeps e
 title, unit and PromQL, so a reviewer reads queries instead of layout boilerplate, and a test
 (``tests/monitoring``) can run every query against a real Prometheus. Regenerate after editing::
 
-    python -m monitoring.dashboard          # --check: exit 1 if the committed JSON is stale
+    cifar10 monitor dashboard          # --check: exit 1 if the committed JSON is stale
 
 Queries use ``$__rate_interval`` (Grafana picks a range that is at least four scrape intervals) and
 the datasource uid ``prometheus`` provisioned by ``grafana/provisioning/datasources``.
@@ -12,9 +12,7 @@ the datasource uid ``prometheus`` provisioned by ``grafana/provisioning/datasour
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +125,7 @@ PANELS: tuple[Panel, ...] = (
         "reqps",
         ((_rate("predicted_class_total", "model, version"), "{{model}} v{{version}}"),),
         "Predictions the public ensemble served, by the classifier version that answered: during a "
-        "canary the router's split between production and the candidate (cifar10-release).",
+        "canary the router's split between production and the candidate (cifar10 release).",
     ),
     Panel(
         "Release: shadow agreement with production",
@@ -141,7 +139,7 @@ PANELS: tuple[Panel, ...] = (
             (_rate("shadow_dropped_total", "model, version"), "{{model}} v{{version}} dropped /s"),
         ),
         "Share of shadowed images on which the candidate's top-1 equals production's (answers never "
-        "served). cifar10-release rolls back below its limit, derived from what the gate requires "
+        "served). cifar10 release rolls back below its limit, derived from what the gate requires "
         "(release/limits.py: p + (p - accuracy_margin) - 1 - agreement_slack).",
     ),
     Panel(
@@ -257,21 +255,11 @@ def expressions(board: dict) -> list[tuple[str, str]]:
     return [(p["title"], t["expr"]) for p in board["panels"] for t in p.get("targets", [])]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitoring.dashboard", description=__doc__)
-    parser.add_argument("--out", type=Path, default=OUT, help="dashboard JSON (%(default)s)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if --out is stale, write nothing")
-    args = parser.parse_args(argv)
-    text = render()
-    current = args.out.read_text() if args.out.is_file() else None
-    if args.check:
-        print(f"{args.out}: {'up to date' if current == text else 'out of date'}")
-        return 0 if current == text else 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"wrote {args.out} ({len(PANELS)} panels)")
-    return 0
+def is_current(out: Path = OUT) -> bool:
+    """Whether ``out`` holds the dashboard :data:`PANELS` make (a missing file does not)."""
+    return out.is_file() and out.read_text() == render()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def write(out: Path = OUT) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render())

@@ -15,7 +15,8 @@ beside it where SciPy is installed.
 
 Counts come from Triton's ``/metrics`` (cumulative since start, or the change over ``--window``
 seconds) or from Prometheus (``increase()`` over ``--range``, the same numbers the alert rule in
-``monitoring/rules/drift.yml`` sees). The command line is :mod:`monitoring.drift_cli`.
+``monitoring/rules/drift.yml`` sees). One check end to end is :mod:`monitoring.drift_check`; the
+command is ``cifar10 monitor drift``.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def plot(rows: list[Row], best: Row | None, budget_ms: float, path: Path) -> Pat
     ax.axvline(budget_ms, color="red", linestyle="--", linewidth=1, label=f"p99 budget {budget_ms:g} ms")
     ax.set_xlabel("p99 latency per request (ms)")
     ax.set_ylabel("throughput (images/s)")
-    ax.set_title("cifar10-optimize: each candidate through the live ensemble (hollow: not eligible)")
+    ax.set_title("cifar10 optimize: each candidate through the live ensemble (hollow: not eligible)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The search space and the objective of ``cifar10-optimize``, as pure functions of measured rows.
+"""The search space and the objective of ``cifar10 optimize``, as pure functions of measured rows.
 
 A row is one candidate (form x preferred batch sizes x queue delay x instance count) measured through
 the live ensemble. The objective is Model Analyzer's usual one, with the accuracy guard Model

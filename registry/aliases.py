@@ -4,7 +4,7 @@ Alias history lives in registered-model tags (``alias_history.<alias>``: a JSON 
 numbers), so ``rollback`` is defined any number of times and survives across machines that share
 the tracking server. The stack forgets what a rollback popped, so every move is also appended to
 ``alias_log.<alias>`` (version, UTC time, promote/rollback/clear; the newest :data:`LOG_KEEP`): that
-is what ``cifar10-registry show`` turns into each version's periods under each alias. The alias
+is what ``cifar10 registry show`` turns into each version's periods under each alias. The alias
 itself is the truth about what serves; both tags are its record, written with it or not at all.
 Old MLflow stage names (``Production``/``Staging``) map onto the aliases.
 """
@@ -28,6 +28,7 @@ from registry.store import (
     model_version,
     registered_model,
 )
+from registry.views import AliasMoved, AliasRolledBack
 
 log = logging.getLogger(__name__)
 ALIASES = ("production", "staging")
@@ -123,7 +124,7 @@ def _move_alias(
         raise
 
 
-def promote(name: str, alias: str, version: int) -> dict:
+def promote(name: str, alias: str, version: int) -> AliasMoved:
     """Point ``alias`` at ``version`` and push it on the alias history."""
     c = client()
     mv = model_version(c, name, version)
@@ -145,7 +146,7 @@ def clear(name: str, alias: str) -> None:
     _move_alias(c, rm, alias, None, _history(rm, alias), "clear")
 
 
-def rollback(name: str, alias: str = "production") -> dict:
+def rollback(name: str, alias: str = "production") -> AliasRolledBack:
     """Re-point ``alias`` at the version it named before the current one (repeatable)."""
     c = client()
     rm = registered_model(c, name)
@@ -175,7 +176,7 @@ def resolve(
         elif not allow_newest:
             raise RegistryError(
                 f"{name} has no alias {alias!r}; choose a version first "
-                f"(cifar10-registry promote --model {name} --alias {alias} --version N)"
+                f"(cifar10 registry promote --model {name} --alias {alias} --version N)"
             )
         else:
             versions = call_registry(f"listing {name}", c.search_model_versions, f"name='{name}'")

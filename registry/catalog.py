@@ -1,6 +1,6 @@
 """What the registry holds, described: each version's accuracy, parity, source and alias periods.
 
-Read-only. ``cifar10-registry list``/``show`` print it as tables (:mod:`registry.tables`) or, with
+Read-only. ``cifar10 registry list``/``show`` print it as tables (:mod:`registry.tables`) or, with
 ``--json``, as the dictionaries built here.
 """
 
@@ -13,9 +13,10 @@ from common.params import RegistryConfig
 from registry import tags as tag_values
 from registry.aliases import ALIASES, read_log
 from registry.store import call_registry, client, registered_model
+from registry.views import AliasPeriod, ModelDescription, VersionRow, VersionSource
 
 
-def version_source(tags: dict[str, str]) -> dict:
+def version_source(tags: dict[str, str]) -> VersionSource:
     """Where a version came from: the pipeline's training run, or an outside weights file and its hash."""
     if tags.get("source_run_id"):
         return {
@@ -30,7 +31,7 @@ def version_source(tags: dict[str, str]) -> dict:
     }
 
 
-def alias_periods(rm, version: int) -> list[dict]:
+def alias_periods(rm, version: int) -> list[AliasPeriod]:
     """When ``version`` held each alias: ``[{"alias", "from", "until", "ended_by"}]`` from the alias logs.
 
     ``until`` is ``None`` while it still holds it. Moves made before the log existed are not known.
@@ -54,7 +55,7 @@ def alias_periods(rm, version: int) -> list[dict]:
     return sorted(out, key=lambda p: p["from"])
 
 
-def describe(name: str) -> dict:
+def describe(name: str) -> ModelDescription:
     """Versions, aliases and alias history of one registered model: accuracy, parity and source of each."""
     c = client()
     rm = registered_model(c, name)
@@ -65,7 +66,7 @@ def describe(name: str) -> dict:
     by_version: dict[int, list[str]] = {}
     for alias, v in (rm.aliases or {}).items():
         by_version.setdefault(int(v), []).append(alias)
-    rows = []
+    rows: list[VersionRow] = []
     for v in versions:
         measured = tag_values.accuracy(v.tags)
         rows.append(
@@ -96,7 +97,7 @@ def describe(name: str) -> dict:
     }
 
 
-def list_models(cfg: RegistryConfig) -> list[dict]:
+def list_models(cfg: RegistryConfig) -> list[ModelDescription]:
     c = client()
     found = call_registry("listing models", c.search_registered_models, f"name LIKE '{cfg.model_prefix}-%'")
     return [describe(rm.name) for rm in found]

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -35,6 +36,11 @@ PLAN_TAGS = ("trt_version", "trt_compute_capability", "trt_cuda", "trt_profile")
 _IMAGE = re.compile(r"^\s*FROM\s+(\S*tritonserver:(\d\d\.\d\d)\S*)", re.MULTILINE | re.IGNORECASE)
 
 
+class PinnedImage(NamedTuple):
+    image: str
+    tag: str  # the NGC release, YY.MM
+
+
 class PlanMismatch(RegistryError):
     """A registered plan that cannot run on the serving host; the message names both sides."""
 
@@ -48,7 +54,7 @@ class HostFacts:
     source: str
 
 
-def pinned_image(compose: Path) -> tuple[str, str]:
+def pinned_image(compose: Path) -> PinnedImage:
     """(image, NGC tag) of the ``triton`` service: its Dockerfile's ``FROM``, or its ``image``."""
     service = (yaml.safe_load(compose.read_text()) or {}).get("services", {}).get("triton", {})
     build = service.get("build") or {}
@@ -59,7 +65,7 @@ def pinned_image(compose: Path) -> tuple[str, str]:
         found = _IMAGE.search(f"FROM {service.get('image', '')}")
     if not found:
         raise RegistryError(f"{compose}: the triton service names no NGC tritonserver image with a YY.MM tag")
-    return found.group(1), found.group(2)
+    return PinnedImage(found.group(1), found.group(2))
 
 
 def version_prefix(version: str) -> str:

@@ -6,7 +6,7 @@ at which step (``gate``, ``shadow``, ``canary``), with which traffic shares, sin
 it (host, pid, heartbeat): a controller that crashed leaves a record naming it, so traffic is never
 split without a recorded owner, and starting the controller again resumes at the recorded step.
 :mod:`registry.sync` reads the record, so whatever rolls the server (the controller, ``abort``, a
-plain ``cifar10-registry sync``) serves the step the registry names. Every transition is appended to
+plain ``cifar10 registry sync``) serves the step the registry names. Every transition is appended to
 the record's ``log``; an ended release leaves its record with ``step`` ``promoted``, ``rolled_back``
 or ``aborted`` (inactive: sync ignores it), until the next release replaces it.
 """

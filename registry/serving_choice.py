@@ -1,11 +1,11 @@
-"""The serving choice ``cifar10-optimize`` records: which form the ensemble routes to, batched how.
+"""The serving choice ``cifar10 optimize`` records: which form the ensemble routes to, batched how.
 
 The choice is a tag (``serving_choice``, JSON) on the production version of the chosen form, so it
 travels with what it was measured on. :mod:`registry.sync` honours it while it still describes what
 serves: the chosen version is still that form's ``production`` and the fp32 baseline it was judged
 against is still fp32's ``production``. Promote either and the choice lapses (sync warns and goes back
 to ``params.yaml``): a new version has not been measured, and nothing it was not measured on may
-change what serves. ``cifar10-optimize --clear`` removes it.
+change what serves. ``cifar10 optimize --clear`` removes it.
 
 Only one choice stands at a time: :func:`record` removes the tag from every other form's production
 version in the same registry call sequence, before it writes the new one.
@@ -38,7 +38,7 @@ class ServingChoice:
     p99_ms: float
     chosen_at: str
     run_id: str = ""
-    decided_by: str = "cifar10-optimize"  # or cifar10-release, when a release promoted another form
+    decided_by: str = "cifar10-optimize"  # or cifar10 release, when a release promoted another form
 
     def to_tag(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -92,7 +92,7 @@ def read(cfg: RegistryConfig, precisions: tuple[str, ...]) -> ServingChoice | No
     if baseline != choice.baseline_version:
         log.warning(
             "the serving choice (%s v%d) was judged against fp32 v%d, but fp32's production is v%s: "
-            "ignored until `cifar10-optimize` runs again",
+            "ignored until `cifar10 optimize` runs again",
             choice.precision,
             choice.version,
             choice.baseline_version,

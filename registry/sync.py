@@ -169,7 +169,7 @@ def desired_spec(
 
     Strict: a form without a ``production`` alias, a registry failure or a malformed tag raises
     before anything is written, so the repository and the server stay exactly as they were.
-    A standing ``cifar10-optimize`` choice (:mod:`registry.serving_choice`) names the ensemble's
+    A standing ``cifar10 optimize`` choice (:mod:`registry.serving_choice`) names the ensemble's
     target and that form's batching, and adds the form to those served; ``honour_choice=False`` is
     for the optimizer itself, which sets both per candidate.
     """

@@ -1,13 +1,16 @@
-"""``cifar10-registry list``/``show`` for people: rich tables of :mod:`registry.catalog`'s descriptions.
+"""``cifar10 registry list``/``show`` for people: rich tables of :mod:`registry.catalog`'s descriptions.
 
 One row per version, so the question a person brings ("what serves, how good is it, can I trust it,
 where did it come from") is answered on one screen; ``--json`` prints the same facts for machines.
+A terminal too narrow for the table (80 columns, say) gets one vertical record per version instead
+of columns cut to "product…".
 """
 
 from __future__ import annotations
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -80,6 +83,29 @@ def _add(table: Table, model: str | None, row: dict, with_periods: bool) -> None
     table.add_row(*cells, *([_periods(row)] if with_periods else []))
 
 
+def _record(console: Console, model: str, row: dict, with_periods: bool) -> None:
+    """One version as ``field  value`` lines: nothing is cut, whatever the terminal's width."""
+    head = Text(f"{model} v{row['version']}  ", style="bold")
+    console.print(head + _aliases(row))
+    fields = [
+        ("form", row.get("precision") or "?"),
+        ("accuracy", _accuracy(row)),
+        ("parity", _parity(row)),
+        ("source", _source(row["source"])),
+        ("registered", row["created"]),
+    ]
+    if with_periods:
+        fields.append(("aliases", _periods(row).replace("\n", "\n" + " " * 14)))
+    for name, value in fields:
+        console.print(Text(f"  {name:<11} ") + (value if isinstance(value, Text) else Text(str(value))))
+
+
+def _fits(console: Console, table: Table) -> bool:
+    """Whether the table's natural width (no cell cut or wrapped) fits the terminal."""
+    natural = Measurement.get(console, console.options.update(width=10_000, max_width=10_000), table)
+    return natural.maximum <= console.width
+
+
 def print_list(models: list[dict], console: Console | None = None) -> None:
     """Every version of every registered form, newest last within each model."""
     console = console or Console()
@@ -90,7 +116,12 @@ def print_list(models: list[dict], console: Console | None = None) -> None:
     for model in models:
         for row in model["versions"]:
             _add(table, model["name"], row, with_periods=False)
-    console.print(table)
+    if _fits(console, table):
+        console.print(table)
+        return
+    for model in models:
+        for row in model["versions"]:
+            _record(console, model["name"], row, with_periods=False)
 
 
 def print_show(model: dict, console: Console | None = None) -> None:
@@ -99,7 +130,11 @@ def print_show(model: dict, console: Console | None = None) -> None:
     table = _table(model["name"], with_model=False, with_periods=True)
     for row in model["versions"]:
         _add(table, None, row, with_periods=True)
-    console.print(table)
+    if _fits(console, table):
+        console.print(table)
+    else:
+        for row in model["versions"]:
+            _record(console, model["name"], row, with_periods=True)
     for alias, stack in sorted(model["history"].items()):
         now = model["aliases"].get(alias)
         console.print(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import Any, NamedTuple
 
 from common.exit_codes import UsageError
 from common.params_schema import ALL_PRECISIONS
@@ -20,6 +21,11 @@ FORMATS = ("onnx", "tensorrt_plan")
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TENSOR = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
+
+
+class Measured(NamedTuple):
+    accuracy: float
+    images: int
 
 
 class TagError(UsageError):
@@ -66,7 +72,7 @@ def tensor_name(tags: dict[str, str], key: str, default: str, name: str) -> str:
     return value
 
 
-def json_list(tags: dict[str, str], key: str, name: str, item: type = str) -> tuple:
+def json_list(tags: dict[str, str], key: str, name: str, item: type = str) -> tuple[Any, ...]:
     """A JSON list tag (``classes``: str, ``mean``/``std``: float); the spec checks the values."""
     try:
         value = json.loads(tags[key])
@@ -80,7 +86,7 @@ def json_list(tags: dict[str, str], key: str, name: str, item: type = str) -> tu
     return tuple(item(v) for v in value)
 
 
-def accuracy(tags: dict[str, str]) -> tuple[float, int] | None:
+def accuracy(tags: dict[str, str]) -> Measured | None:
     """``(test_accuracy, test_images)`` measured at export, or ``None`` when unknown or malformed."""
     try:
         acc, images = float(tags["test_accuracy"]), int(tags["test_images"])
@@ -88,7 +94,7 @@ def accuracy(tags: dict[str, str]) -> tuple[float, int] | None:
         return None
     if not (math.isfinite(acc) and 0.0 <= acc <= 1.0 and images > 0):
         return None
-    return acc, images
+    return Measured(acc, images)
 
 
 _DIGEST = re.compile(r"^[0-9a-f]{16}$")

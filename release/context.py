@@ -32,7 +32,7 @@ class Context:
 
     @property
     def form(self) -> str:
-        """The form the public ensemble routes to (a cifar10-optimize choice, else params.yaml)."""
+        """The form the public ensemble routes to (a cifar10 optimize choice, else params.yaml)."""
         from common.params import ALL_PRECISIONS
         from registry import serving_choice
 

@@ -25,6 +25,7 @@ from registry.release_claim import ReleaseBusy
 from registry.release_record import Owner, ReleaseRecord
 from release import limits, tracking
 from release.admission import open_release, own_figures, shadow_probe, version_classes
+from release.answers import Aborted, Promoted
 from release.context import Context, ReleaseFailed, check_still_mine, steps, triton_model, window
 from release.judge import Step, Verdict, judge
 from release.moves import end, halt, route_to_candidate_form
@@ -34,7 +35,7 @@ __all__ = ["Context", "ReleaseBusy", "ReleaseFailed", "abort", "start", "step_of
 log = logging.getLogger(__name__)
 
 
-def start(ctx: Context, version: int, precision: str | None, force_reason: str | None) -> dict:
+def start(ctx: Context, version: int, precision: str | None, force_reason: str | None) -> Promoted:
     """Run a release of ``version`` to its end (or resume the one in progress); returns the outcome.
 
     Two starts at the same instant elect one owner (:mod:`registry.release_claim`); the other exits 2.
@@ -49,7 +50,7 @@ def start(ctx: Context, version: int, precision: str | None, force_reason: str |
         if (record.candidate_name, record.candidate_version) != (candidate_name, version):
             raise ReleaseBusy(
                 f"a release of {record.candidate_name} v{record.candidate_version} is at step "
-                f"{record.label}; `cifar10-release abort` first"
+                f"{record.label}; `cifar10 release abort` first"
             )
         owner = record.owner
         if owner is not None and owner.alive(cfg.owner_timeout_s):
@@ -91,7 +92,7 @@ def start(ctx: Context, version: int, precision: str | None, force_reason: str |
     return drive(ctx, open_release(ctx, record))
 
 
-def drive(ctx: Context, record: ReleaseRecord) -> dict:
+def drive(ctx: Context, record: ReleaseRecord) -> Promoted:
     """From the record's step to production, judging each step; a breach rolls back and raises."""
     cfg = ctx.params.release
     plan = steps(ctx)
@@ -224,7 +225,7 @@ def watch(
             return verdict, baseline_p99, "inconclusive"
 
 
-def abort(ctx: Context, reason: str) -> dict:
+def abort(ctx: Context, reason: str) -> Aborted:
     """Back to production at once; a controller driving the release stops at its next check."""
     name = ctx.params.registry.registered_name(ctx.form)
     record = release_record.active(name)

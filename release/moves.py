@@ -63,7 +63,7 @@ def end(ctx: Context, record: ReleaseRecord, outcome: str, note: dict) -> Releas
 def route_to_candidate_form(ctx: Context, record: ReleaseRecord) -> None:
     """A candidate of another form now is production: the ensemble routes to that form from now on.
 
-    That is a serving choice (:mod:`registry.serving_choice`), as ``cifar10-optimize`` records one,
+    That is a serving choice (:mod:`registry.serving_choice`), as ``cifar10 optimize`` records one,
     with ``params.yaml``'s batching, so ``sync`` and every later release follow it.
     """
     import datetime as dt

@@ -1,4 +1,4 @@
-"""``cifar10-release report``: per-version table and a PNG over a release, from Prometheus.
+"""``cifar10 release report``: per-version table and a PNG over a release, from Prometheus.
 
 The time span and the two versions come from the release record; every figure is a PromQL query
 over that span: traffic (images answered), failed calls and p50/p99 (the router's own counter and

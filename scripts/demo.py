@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [
             sys.executable,
             "-m",
-            "client.cli",
+            "commands",
+            "client",
             "offline-eval",
             "--url",
             server.http_endpoint,
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print_map(adoptions, endpoints, tracking_uri(), still_serving=args.keep_serving)
         if args.keep_serving:
             print(
-                f"serving; roll it with `cifar10-registry sync --server {server.url_grpc} "
+                f"serving; roll it with `cifar10 registry sync --server {server.url_grpc} "
                 f"--admin-token-file {token_file}`. Ctrl-C stops."
             )
             with contextlib.suppress(KeyboardInterrupt):

@@ -1,7 +1,7 @@
 """The demo's promotion rule: a new version takes ``production`` only through the release gate.
 
 On an empty registry the first version is promoted, as a first run expects. Once ``production``
-names a version, the new one is judged by the same checks as ``cifar10-release start`` (parity, and
+names a version, the new one is judged by the same checks as ``cifar10 release start`` (parity, and
 accuracy against production within ``release.accuracy_margin``, by MLflow's model validation), and
 promoted only if it passes. Otherwise production stays, with one line saying why. The live check of
 the release gate is left to a release: the demo's server is not up yet when it decides, and the
@@ -65,7 +65,7 @@ def adopt(
     if record is not None:
         why = (
             f"a release of {record.candidate_name} v{record.candidate_version} is at step {record.label}; "
-            "it decides production (`cifar10-release status`)"
+            "it decides production (`cifar10 release status`)"
         )
         return Adoption(name, version, current, False, why)
     candidate = aliases.resolve(name, version=version)

@@ -67,11 +67,11 @@ def render(
 
     production = next((a.production for a in adoptions if a.production is not None), None)
     nxt = Table.grid(padding=(0, 2))
-    nxt.add_row("first", Text("source .venv/bin/activate   # the cifar10-* commands on PATH", style="dim"))
+    nxt.add_row("first", Text("source .venv/bin/activate   # the cifar10 command on PATH", style="dim"))
     nxt.add_row("classify images", "make serve   # and in a second shell:")
-    nxt.add_row("", "cifar10-client batch --images data/prepared/test_images --limit 200")
-    nxt.add_row("see every version", "cifar10-registry list   # or: show --precision fp32")
-    release = "cifar10-release --server 127.0.0.1:8001 --admin-token-file .triton-token start --version N"
+    nxt.add_row("", "cifar10 client batch --images data/prepared/test_images --limit 200")
+    nxt.add_row("see every version", "cifar10 registry list   # or: show --precision fp32")
+    release = "cifar10 release --server 127.0.0.1:8001 --admin-token-file .triton-token start --version N"
     nxt.add_row("release a version", release)
     now = f"production is v{production}; " if production is not None else ""
     nxt.add_row("", Text(f"{now}gate, shadow, canary, then production or an automatic rollback", style="dim"))

@@ -11,7 +11,7 @@ the commit the run records: the copy of the tree on the device machine has no ``
 1. **prepare** the carried mirror (the pipeline's own prepare stage);
 2. **train** the `gpu` profile with ``train.max_minutes`` = ``--minutes``: the cosine ends when the
    budget does, and the run is recorded in a run folder (:mod:`common.run_folder`), which
-   ``cifar10-registry import-run`` replays into MLflow on the CPU side with its timing;
+   ``cifar10 registry import-run`` replays into MLflow on the CPU side with its timing;
 3. **evaluate** on the test split with and without flip TTA;
 4. **export** ONNX fp32 and check its parity against PyTorch (the export's own tolerance);
 5. **pack** the weights (int8 per channel, fp16 scales, parts of 15 MB with SHA-256s) and score the

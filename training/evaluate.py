@@ -6,17 +6,31 @@ import csv
 import json
 import logging
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
 
 from common.fsutil import atomic_path, write_json
-from common.metrics import classification_summary, confusion_title, plot_confusion
+from common.metrics import ClassScores, classification_summary, confusion_title, plot_confusion
 from common.params import DataConfig
 from training.checkpoint import load_model
 from training.engine import predict_logits
 
 log = logging.getLogger(__name__)
+
+
+class TestMetrics(TypedDict, total=False):
+    """``reports/metrics.json``: DVC's metrics of the evaluate stage (``accuracy_tta_flip`` with TTA)."""
+
+    accuracy: float
+    accuracy_plain: float
+    accuracy_tta_flip: float
+    tested_samples: int
+    macro_precision: float
+    macro_recall: float
+    macro_f1: float
+    per_class: dict[str, ClassScores]
 
 
 def evaluate_weights(
@@ -55,11 +69,11 @@ def evaluate(
     run_file: Path | None,
     tta_flip: bool,
     batch_size: int,
-) -> dict:
+) -> TestMetrics:
     """Evaluate on the test split, write DVC metrics/plots, and log them to the training run."""
     x, y = np.load(prepared / "test_x.npy"), np.load(prepared / "test_y.npy")
     summary, pred = evaluate_weights(weights, x, y, data, batch_size, tta_flip)
-    metrics = {
+    metrics: TestMetrics = {  # type: ignore[assignment]
         k: summary[k]
         for k in (
             "accuracy",

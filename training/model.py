@@ -1,6 +1,6 @@
 """Pre-activation WideResNet (Zagoruyko & Komodakis, 2016).
 
-Parameter names follow ``../shared/notes/reference-model.md`` (``conv``, ``blocks.N.{bn1,conv1,bn2,
+Parameter names follow ``docs/reference-model.md`` (``conv``, ``blocks.N.{bn1,conv1,bn2,
 conv2,shortcut}``, ``bn``, ``fc``) so externally trained weights load with ``strict=True``.
 """
 

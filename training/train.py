@@ -100,7 +100,7 @@ def _set_aside(folder: Path) -> None:
     else:
         aside = folder.with_name(f"{folder.name}.{meta.get('id', 'old')}")
         log.warning(
-            "%s holds a run MLflow never received; kept as %s (cifar10-registry import-run)", folder, aside
+            "%s holds a run MLflow never received; kept as %s (cifar10 registry import-run)", folder, aside
         )
         folder.rename(aside)
 
@@ -129,7 +129,7 @@ def _open_record(params: Params, folder: Path, run_id: str | None, digest: str, 
     except Exception as exc:  # no MLflow here, or no tracking server: the folder keeps the run
         log.warning(
             "MLflow tracking unavailable (%s); training records to %s only - import it later with "
-            "`cifar10-registry import-run %s`",
+            "`cifar10 registry import-run %s`",
             str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
             folder,
             folder,

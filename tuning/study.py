@@ -15,6 +15,7 @@ import logging
 import time
 import warnings
 from pathlib import Path
+from typing import Any, TypedDict
 
 from common.fsutil import write_json
 from common.params import Params
@@ -59,7 +60,19 @@ def finished(study) -> list:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
-def run_study(params: Params, prepared: Path, out_dir: Path, storage_url: str | None = None) -> dict:
+class StudySummary(TypedDict, total=False):
+    """``reports/tune/summary.json``: the study, its trials, and the baseline and best trials."""
+
+    study: str
+    profile: str
+    trials: dict[str, int]
+    wall_s: float
+    budget: dict[str, Any]
+    baseline: dict[str, Any]
+    best: dict[str, Any]
+
+
+def run_study(params: Params, prepared: Path, out_dir: Path, storage_url: str | None = None) -> StudySummary:
     """Run (or continue) the study to its budget; write the best settings and evidence to ``out_dir``."""
     import mlflow
     import optuna
@@ -153,7 +166,7 @@ def _summarise(study, params: Params, out_dir: Path) -> dict:
 
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
-    summary = {
+    summary: StudySummary = {
         "study": study.study_name,
         "profile": params.profile,
         "trials": {k: v for k, v in counts.items() if v},

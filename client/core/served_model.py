@@ -28,7 +28,7 @@ def parse_contract(model: str, config: dict, need_normalisation: bool) -> InputC
     if missing:
         raise ModelNotReady(
             f"{model} does not declare {', '.join(missing)} in its config (a repository written before "
-            "they were recorded): run `cifar10-registry sync` to rewrite it"
+            "they were recorded): run `cifar10 registry sync` to rewrite it"
         )
     classes = tuple(c for c in params["classes"].split(",") if c)
     if not need_normalisation:

@@ -31,9 +31,25 @@ from client.core.transport import AsyncTriton, classify, wait_live
 from client.jobs import folder_batch as batch_mod
 from client.jobs.folder_batch import BatchConfig, Record
 from common.fsutil import write_json
-from common.metrics import classification_summary, confusion_title, plot_confusion
+from common.metrics import ClassificationSummary, classification_summary, confusion_title, plot_confusion
 
 log = logging.getLogger(__name__)
+
+
+class EvalMetrics(ClassificationSummary, total=False):
+    """``metrics.json`` of an offline evaluation: the scores, and exactly what was evaluated how."""
+
+    registered_model: str
+    model_version: int
+    alias: str
+    triton_model: str
+    mode: str
+    protocol: str
+    failed_samples: int
+    skipped_samples: int
+    throughput_img_per_s: float | None
+    latency_ms: dict[str, float]
+    mlflow_run_id: str
 
 
 @dataclass(frozen=True)
@@ -85,7 +101,7 @@ def resolve_target(cfg: EvalConfig) -> Target:
 
 
 async def served_form(cfg: EvalConfig) -> str:
-    """The form the ensemble routes to (``wrn_int8`` -> ``int8``): a cifar10-optimize choice or params.
+    """The form the ensemble routes to (``wrn_int8`` -> ``int8``): a cifar10 optimize choice or params.
 
     Evaluating "what serves" then needs no flag after the optimizer switched forms; the version is
     still checked against the registry's alias for that form, as for an explicit ``--precision``.
@@ -131,7 +147,7 @@ async def served_version(client: AsyncTriton, cfg: EvalConfig, target: Target) -
         served_forms = [r.removeprefix("wrn_") for r in routes if r and r.startswith("wrn_")]
         hint = f"--precision {served_forms[0]} to evaluate what it serves, or " if served_forms else ""
         raise VersionMismatch(
-            f"ensemble {cfg.ensemble!r} routes through {routes}, not {model} (a cifar10-optimize "
+            f"ensemble {cfg.ensemble!r} routes through {routes}, not {model} (a cifar10 optimize "
             f"choice, or registry.ensemble_target); use {hint}--mode tensor for {model}"
         )
     served = int(step.get("model_version", -1))
@@ -188,7 +204,7 @@ def pick_samples(records: list[Record], n: int) -> list[dict]:
     ]
 
 
-def score(pairs: list[tuple[str, str]], classes: tuple[str, ...]) -> dict:
+def score(pairs: list[tuple[str, str]], classes: tuple[str, ...]) -> ClassificationSummary:
     """``classification_summary`` over (true, predicted) label pairs."""
     import numpy as np
 
@@ -201,7 +217,7 @@ def score(pairs: list[tuple[str, str]], classes: tuple[str, ...]) -> dict:
     return classification_summary(y_true, y_pred, list(classes))
 
 
-def offline_eval(cfg: EvalConfig) -> dict:
+def offline_eval(cfg: EvalConfig) -> EvalMetrics:
     """Check the version, evaluate the folder, write the reports and log them as an MLflow run."""
     items = img.discover(cfg.images, per_class=cfg.per_class)
     if any(i.label is None for i in items):
@@ -228,7 +244,7 @@ def offline_eval(cfg: EvalConfig) -> dict:
         )
     summary = score(pairs, result.classes)
     counts = result.summary["counts"]
-    metrics = {
+    metrics: EvalMetrics = {
         **summary,
         "registered_model": target.registered_name,
         "model_version": served,
@@ -321,7 +337,7 @@ def confusion_from_csv(
     classes: tuple[str, ...] | None = None,
     run_id: str | None = None,
     label: str = "",
-) -> dict:
+) -> ClassificationSummary:
     """Redraw the confusion matrix from any ``predictions.csv``; optionally attach it to an MLflow run.
 
     Without ``classes``, the labels found in the file, sorted (CIFAR-10's own order is alphabetical).

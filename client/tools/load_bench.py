@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from client.core import images as img
 from client.core.errors import BadInput, ModelNotReady
@@ -31,6 +31,16 @@ from client.core.served_model import InputContract, read_contract
 from client.core.transport import AsyncTriton, Endpoint, classify, wait_live
 from client.jobs.folder_batch import percentiles
 from common.fsutil import write_json
+
+
+class BenchReport(TypedDict):
+    """``bench.json``: the settings, the host's CPU count, the sweep and the generator's own capacity."""
+
+    config: dict[str, Any]
+    cpu_count: int | None
+    results: list[dict[str, Any]]
+    self_test: list[dict[str, Any]]
+    notes: list[str]
 
 
 class ImagesMeasured(TypedDict):
@@ -314,7 +324,7 @@ def plot(report: dict, path: Path) -> Path:
     return path
 
 
-def run_bench(cfg: BenchConfig, out_dir: Path) -> dict:
+def run_bench(cfg: BenchConfig, out_dir: Path) -> BenchReport:
     """Self-test (optional) and server sweep; writes ``bench.json`` and ``bench.png`` into ``out_dir``."""
     from client.tools.fake_server import StubServer
 
@@ -328,7 +338,7 @@ def run_bench(cfg: BenchConfig, out_dir: Path) -> dict:
         if cfg.self_test_only
         else asyncio.run(sweep(cfg, cfg.http_url, cfg.grpc_url, cfg.duration_s, "server"))
     )
-    report = {
+    report: BenchReport = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
         "cpu_count": os.cpu_count(),
         "results": server,

@@ -5,7 +5,7 @@ That is: the binary, a backend directory, the environment, and the command line 
 The wheel carries Triton 2.51 with only the python backend. :func:`prepare_backend_dir` assembles a
 backend directory with that backend plus our python-based ``onnxruntime`` backend, and
 :func:`server_env` builds the environment the binary and its python stubs need (see
-``../shared/notes/embedded-triton.md``): the wheel's bundled libraries and ``libpython`` on
+``docs/embedded-triton.md``): the wheel's bundled libraries and ``libpython`` on
 ``LD_LIBRARY_PATH``, and this virtual environment's ``bin`` first on ``PATH`` so the stub imports
 numpy, PIL and onnxruntime from here.
 """
@@ -22,6 +22,7 @@ import sysconfig
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from serving.repository.spec import ROUTE_KEY
 
@@ -44,10 +45,17 @@ def admin_token(token_file: Path | None) -> str | None:
     return None
 
 
-def admin_header(token_file: Path | None) -> tuple[str, str] | None:
+class AdminHeader(NamedTuple):
+    """The header (name, token) that passes ``--*-restricted-api``; a plain pair where one is taken."""
+
+    name: str
+    value: str
+
+
+def admin_header(token_file: Path | None) -> AdminHeader | None:
     """The header that unlocks a server's model-repository API, or ``None`` without a token."""
     token = admin_token(token_file)
-    return (ADMIN_HEADER, token) if token else None
+    return AdminHeader(ADMIN_HEADER, token) if token else None
 
 
 def check_spinning(mode: str) -> str:

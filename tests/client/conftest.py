@@ -117,7 +117,7 @@ def messy_images(labelled_images: Path, tmp_path: Path) -> Path:
 
 
 def cli_args(server, *extra: str) -> list[str]:
-    """Connection options for ``client.cli`` pointing at ``server``."""
+    """Connection options for ``cifar10 client`` pointing at ``server``."""
     return [
         "--url", server.http_endpoint,
         "--grpc-url", server.url_grpc,

@@ -11,11 +11,11 @@ from tests.client.conftest import free_port
 
 
 def run_cli(argv: list[str]) -> int:
-    """``python -m client.cli ARGV`` in-process; returns the exit code."""
-    from client.cli import main
+    """``cifar10 client ARGV`` in-process; returns the exit code."""
+    from commands.main import main
 
     with pytest.raises(SystemExit) as exc:
-        main(argv)
+        main(["client", *argv])
     return exc.value.code
 
 

@@ -7,9 +7,6 @@ import json
 from click.testing import CliRunner
 
 from commands.main import cli
-from commands.params_group import params
-
-cli.add_command(params)
 
 
 def test_check_accepts_the_project_params_and_names_a_bad_key(tmp_path):

@@ -152,7 +152,7 @@ def test_a_cli_prints_one_error_line_for_a_bad_params_file(tmp_path):
     bad = _file(tmp_path, {"serving": {"max_queue_delay_us": "2ms"}})
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "registry.cli", "--params", str(bad), "list"],
+        [sys.executable, "-m", "commands", "registry", "--params", str(bad), "list"],
         capture_output=True, text=True, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr

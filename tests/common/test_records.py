@@ -13,12 +13,13 @@ CALLERS = (*PACKAGES, "scripts", "benchmarks")
 
 
 def _bare(annotation: ast.expr) -> bool:
-    """``dict``, ``Dict``, ``dict[..., Any]`` or any ``tuple[...]``: a shape only its writer knows."""
-    text = ast.unparse(annotation)
+    """``dict``, ``dict[..., Any]`` or a fixed ``tuple[A, B]`` (``| None`` too): a shape only its writer
+    knows. A ``tuple[str, ...]`` is a typed sequence, and a ``dict[str, float]`` a typed mapping."""
+    text = ast.unparse(annotation).removesuffix(" | None")
     head = text.split("[", 1)[0].rsplit(".", 1)[-1]
-    return head in ("dict", "Dict", "tuple", "Tuple") and (
-        head in ("tuple", "Tuple") or "[" not in text or "Any" in text
-    )
+    if head in ("tuple", "Tuple"):
+        return not text.endswith(", ...]")
+    return head in ("dict", "Dict") and ("[" not in text or "Any" in text)
 
 
 def _public_functions() -> dict[tuple[str, str], ast.FunctionDef | ast.AsyncFunctionDef]:
@@ -32,18 +33,30 @@ def _public_functions() -> dict[tuple[str, str], ast.FunctionDef | ast.AsyncFunc
     return found
 
 
+def _used_across(caller: str, tree: ast.Module) -> set[tuple[str, str]]:
+    """``(module, name)`` of functions another package's module uses: imported, or called on a module."""
+    used, modules = set(), {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] in (caller, "tests") or node.module.split(".")[0] not in PACKAGES:
+                continue  # inside one package, a helper may return what its room knows
+            for alias in node.names:
+                used.add((node.module, alias.name))
+                modules[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+            used.add((modules[node.value.id], node.attr))
+    return used
+
+
 def test_no_bare_dict_or_tuple_crosses_a_package_boundary():
     functions, offenders = _public_functions(), set()
     for caller in CALLERS:
         for path in (ROOT / caller).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    if node.module.split(".")[0] == caller:
-                        continue  # inside one package, a helper may return what its room knows
-                    for alias in node.names:
-                        fn = functions.get((node.module, alias.name))
-                        if fn is not None and fn.returns is not None and _bare(fn.returns):
-                            offenders.add(f"{node.module}.{alias.name} -> {ast.unparse(fn.returns)}")
+            for key in _used_across(caller, ast.parse(path.read_text())):
+                fn = functions.get(key)
+                if fn is not None and fn.returns is not None and _bare(fn.returns):
+                    offenders.add(f"{key[0]}.{key[1]} -> {ast.unparse(fn.returns)}")
     assert not sorted(offenders)
 
 
@@ -53,4 +66,6 @@ def test_the_rule_sees_a_bare_return():
     )
     assert _bare(ast.parse("dict[str, Any]", mode="eval").body)
     assert not _bare(ast.parse("dict[str, float]", mode="eval").body)
+    assert not _bare(ast.parse("tuple[str, ...]", mode="eval").body)
+    assert _bare(ast.parse("tuple[float, int] | None", mode="eval").body)
     assert not _bare(ast.parse("SyncResult", mode="eval").body)

@@ -52,7 +52,9 @@ def test_the_control_plane_needs_credentials(compose):
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
     assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
     header = (ROOT / "compose.yaml").read_text().split("\nname:")[0]
-    assert "serving.server.cli sync" not in header and "cifar10-registry sync" in header
+    assert (
+        "serving.server.cli sync" not in header and "cifar10 registry sync" in header
+    )  # was cifar10-registry
 
 
 def test_triton_image_matches_the_embedded_server(compose):

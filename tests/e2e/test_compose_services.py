@@ -109,7 +109,8 @@ def test_the_registry_cli_works_with_credentials_and_stops_cleanly_without(mlflo
 
     def cli(extra: dict[str, str]) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "registry.cli", "--params", str(ROOT / "params.yaml"), "list", "--json"],
+            [sys.executable, "-m", "commands", "registry", "--params", str(ROOT / "params.yaml"), "list",
+             "--json"],
             cwd=tmp_path, env=env | extra, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
 

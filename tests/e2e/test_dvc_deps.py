@@ -1,9 +1,10 @@
 """``dvc repro`` reruns every stage a code change can affect: each stage depends on what it imports.
 
-The imported project modules are derived from the stage's command (``python -m pkg.cli sub`` or a
-console script), following imports transitively. A CLI that dispatches to subcommands counts its own
-top-level imports plus the subcommand's module (``training.cli prepare`` -> ``training.prepare``),
-so the prepare stage does not depend on the model. A dependency may be a file or a folder above it.
+The imported project modules are derived from the stage's command, following imports transitively:
+``cifar10 <group> ...`` runs ``commands.main`` (its top-level imports) and the group's module named
+in ``commands.main.GROUPS`` (all its imports); ``python -m module`` runs that module. One group
+module per stage keeps the prepare stage independent of the model. A dependency may be a file or a
+folder above it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("common", "training", "export", "registry", "serving", "client", "monitoring", "optimize",
-            "release", "tuning")  # fmt: skip
+PACKAGES = ("commands", "common", "training", "export", "registry", "serving", "client", "monitoring",
+            "optimize", "release", "tuning")  # fmt: skip
 PIPELINES = (ROOT / "dvc.yaml", ROOT / "tuning" / "dvc.yaml")
 
 
@@ -47,26 +48,28 @@ def _imports(module: str, top_level_only: bool) -> set[str]:
     return found
 
 
-def _entry(cmd: str) -> tuple[str, str]:
-    """The module a stage runs and its first argument (a subcommand, if it is one)."""
+def _entry(cmd: str) -> tuple[str, str | None]:
+    """The module a stage runs (its top-level imports only, if it dispatches) and the one it runs."""
+    from commands.main import GROUPS
+
     words = shlex.split(cmd)
     if "-m" in words:
-        at = words.index("-m")
-        return words[at + 1], (words[at + 2:] or [""])[0]  # fmt: skip
+        return words[words.index("-m") + 1], None
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    return scripts[words[0]].split(":")[0], (words[1:] or [""])[0]
+    module = scripts[words[0]].split(":")[0]
+    if module == "commands.main":
+        return module, GROUPS[words[1]].split(":")[0]
+    return module, None
 
 
 def imported_files(cmd: str) -> set[str]:
-    module, sub = _entry(cmd)
-    package = module.split(".")[0]
-    dispatcher = module if sub and not sub.startswith("-") and _file(f"{package}.{sub}") else None
-    todo, seen = [module] + ([f"{package}.{sub}"] if dispatcher else []), set()
+    dispatcher, module = _entry(cmd)
+    todo, seen = [dispatcher] + ([module] if module else []), set()
     while todo:
         current = todo.pop()
         if current not in seen:
             seen.add(current)
-            todo += _imports(current, top_level_only=current == dispatcher)
+            todo += _imports(current, top_level_only=current == dispatcher and module is not None)
     return {str(_file(m).relative_to(ROOT)) for m in seen}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import subprocess
@@ -11,7 +10,8 @@ import urllib.parse
 
 import pytest
 
-from monitoring import drift, drift_cli
+from commands.main import main
+from monitoring import drift
 from tests.monitoring.conftest import CLASSES, ROOT, metrics_text
 from tests.serving.conftest import free_ports
 
@@ -54,9 +54,11 @@ def test_reference_from_meta_json_and_its_failures(tmp_path, reference_file):
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = drift_cli.main(list(argv))
+    """``cifar10 monitor drift ARGV`` in-process: exit code, stdout, stderr."""
+    with pytest.raises(SystemExit) as exc:
+        main(["monitor", "drift", *argv])
     out, err = capsys.readouterr()
-    return code, out, err
+    return exc.value.code, out, err
 
 
 def test_balanced_counts_pass_and_skewed_counts_fail(http_stub, reference_file, capsys):
@@ -136,7 +138,7 @@ def test_not_a_metrics_page_is_a_source_error(http_stub, reference_file, capsys)
 
 
 def test_standalone_command_gives_one_line_errors(reference_file, tmp_path):
-    """``python -m monitoring.drift_cli`` as a user runs it: exit codes 3 and 2, no traceback."""
+    """``cifar10 monitor drift`` as a user runs it: exit codes 3 and 2, no traceback."""
     (port,) = free_ports(1)  # nothing listens there
     cases = [
         (["--metrics-url", f"http://127.0.0.1:{port}/metrics", "--reference", str(reference_file)], 3,
@@ -146,20 +148,21 @@ def test_standalone_command_gives_one_line_errors(reference_file, tmp_path):
         (["--reference", str(tmp_path / "nope.json")], 2, "error: reference file not found"),
     ]  # fmt: skip
     for argv, code, message in cases:
-        command = [sys.executable, "-m", "monitoring.drift_cli", *argv]
+        command = [sys.executable, "-m", "commands", "monitor", "drift", *argv]
         proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert proc.returncode == code, proc.stderr
         assert proc.stderr.startswith(message) and len(proc.stderr.strip().splitlines()) == 1
         assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
-def test_add_parser_wires_a_drift_subcommand():
-    parser = argparse.ArgumentParser(prog="client")
-    sub = parser.add_subparsers(dest="command", required=True)
-    drift_cli.add_parser(sub)
-    args = parser.parse_args(["drift", "--threshold", "0.5", "--prometheus", "http://p:9090"])
-    assert args.command == "drift" and args.func is drift_cli.run and args.threshold == 0.5
-    with pytest.raises(SystemExit):  # one source or the other
-        parser.parse_args(
-            ["drift", "--prometheus", "http://p:9090", "--metrics-url", "http://t:8002/metrics"]
-        )
+def test_client_group_has_the_same_drift_subcommand():
+    from commands.client_group import client
+    from commands.monitor_group import monitor
+
+    command = client.get_command(None, "drift")
+    assert command is monitor.get_command(None, "drift")
+    ctx = command.make_context("drift", ["--threshold", "0.5", "--prometheus", "http://p:9090"])
+    assert ctx.params["threshold"] == 0.5 and ctx.params["prometheus"] == "http://p:9090"
+    with pytest.raises(SystemExit) as exc:  # one source or the other
+        main(["client", "drift", "--prometheus", "http://p:9090", "--metrics-url", "http://t:8002/metrics"])
+    assert exc.value.code == 2

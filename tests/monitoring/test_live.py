@@ -25,7 +25,8 @@ import tritonclient.http as httpclient
 import yaml
 from tritonclient.utils import InferenceServerException
 
-from monitoring import dashboard, drift, drift_cli
+from commands.main import main
+from monitoring import dashboard, drift
 from serving.repository.build import build_repository
 from serving.server.embedded import EmbeddedServer
 from tests.monitoring.conftest import MONITORING, ROOT
@@ -202,7 +203,10 @@ def test_metric_names_and_labels_as_the_rules_expect(triton, traffic):
 
 
 def test_drift_cli_on_the_server_counters(triton, traffic, reference_file, capsys):
-    code = drift_cli.main(["--metrics-url", triton.url_metrics, "--reference", str(reference_file), "--json"])
+    argv = ["--metrics-url", triton.url_metrics, "--reference", str(reference_file), "--json"]
+    with pytest.raises(SystemExit) as exc:
+        main(["monitor", "drift", *argv])
+    code = exc.value.code
     report = json.loads(capsys.readouterr().out)
     (result,) = report["results"]
     assert code == 1 and result["model"] == "wrn_fp32" and result["version"] == "1"
@@ -211,7 +215,7 @@ def test_drift_cli_on_the_server_counters(triton, traffic, reference_file, capsy
 
 def test_drift_cli_through_prometheus_standalone(prometheus, traffic, reference_file):
     argv = ["--prometheus", prometheus.url, "--range", "5m", "--reference", str(reference_file)]
-    command = [sys.executable, "-m", "monitoring.drift_cli", *argv]
+    command = [sys.executable, "-m", "commands", "monitor", "drift", *argv]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "wrn_fp32 v1:" in proc.stdout and "-> DRIFT" in proc.stdout

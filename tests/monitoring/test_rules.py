@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from commands.main import main
 from monitoring import dashboard, reference_rules
 from tests.monitoring.conftest import MONITORING, ROOT
 
@@ -93,23 +94,47 @@ def test_every_alert_has_severity_and_summary():
         assert alert["annotations"]["summary"] and alert["annotations"]["description"]
 
 
+def _monitor(*argv: str) -> int:
+    """``cifar10 monitor ARGV`` in-process; returns the exit code."""
+    with pytest.raises(SystemExit) as exc:
+        main(["monitor", *argv])
+    return exc.value.code
+
+
+def _reference_rules(argv: list[str]) -> int:
+    return _monitor("reference-rules", *argv)
+
+
 def test_reference_rules_match_the_generator(tmp_path, reference_file):
     """The committed file equals what the generator makes of a uniform (stratified) split."""
     committed = yaml.safe_load((MONITORING / "rules" / "reference_distribution.yml").read_text())
     classes = json.loads(reference_file.read_text())["classes"]
     assert committed == reference_rules.reference_rules(dict.fromkeys(classes, 0.1))
     out = tmp_path / "ref.yml"
-    assert reference_rules.main(["--reference", str(reference_file), "--out", str(out)]) == 0
+    assert _reference_rules(["--reference", str(reference_file), "--out", str(out)]) == 0
     assert yaml.safe_load(out.read_text()) == committed
-    assert reference_rules.main(["--reference", str(reference_file), "--out", str(out), "--check"]) == 0
+    assert _reference_rules(["--reference", str(reference_file), "--out", str(out), "--check"]) == 0
     out.write_text(out.read_text().replace("vector(0.1)", "vector(0.2)", 1))
-    assert reference_rules.main(["--reference", str(reference_file), "--out", str(out), "--check"]) == 1
-    assert reference_rules.main(["--reference", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
+    assert _reference_rules(["--reference", str(reference_file), "--out", str(out), "--check"]) == 1
+    assert _reference_rules(["--reference", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
+
+
+def test_dashboard_command_writes_and_checks(tmp_path, capsys):
+    out = tmp_path / "board.json"
+    assert _monitor("dashboard", "--out", str(out), "--check") == 1 and not out.exists()
+    assert _monitor("dashboard", "--out", str(out)) == 0 and out.read_text() == dashboard.render()
+    assert _monitor("dashboard", "--out", str(out), "--check") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"{out}: out of date",
+        f"wrote {out} ({len(dashboard.PANELS)} panels)",
+        f"{out}: up to date",
+    ]
 
 
 def test_dashboard_is_generated_provisioned_and_complete():
     path = MONITORING / "grafana" / "dashboards" / "cifar10-triton.json"
-    assert path.read_text() == dashboard.render(), "stale: run python -m monitoring.dashboard"
+    assert path.read_text() == dashboard.render(), "stale: run cifar10 monitor dashboard"
     board = json.loads(path.read_text())
     provider = yaml.safe_load((MONITORING / "grafana/provisioning/dashboards/dashboards.yml").read_text())
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"

@@ -1,4 +1,4 @@
-"""``cifar10-optimize`` end to end: it measures, chooses, records, and the live server follows.
+"""``cifar10 optimize`` end to end: it measures, chooses, records, and the live server follows.
 
 A registry with fp32 and int8 in production, a live server synced from it (routing to fp32), and a
 client sending images to that server throughout. The optimizer measures both forms on its own
@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from client.core.transport import image_batch
-from optimize.cli import main as optimize_main
+from commands.main import main as cifar10_main
 from registry import aliases, serving_choice, store
 from registry.sync import sync
 from tests.conftest import add_version
@@ -87,7 +87,7 @@ class Traffic(threading.Thread):
 
 def run_optimize(*argv: str) -> int:
     with pytest.raises(SystemExit) as exc:
-        optimize_main(list(argv))
+        cifar10_main(["optimize", *argv])
     return exc.value.code
 
 

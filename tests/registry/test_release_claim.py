@@ -2,7 +2,7 @@
 
 Each round starts several contenders (threads, each its own controller token) at random offsets
 within two settle periods - together, overlapping, and late after the winner wrote its record - and
-each runs the election and, if it wins, writes the release record as ``cifar10-release start`` does.
+each runs the election and, if it wins, writes the release record as ``cifar10 release start`` does.
 Whatever the interleaving, exactly one wins and every other one is told it is busy (exit code 2).
 """
 

@@ -208,7 +208,7 @@ def test_cli_promote_with_stage_and_clear_exit_codes(registry, tmp_path):
 
     def cli(*args):
         return subprocess.run(
-            [sys.executable, "-m", "registry.cli", "--params", str(params), *args],
+            [sys.executable, "-m", "commands", "registry", "--params", str(params), *args],
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -235,7 +235,7 @@ def test_cli_exit_3_when_the_registry_is_unreachable(tmp_path):
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "registry.cli", "--params", str(ROOT / "params.yaml"), "rollback"],
+        [sys.executable, "-m", "commands", "registry", "--params", str(ROOT / "params.yaml"), "rollback"],
         capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env,
     )  # fmt: skip
     assert done.returncode == 3, done.stderr
@@ -257,7 +257,7 @@ def test_list_and_show_print_tables_for_people_and_json_on_request(registry):
 
     def cli(*args: str) -> str:
         run = subprocess.run(
-            [sys.executable, "-m", "registry.cli", "--params", str(params), *args],
+            [sys.executable, "-m", "commands", "registry", "--params", str(params), *args],
             capture_output=True, text=True, timeout=120, env=os.environ | {"COLUMNS": "220"},
         )  # fmt: skip
         assert run.returncode == 0, run.stderr

@@ -1,4 +1,4 @@
-"""``cifar10-release`` against a real tritonserver, a real Prometheus and a real MLflow registry.
+"""``cifar10 release`` against a real tritonserver, a real Prometheus and a real MLflow registry.
 
 One server, one Prometheus (1 s scrapes) and one registry serve the module, and a client thread
 keeps calling the public ``cifar10`` ensemble the whole time (a third of its requests carry a
@@ -21,7 +21,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -117,19 +116,19 @@ class Load:
 
 
 def run_in_process(argv: list[str]) -> subprocess.CompletedProcess:
-    """``cifar10-release argv`` in this process (the same ``main``, minus an interpreter start-up),
+    """``cifar10 argv`` in this process (the same ``main``, minus an interpreter start-up),
     with its exit code, stdout and stderr as ``subprocess.run`` would give them."""
     import contextlib
     import io
     import logging
 
-    from release import cli
+    from commands.main import main
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            cli.main(argv)
+            main(argv)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         finally:
@@ -231,7 +230,8 @@ class ReleaseStack:
         cmd = [
             sys.executable,
             "-m",
-            "release.cli",
+            "commands",
+            "release",
             "--params",
             str(params or self.params_file),
             "--repository",
@@ -629,8 +629,7 @@ def test_a_version_of_another_form_is_released_and_then_served_by_the_ensemble(s
     # The small model's near-ties flip under int8 in runs of one image (40 distinct images in the
     # traffic), which moves its class mix; this test is about routing and promotion across forms.
     # int8 kernels differ between CPUs (AVX2, AVX-512/VNNI), so how many near-ties flip does too.
-    short = replace(
-        RELEASE,
+    short = RELEASE.replace(
         shadow_window_s=3,
         canary_weights=(1.0,),
         canary_window_s=3,

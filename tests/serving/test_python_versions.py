@@ -129,7 +129,7 @@ def test_serves_from_a_python312_venv(onnx_models, tmp_path):
     build_repository(make_spec(onnx_models, production=2), repo)
     images = make_image_folder(tmp_path / "images", {"test": 2})
     http, grpc, metrics = free_ports(3)
-    serve = [str(venv / "bin/cifar10-serve"), "serve", "--model-repository", str(repo), "--ort-threads=1"]
+    serve = [str(venv / "bin/cifar10"), "serve", "--model-repository", str(repo), "--ort-threads=1"]
     ports = [f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}"]
     log = ["--log-file", str(tmp_path / "tritonserver.log"), "--startup-timeout", "180"]
     server = subprocess.Popen(
@@ -150,7 +150,7 @@ def test_serves_from_a_python312_venv(onnx_models, tmp_path):
         urls += ["--metrics-url", f"http://127.0.0.1:{metrics}/metrics"]
         args = ["--images", str(images / "test"), "--no-progress", "--out", str(out)]
         client = subprocess.run(
-            [str(venv / "bin/cifar10-client"), "batch", *urls, *args],
+            [str(venv / "bin/cifar10"), "client", "batch", *urls, *args],
             capture_output=True,
             text=True,
             timeout=300,

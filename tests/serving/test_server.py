@@ -236,7 +236,7 @@ def test_cli_serve_starts_and_stops_on_sigterm(tmp_path, server):
     cmd = [
         sys.executable,
         "-m",
-        "serving.server.cli",
+        "commands",
         "serve",
         "--model-repository",
         str(server.config.model_repository),

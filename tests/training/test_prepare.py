@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from commands.main import main as cifar10
 from common.params import DataConfig
 from tests.conftest import CLASSES, huge_png, make_image_folder, tar_folder
-from training.cli import prepare_main
 from training.prepare import prepare, stratified_split
 from training.sources import DataError, download
 
@@ -44,7 +44,7 @@ def test_prepare_cli_takes_an_archive_from_the_environment(image_folder, tmp_pat
     params.write_text("profile: p\ndata: {source: cifar10, val_per_class: 2}\nprofiles: {p: {}}\n")
     monkeypatch.setenv("CIFAR10_SOURCE", str(archive))
     with pytest.raises(SystemExit) as done:
-        prepare_main(["--params", str(params), "--out", str(tmp_path / "out")])
+        cifar10(["data", "prepare", "--params", str(params), "--out", str(tmp_path / "out")])
     assert done.value.code == 0
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert meta["source"] == str(archive.resolve())

@@ -92,7 +92,7 @@ def test_run_is_tracked_and_a_deleted_experiment_is_restored(prepared, tmp_path,
 
 
 def _train_cli(tmp_path: Path, prepared: Path, out: Path, train: str) -> list[str]:
-    """``training.cli train`` arguments for a tiny WRN-10-1 profile (``train``: the YAML mapping)."""
+    """``cifar10 train`` arguments for a tiny WRN-10-1 profile (``train``: the YAML mapping)."""
     params_file = tmp_path / "params.yaml"
     params_file.write_text(
         "profile: t\ndata: {val_per_class: 2}\nprofiles:\n  t:\n    model: {depth: 10, width: 1}\n"
@@ -104,7 +104,7 @@ def _train_cli(tmp_path: Path, prepared: Path, out: Path, train: str) -> list[st
     }  # fmt: skip
     return [
         "-m",
-        "training.cli",
+        "commands",
         "train",
         *[x for kv in paths.items() for x in map(str, kv)],
         "--no-progress",

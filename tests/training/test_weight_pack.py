@@ -85,10 +85,10 @@ def test_the_device_script_runs_on_the_cpu_without_mlflow_and_brings_back_what_f
         names = tar.getnames()
     assert "run/run.json" in names and not any("/artifacts/model" in n for n in names)
     # Back on the CPU side: unpack, import the run, export into it and register, as the README says.
+    from commands.main import main as cifar10
     from common.params import DataConfig, ExportConfig, RegistryConfig
     from export.stage import export_model
     from registry import aliases, store
-    from registry.cli import main as registry_cli
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
@@ -97,7 +97,7 @@ def test_the_device_script_runs_on_the_cpu_without_mlflow_and_brings_back_what_f
 
     def cli(*argv: str) -> None:
         with pytest.raises(SystemExit) as done:
-            registry_cli(["--params", str(ROOT / "params.yaml"), *argv])
+            cifar10(["registry", "--params", str(ROOT / "params.yaml"), *argv])
         assert done.value.code == 0
 
     back = tmp_path / "back"

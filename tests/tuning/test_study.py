@@ -134,7 +134,8 @@ def test_a_killed_study_resumes_without_repeating_finished_trials(small_prepared
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    command = [sys.executable, "-m", "tuning.cli", "--params", str(params_file), "--profile", "cpu", "run"]
+    command = [sys.executable, "-m", "commands", "tune", "--params", str(params_file), "--profile", "cpu"]
+    command += ["run"]
     command += ["--data", str(small_prepared), "--out", str(tmp_path / "out")]
     from tuning.space import study_name
 
