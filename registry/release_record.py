@@ -29,6 +29,9 @@ ENDED = ("promoted", "rolled_back", "aborted", "refused")
 PROCESS_TOKEN = uuid.uuid4().hex  # this process as an owner: pids repeat across hosts and restarts
 
 
+RECORD_VERSION = 1
+
+
 @dataclass(frozen=True)
 class Owner:
     host: str
@@ -73,6 +76,7 @@ class ReleaseRecord:
     forced_reason: str = ""
     limits: dict = field(default_factory=dict)  # release.limits.Limits.to_dict(), fixed at the gate
     log: tuple[dict, ...] = field(default_factory=tuple)
+    record_version: int = RECORD_VERSION  # the shape of the tag; one written before it existed reads as 1
 
     @property
     def active(self) -> bool:
@@ -105,6 +109,8 @@ class ReleaseRecord:
             record = cls(**{**data, "owner": owner, "log": tuple(data.get("log", ()))})
         except (ValueError, TypeError, KeyError) as exc:
             raise TagError(f"{where}: tag {TAG} is not a release record: {exc}") from None
+        if record.record_version != RECORD_VERSION:
+            raise TagError(f"{where}: tag {TAG} has record_version {record.record_version}; this reads 1")
         if record.step not in ACTIVE + ENDED or not 0 <= record.canary_weight <= 1:
             raise TagError(f"{where}: tag {TAG} has step {record.step!r}, weight {record.canary_weight}")
         return record

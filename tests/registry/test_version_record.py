@@ -73,3 +73,17 @@ def test_a_manifest_of_another_format_or_shape_is_refused(tmp_path):
     assert ExportManifest.read(path) == _manifest()
     with pytest.raises(UsageError, match="no export manifest"):
         ExportManifest.read(tmp_path / "none.json")
+
+
+def test_a_release_record_carries_its_version_and_a_future_one_is_refused():
+    import json
+
+    from registry.release_record import ReleaseRecord
+
+    record = ReleaseRecord("m-int8", 3, "m-fp32", 2, "shadow")
+    data = json.loads(record.to_tag())
+    assert data["record_version"] == 1 and ReleaseRecord.from_tag(record.to_tag(), "m") == record
+    old = {k: v for k, v in data.items() if k != "record_version"}  # written before the field existed
+    assert ReleaseRecord.from_tag(json.dumps(old), "m") == record
+    with pytest.raises(TagError, match="record_version 2"):
+        ReleaseRecord.from_tag(json.dumps(data | {"record_version": 2}), "m")
