@@ -7,6 +7,7 @@ and are removed in 0.3; ``docs/cli.md`` lists each with its replacement.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 from commands.main import main
@@ -37,41 +38,14 @@ def forward(old: str, argv: list[str] | None = None) -> None:
     main([*new, *args])
 
 
-def prepare() -> None:
-    forward("cifar10-prepare")
-
-
-def train() -> None:
-    forward("cifar10-train")
-
-
-def evaluate() -> None:
-    forward("cifar10-evaluate")
-
-
-def export() -> None:
-    forward("cifar10-export")
-
-
-def registry() -> None:
-    forward("cifar10-registry")
-
-
-def serve() -> None:
-    forward("cifar10-serve")
-
-
-def client() -> None:
-    forward("cifar10-client")
-
-
-def optimize() -> None:
-    forward("cifar10-optimize")
-
-
-def release() -> None:
-    forward("cifar10-release")
-
-
-def tune() -> None:
-    forward("cifar10-tune")
+# The console scripts' entry points (pyproject.toml), one per old script.
+prepare = functools.partial(forward, "cifar10-prepare")
+train = functools.partial(forward, "cifar10-train")
+evaluate = functools.partial(forward, "cifar10-evaluate")
+export = functools.partial(forward, "cifar10-export")
+registry = functools.partial(forward, "cifar10-registry")
+serve = functools.partial(forward, "cifar10-serve")
+client = functools.partial(forward, "cifar10-client")
+optimize = functools.partial(forward, "cifar10-optimize")
+release = functools.partial(forward, "cifar10-release")
+tune = functools.partial(forward, "cifar10-tune")

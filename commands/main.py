@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from commands.epilog import exit_codes_epilog
 from common import exit_codes
 from common.exit_codes import ExitError
 
@@ -37,11 +38,9 @@ GROUPS = {
     "monitor": "commands.monitor_group:monitor",
     "params": "commands.params_group:params",
 }
-EPILOG = """\b
-Exit codes (docs/exit-codes.md):
-  0 ok  1 bad result  2 bad usage  3 unavailable  4 not ready  5 not found
-  6 version mismatch  7 too little data  8 integrity  9 busy  130 interrupted
-Completion: eval "$(_CIFAR10_COMPLETE=bash_source cifar10)" (or zsh_source)."""
+EPILOG = exit_codes_epilog(  # the table itself (common.exit_codes), not a retelling of it
+    exit_codes.help_text() + 'completion: eval "$(_CIFAR10_COMPLETE=bash_source cifar10)" (or zsh_source)'
+)
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 80}
 
 

@@ -67,7 +67,8 @@ def registry(ctx: click.Context, params_file: Path) -> None:
     Examples:
       cifar10 registry list
       cifar10 registry promote --precision int8 --version 3
-      cifar10 registry sync --server 127.0.0.1:8001 --admin-token-file .triton-token
+      cifar10 registry sync --server localhost:8001 \\
+        --admin-token-file .triton-token
     """
     ctx.obj = {"params": params_file}
 

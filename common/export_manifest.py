@@ -22,7 +22,8 @@ FORMAT_VERSION = 1
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A parity gate that saw NaN or Inf records inf: written and read back as JSON's Infinity, not null.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
 
 
 class Source(Record):
@@ -33,7 +34,7 @@ class Source(Record):
 
 
 class Parity(Record):
-    """The parity gate's figures on the validation rows (:class:`export.parity.ParityResult`)."""
+    """The parity gate's figures on the validation rows: what :func:`export.parity.compare` returns."""
 
     precision: str
     images: int

@@ -23,10 +23,6 @@ ENV_PREFIX = "CIFAR10_"  # CIFAR10_<SECTION>__<KEY>[__<KEY>]=<yaml value>, e.g. 
 ENV_SEPARATOR = "__"
 
 
-def environ() -> dict[str, str]:
-    return dict(os.environ)
-
-
 @functools.cache
 def _document() -> dict[str, Any]:
     if not DEFAULTS_FILE.is_file():
@@ -64,7 +60,7 @@ def env_overrides(env: dict[str, str] | None = None) -> list[tuple[str, Any, str
     The two named variables are taken as text; ``CIFAR10_<SECTION>__<KEY>`` values are read as YAML
     (``CIFAR10_SERVING__PREFERRED_BATCH_SIZES='[8, 32]'``), like ``--set`` and ``dvc exp run -S``.
     """
-    env = environ() if env is None else env
+    env = dict(os.environ) if env is None else env
     found: list[tuple[str, Any, str]] = []
     if env.get(PROFILE_ENV):
         found.append(("profile", env[PROFILE_ENV], PROFILE_ENV))

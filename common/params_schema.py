@@ -90,12 +90,6 @@ class DataConfig(Section):
             raise ValueError(f"classes must be unique, got {list(self.classes)}")
         return self
 
-    def resolved_source(self) -> str:
-        """The data source after the environment override (``CIFAR10_SOURCE``, as the loader does)."""
-        from common.params_defaults import SOURCE_ENV, environ
-
-        return environ().get(SOURCE_ENV) or self.source
-
 
 class ModelConfig(Section):
     path = "profiles.@.model"  # @: the first profile in params.yaml; another states what differs

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from common.export_manifest import Parity as ParityResult  # the manifest's record: one field list
 from common.params import Tolerance
-
-
-@dataclass
-class ParityResult:
-    precision: str
-    images: int
-    max_abs_logit: float
-    mean_abs_logit: float
-    top1_agreement: float
-    accuracy_pytorch: float
-    accuracy: float
-    accuracy_drop: float
-    finite: bool
-    passed: bool
-    failures: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def compare(
@@ -45,30 +26,28 @@ def compare(
     diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
     ref_pred, cand_pred = reference.argmax(1), candidate.argmax(1)
     acc_ref, acc = float(np.mean(ref_pred == labels)), float(np.mean(cand_pred == labels))
-    result = ParityResult(
+    max_abs = float(np.nanmax(diff)) if finite else float("inf")
+    agreement, drop = float(np.mean(ref_pred == cand_pred)), acc_ref - acc
+    failures = [] if finite else ["NaN or Inf in the outputs"]
+    if tol.max_abs_logit is not None and max_abs > tol.max_abs_logit:
+        failures.append(f"max |Δlogit| {max_abs:.2e} > {tol.max_abs_logit:.0e}")
+    if tol.min_agreement is not None and agreement < tol.min_agreement:
+        failures.append(f"top-1 agreement {agreement:.2%} < {tol.min_agreement:.2%}")
+    if tol.max_accuracy_drop is not None and drop > tol.max_accuracy_drop:
+        failures.append(f"accuracy drop {drop * 100:.2f} points > {tol.max_accuracy_drop * 100:.2f}")
+    return ParityResult(
         precision=precision,
         images=len(labels),
-        max_abs_logit=float(np.nanmax(diff)) if finite else float("inf"),
+        max_abs_logit=max_abs,
         mean_abs_logit=float(np.nanmean(diff)) if finite else float("inf"),
-        top1_agreement=float(np.mean(ref_pred == cand_pred)),
+        top1_agreement=agreement,
         accuracy_pytorch=acc_ref,
         accuracy=acc,
-        accuracy_drop=acc_ref - acc,
+        accuracy_drop=drop,
         finite=finite,
-        passed=False,
+        passed=not failures,
+        failures=failures,
     )
-    if not finite:
-        result.failures.append("NaN or Inf in the outputs")
-    if tol.max_abs_logit is not None and result.max_abs_logit > tol.max_abs_logit:
-        result.failures.append(f"max |Δlogit| {result.max_abs_logit:.2e} > {tol.max_abs_logit:.0e}")
-    if tol.min_agreement is not None and result.top1_agreement < tol.min_agreement:
-        result.failures.append(f"top-1 agreement {result.top1_agreement:.2%} < {tol.min_agreement:.2%}")
-    if tol.max_accuracy_drop is not None and result.accuracy_drop > tol.max_accuracy_drop:
-        result.failures.append(
-            f"accuracy drop {result.accuracy_drop * 100:.2f} points > {tol.max_accuracy_drop * 100:.2f}"
-        )
-    result.passed = not result.failures
-    return result
 
 
 def render_table(results: list[ParityResult], title: str = "parity against PyTorch") -> str:

@@ -19,7 +19,7 @@ import torch
 
 from common import scored_split, tracking
 from common.exit_codes import Failed
-from common.export_manifest import Architecture, Artifact, ExportManifest, Io, Measured, Parity, Source
+from common.export_manifest import Architecture, Artifact, ExportManifest, Io, Measured, Source
 from common.fsutil import atomic_dir, sha256_file
 from common.params import DataConfig, ExportConfig
 from common.scored_split import accuracy_rows  # noqa: F401 - re-exported for the tests
@@ -141,7 +141,7 @@ def export_model(
                         "source_run_id": source["run_id"] or "",
                         "git_commit": source["git_commit"],
                         "source_sha256": source["sha256"],
-                        "parity": result.as_dict(),
+                        "parity": result.model_dump(),
                     },
                 )
             if not result.passed:
@@ -154,7 +154,7 @@ def export_model(
                     format="tensorrt_plan" if precision == "trt_fp16" else "onnx",
                     sha256=sha256_file(path),
                     passed=result.passed,
-                    parity=Parity(**result.as_dict()),
+                    parity=result,
                     test=measured,
                     built_on=tensorrt_engine.build_facts(cfg.max_batch) if precision == "trt_fp16" else None,
                 )

@@ -88,7 +88,7 @@ def _parity(weights: Path, params: Params, prepared: Path, work: Path) -> dict:
     onnx = onnx_io.export_fp32(model, work / "model.fp32.onnx", params.export.opset, params.export.max_batch)
     logits = onnx_io.run_onnx(onnx, normalize_batch(val_x[pick], params.data).numpy())
     result = compare("fp32", reference, logits, val_y[pick], params.export.tolerances["fp32"])
-    return result.as_dict() | {"onnx_bytes": onnx.stat().st_size}
+    return result.model_dump() | {"onnx_bytes": onnx.stat().st_size}
 
 
 def run(params: Params, mirror: Path, out: Path, work: Path, show_progress: bool = False) -> dict:

@@ -104,7 +104,8 @@ def run(params: Params, args: argparse.Namespace) -> dict:
     test_y = images["test"][1]
     accuracy = float(np.mean(logits["test"].argmax(1) == test_y))
     print(
-        f"parity {'passed' if result.passed else 'FAILED'}: {result.as_dict()}; test accuracy {accuracy:.4f}"
+        f"parity {'passed' if result.passed else 'FAILED'}: {result.model_dump()}; "
+        f"test accuracy {accuracy:.4f}"
     )
     if not result.passed:
         raise SystemExit("the plan failed its parity gate: not registered")
@@ -123,7 +124,7 @@ def run(params: Params, args: argparse.Namespace) -> dict:
             "format": "tensorrt_plan",
             "sha256": sha256_file(work / "model.trt_fp16.plan"),
             "passed": True,
-            "parity": result.as_dict(),
+            "parity": result.model_dump(),
             "test": {
                 "accuracy": accuracy,
                 "images": len(test_y),
@@ -136,7 +137,7 @@ def run(params: Params, args: argparse.Namespace) -> dict:
     manifest["command"] = shlex.join(commands[0])
     (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     rows = store.register_manifest(work / "manifest.json", cfg)
-    return {"built_on": facts, "parity": result.as_dict(), "test_accuracy": accuracy, "registered": rows}
+    return {"built_on": facts, "parity": result.model_dump(), "test_accuracy": accuracy, "registered": rows}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ front catches mistakes before Triton ever sees a half-sensible ``config.pbtxt``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 def _serving(key: str) -> Any:
     """``serving.<key>`` from params.yaml: a spec built without a setting gets the pipeline's value."""
-    return getattr(ServingConfig(), key)
+    return getattr(_serving_defaults(), key)
+
+
+@functools.cache
+def _serving_defaults() -> ServingConfig:
+    return ServingConfig()  # validated once: params.yaml does not change while the process runs
 
 
 def _setting(key: str) -> Any:

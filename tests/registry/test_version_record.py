@@ -87,3 +87,15 @@ def test_a_release_record_carries_its_version_and_a_future_one_is_refused():
     assert ReleaseRecord.from_tag(json.dumps(old), "m") == record
     with pytest.raises(TagError, match="record_version 2"):
         ReleaseRecord.from_tag(json.dumps(data | {"record_version": 2}), "m")
+
+
+def test_a_manifest_with_an_artifact_that_answered_nan_reads_back(tmp_path):
+    """A rejected artifact whose outputs were NaN records inf figures; the manifest stays readable."""
+    manifest = _manifest()
+    art = manifest.artifacts[0]
+    bad = art.model_copy(update={"passed": False, "test": None, "parity": art.parity.model_copy(
+        update={"max_abs_logit": float("inf"), "mean_abs_logit": float("inf"), "finite": False,
+                "passed": False, "failures": ["NaN or Inf in the outputs"]})})  # fmt: skip
+    manifest = manifest.model_copy(update={"artifacts": [art, bad]})
+    manifest.write(tmp_path / "manifest.json")
+    assert ExportManifest.read(tmp_path / "manifest.json") == manifest
