@@ -1,8 +1,9 @@
-"""``cifar10 monitor drift|reference-rules|dashboard``: the drift check and the generated monitoring files.
+"""``cifar10 monitor``: judge what is served, and write the generated monitoring files.
 
-``reference-rules`` and ``dashboard`` write files generated from data (``meta.json``) and code
-(:data:`monitoring.dashboard.PANELS`); with ``--check`` they write nothing and exit 1 when the file
-differs from what they would write.
+``status`` (estimated accuracy, input drift) and ``drift`` (prediction mix) judge what is served;
+``reference-rules``, ``quality-rules`` and ``dashboard`` write files generated from data
+(``meta.json``), settings (``params.yaml``) and code (:data:`monitoring.dashboard.PANELS`); with
+``--check`` they write nothing and exit 1 when the file differs from what they would write.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import NoReturn
 import click
 
 import monitoring.dashboard as board
+import monitoring.quality_rules as quality
 import monitoring.reference_rules as rules
 from commands.drift_command import drift
+from commands.main import common_options, settings
+from commands.quality_command import status
 from monitoring.drift import DEFAULT_REFERENCE
 
 PATH = click.Path(path_type=Path)
@@ -28,10 +32,11 @@ def _shown(default: Path) -> str:
 
 @click.group()
 def monitor() -> None:
-    """Prediction drift, and the generated Prometheus rules and Grafana dashboard."""
+    """Estimated accuracy, input and prediction drift, and the generated rules and dashboard."""
 
 
 monitor.add_command(drift)
+monitor.add_command(status)
 
 
 def _check(out: Path, current: bool) -> NoReturn:
@@ -69,3 +74,23 @@ def dashboard(out: Path, check: bool) -> None:
         _check(out, board.is_current(out))
     board.write(out)
     click.echo(f"wrote {out} ({len(board.PANELS)} panels)")
+
+
+@monitor.command("quality-rules", short_help="Write the accuracy-estimate and input-drift rules.")
+@common_options
+@click.option(
+    "--out", type=PATH, default=quality.DEFAULT_OUT, help=f"rule file ({_shown(quality.DEFAULT_OUT)})"
+)
+@click.option("--check", is_flag=True, help="exit 1 if --out differs, write nothing")
+def quality_rules(
+    params_file: Path, profile: str | None, sets: tuple[str, ...], out: Path, check: bool
+) -> None:
+    """Write the label-free accuracy estimate's and input drift's rules and alerts (rules/quality.yml).
+
+    Their thresholds are params.yaml's monitoring section, so rerun after changing it.
+    """
+    text = quality.render(settings(params_file, profile, sets).monitoring)
+    if check:
+        _check(out, rules.is_current(out, text))
+    rules.write(out, text)
+    click.echo(f"wrote {out}")

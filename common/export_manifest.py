@@ -19,6 +19,7 @@ from common.exit_codes import UsageError
 from common.params_errors import describe_errors
 
 FORMAT_VERSION = 1
+QUALITY_REFERENCE_FILE = "quality_reference.json"  # a form's reference, beside its model file once registered
 
 
 class Record(BaseModel):
@@ -69,6 +70,10 @@ class Artifact(Record):
     parity: Parity
     test: Measured | None = None
     built_on: dict[str, str] | None = None  # a TensorRT plan: the TensorRT, GPU and CUDA that built it
+    # The form's quality reference (monitoring.quality_reference), relative to the export folder;
+    # None for a rejected artifact or a manifest written before references existed.
+    quality_reference: str | None = None
+    quality_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class Architecture(Record):

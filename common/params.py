@@ -31,6 +31,7 @@ from common.params_schema import (
     GpuServingConfig,
     MlflowConfig,
     ModelConfig,
+    MonitoringConfig,
     OptimizeConfig,
     Params,
     RegistryConfig,
@@ -46,13 +47,14 @@ from common.params_schema import (
 __all__ = [
     "ALL_PRECISIONS", "KINDS", "ONNX_PRECISIONS", "PROFILE_ENV", "SOURCE_ENV", "DataConfig",
     "EvaluateConfig", "ExportConfig", "GpuServingConfig", "MlflowConfig", "ModelConfig",
-    "OptimizeConfig", "Params", "ParamsError", "RegistryConfig", "ReleaseConfig", "Resolved",
+    "MonitoringConfig", "OptimizeConfig", "Params", "ParamsError", "RegistryConfig", "ReleaseConfig",
+    "Resolved",
     "SearchParam", "ServingConfig", "Tolerance", "TrainConfig", "TuneBudget", "TuneConfig",
     "load_params", "resolve", "with_overrides",
 ]  # fmt: skip
 
 SECTIONS = ("profile", "profiles", "data", "evaluate", "mlflow", "export", "registry", "serving",
-            "optimize", "release", "tune")  # fmt: skip
+            "optimize", "release", "monitoring", "tune")  # fmt: skip
 PROFILE_SECTIONS = ("model", "train")
 REPLACED = ("space",)  # mappings a file gives whole: a search space is not merged with the default one
 

@@ -31,6 +31,7 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("serving.gpu", params_schema.GpuServingConfig, "serving.gpu"),
     ("optimize", params_schema.OptimizeConfig, "optimize"),
     ("release", params_schema.ReleaseConfig, "release"),
+    ("monitoring", params_schema.MonitoringConfig, "monitoring"),
     ("tune", params_schema.TuneConfig, "tune"),
     ("tune budget", params_schema.TuneBudget, "tune.profiles.<profile>"),
 ]

@@ -220,6 +220,7 @@ class ServingConfig(Section):
     python_queue_delay_us: Count
     warmup: Bool
     warmup_max_batch: Count
+    metrics_flush_s: Seconds
     gpu: GpuServingConfig
 
 
@@ -272,6 +273,19 @@ class ReleaseConfig(Section):
         if weights != sorted(weights) or weights[-1] != 1.0:
             raise ValueError(f"canary_weights must rise and end at 1.0, got {weights}")
         return self
+
+
+class MonitoringConfig(Section):
+    """Quality without labels: the export stage's reference, the alerts and ``cifar10 monitor status``."""
+
+    path = "monitoring"
+    reference_split: Literal["validation", "test"]
+    reference_images: Count
+    statistic_bins: Annotated[int, Strict(), Field(ge=2, le=50)]
+    accuracy_drop: Annotated[float, Strict(), Field(gt=0, lt=1)]
+    input_psi: Annotated[float, Strict(), Field(gt=0)]
+    min_predictions: Positive
+    interval_z: Annotated[float, Strict(), Field(gt=0)]
 
 
 class SearchParam(Section):
@@ -343,6 +357,7 @@ class Params(BaseModel):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     optimize: OptimizeConfig = Field(default_factory=OptimizeConfig)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)  # the resolved document, as logged
 

@@ -10,6 +10,7 @@ the version with.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -21,12 +22,13 @@ from common import scored_split, tracking
 from common.exit_codes import Failed
 from common.export_manifest import Architecture, Artifact, ExportManifest, Io, Measured, Source
 from common.fsutil import atomic_dir, sha256_file
-from common.params import DataConfig, ExportConfig
+from common.params import DataConfig, ExportConfig, MonitoringConfig
 from common.scored_split import accuracy_rows  # noqa: F401 - re-exported for the tests
-from export import onnx_io, tensorrt_engine
+from export import onnx_io, quality, tensorrt_engine
 from export.onnx_io import INPUT_NAME, OUTPUT_NAME
 from export.parity import ParityResult, compare, render_table
 from export.quantize import quantize_int8
+from monitoring.quality_reference import FILE_NAME
 from training.augment import balanced_subset, normalize_batch
 from training.checkpoint import load_model, read_metadata
 from training.engine import predict_logits
@@ -67,8 +69,14 @@ def export_model(
     depth: int | None = None,
     width: int | None = None,
     experiment: str = "cifar10-wrn",
+    monitoring: MonitoringConfig | None = None,
 ) -> ExportManifest:
-    """Export ``weights`` in every configured precision into ``out_dir``; returns the manifest."""
+    """Export ``weights`` in every configured precision into ``out_dir``; returns the manifest.
+
+    Each artifact that passes also gets its quality reference (:mod:`export.quality`), calibrated
+    on ``monitoring.reference_split`` (``params.yaml``'s ``monitoring`` section when not given).
+    """
+    monitoring = monitoring or MonitoringConfig()
     model = load_model(weights, depth, width, len(data.classes))
     meta = read_metadata(weights) if weights.suffix == ".safetensors" else {}
     classes = json.loads(meta["classes"]) if "classes" in meta else list(data.classes)
@@ -112,16 +120,21 @@ def export_model(
             skipped["trt_fp16"] = reason
 
         test_x, test_y, test_digest = _test_split(prepared, data, cfg.accuracy_images)
+        ref_x, ref_y = quality.held_out(prepared, monitoring)
+        # The same seeded test rows as the accuracy figure: reuse those logits instead of a second pass.
+        reuse = monitoring.reference_split == "test" and monitoring.reference_images == cfg.accuracy_images
+        statistics = quality.file_statistics(prepared)
         artifacts = []
         for precision, result in results.items():
             path = tmp / FILES[precision]
-            measured = None
+            measured = reference = None
             if result.passed:
                 if precision == "trt_fp16":
-                    logits = tensorrt_engine.run_plan(path, test_x, cfg.max_batch)
+                    run = functools.partial(tensorrt_engine.run_plan, path, max_batch=cfg.max_batch)
                     runtime = tensorrt_engine.runtime_name()
                 else:
-                    logits, runtime = onnx_io.run_onnx(path, test_x), onnx_io.runtime_name()
+                    run, runtime = functools.partial(onnx_io.run_onnx, path), onnx_io.runtime_name()
+                logits = run(test_x)
                 measured = Measured(
                     accuracy=float(np.mean(logits.argmax(1) == test_y)),
                     images=len(test_y),
@@ -129,6 +142,12 @@ def export_model(
                     digest=test_digest,  # names exactly these images and labels (common.scored_split)
                     class_precision=scored_split.class_precision(logits.argmax(1), test_y, classes),
                 )
+                reference = quality.form_reference(
+                    precision, (lambda _x, z=logits: z) if reuse else run, ref_x, ref_y, statistics, data,
+                    monitoring, (measured.accuracy, measured.images),
+                )  # fmt: skip
+                quality_file = f"{quality.folder(precision)}/{FILE_NAME}"
+                reference.write(tmp / quality_file)
             if path.suffix == ".onnx":
                 onnx_io.set_metadata(
                     path,
@@ -157,6 +176,8 @@ def export_model(
                     parity=result,
                     test=measured,
                     built_on=tensorrt_engine.build_facts(cfg.max_batch) if precision == "trt_fp16" else None,
+                    quality_reference=None if reference is None else quality_file,
+                    quality_sha256=None if reference is None else sha256_file(tmp / quality_file),
                 )
             )
         table = render_table(list(results.values()))
@@ -236,6 +257,8 @@ def _log_to_mlflow(
             )
         for art in manifest.passed:
             mlflow.log_artifact(str(folder / art.file), f"export/{art.precision}")
+            if art.quality_reference:  # registered with the version: the same folder as its model file
+                mlflow.log_artifact(str(folder / art.quality_reference), f"export/{art.precision}")
         mlflow.log_artifact(str(folder / "parity.txt"), "export")
         mlflow.log_dict(manifest.model_dump(mode="json"), "export/manifest.json")
         return run.info.run_id

@@ -21,6 +21,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 
 from common.exit_codes import UsageError
+from common.export_manifest import QUALITY_REFERENCE_FILE as QUALITY_FILE
 from common.fsutil import sha256_file
 from common.params import ALL_PRECISIONS, Params
 from registry import aliases, plan_compat, release_record, serving_choice, store, tags
@@ -43,16 +44,31 @@ def fetch_artifact(name: str, version: int, cache: Path) -> Path:
     function writes or deletes is checked to lie inside ``cache/<name>/<version>``: a crafted tag
     can make the sync fail, never touch a file elsewhere.
     """
+    return fetch_version(name, version, cache)[0]
+
+
+def fetch_version(name: str, version: int, cache: Path) -> tuple[Path, Path | None]:
+    """:func:`fetch_artifact` plus the version's quality reference (``None``: registered without one).
+
+    The reference is verified like the artifact (``quality_sha256`` tag): a version never serves
+    with a reference that is not the one registered with it.
+    """
     import mlflow
 
     info = aliases.resolve(name, version=version)
     expected = tags.artifact_sha256(info.tags, name, version)
     filename = tags.artifact_file(info.tags, name, version)
+    quality_sha = tags.quality_sha256(info.tags, name, version)
     folder = (cache / name / str(version)).absolute()
     path = folder / filename
+    reference = folder / QUALITY_FILE if quality_sha else None
     if path.parent != folder or not path.resolve().is_relative_to(folder.resolve(strict=False)):
         raise store.ArtifactAltered(f"{name} v{version}: artifact path {path} leaves the cache {folder}")
-    if not (path.is_file() and sha256_file(path) == expected):
+
+    def intact(file: Path | None, sha: str | None) -> bool:
+        return file is None or (file.is_file() and not file.is_symlink() and sha256_file(file) == sha)
+
+    if not (intact(path, expected) and intact(reference, quality_sha)):
         folder.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         try:
@@ -61,14 +77,17 @@ def fetch_artifact(name: str, version: int, cache: Path) -> Path:
             )
         except MlflowException as exc:
             raise store.RegistryUnavailable(f"downloading {name} v{version}: {exc}") from exc
-    if path.is_symlink() or not path.is_file():
-        raise store.RegistryError(f"{name} v{version}: artifact {filename} missing from {info.source}")
-    if sha256_file(path) != expected:
-        path.unlink()
-        raise store.RegistryError(
-            f"{name} v{version}: downloaded {filename} does not match its registered SHA-256"
-        )
-    return path
+    for file, sha, what in ((path, expected, filename), (reference, quality_sha, QUALITY_FILE)):
+        if file is None:
+            continue
+        if file.is_symlink() or not file.is_file():
+            raise store.RegistryError(f"{name} v{version}: {what} missing from {info.source}")
+        if sha256_file(file) != sha:
+            file.unlink()
+            raise store.RegistryError(
+                f"{name} v{version}: downloaded {what} does not match its registered SHA-256"
+            )
+    return path, reference
 
 
 def max_batch(name: str, info: aliases.Resolved, fmt: str, params: Params) -> int:
@@ -118,7 +137,7 @@ def _classifier(
     resolved = {
         v: production if v == production.version else aliases.resolve(name, version=v) for v in numbers
     }
-    versions = tuple(ServedVersion(v, fetch_artifact(name, v, cache)) for v in numbers)
+    versions = tuple(ServedVersion(v, *fetch_version(name, v, cache)) for v in numbers)
     fmt = tags.artifact_format(production.tags, name, production.version)
     if fmt == "tensorrt_plan":  # before any file is written: a plan runs only where it was built
         host = host or plan_compat.host_facts()

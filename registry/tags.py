@@ -51,6 +51,16 @@ def artifact_sha256(tags: dict[str, str], name: str, version: int) -> str:
     return value
 
 
+def quality_sha256(tags: dict[str, str], name: str, version: int) -> str | None:
+    """The SHA-256 of the version's quality reference; ``None`` for a version registered without one."""
+    value = tags.get("quality_sha256")
+    if value is None:
+        return None
+    if not _SHA256.fullmatch(value):
+        raise TagError(f"{_where(name, version)}: tag quality_sha256={value!r} is not a hex SHA-256")
+    return value
+
+
 def artifact_format(tags: dict[str, str], name: str, version: int) -> str:
     value = tags.get("format", "onnx")
     if value not in FORMATS:

@@ -53,6 +53,7 @@ class RegisteredVersion(BaseModel):
     classes: tuple[str, ...]  # per version: the gate refuses one that answers in other classes
     built_on: dict[str, str] = Field(default_factory=dict)  # a TensorRT plan: what built it
     test: TestFigures | None = None
+    quality_sha256: str | None = None  # its quality_reference.json (None: registered before they existed)
 
     @classmethod
     def from_export(cls, manifest: ExportManifest, art: Artifact, run_id: str) -> RegisteredVersion:
@@ -79,6 +80,7 @@ class RegisteredVersion(BaseModel):
             )
             if measured
             else None,
+            quality_sha256=art.quality_sha256,
         )
 
     def to_tags(self) -> dict[str, str]:
@@ -101,6 +103,8 @@ class RegisteredVersion(BaseModel):
             "export_command": self.export_command,
             "classes": json.dumps(list(self.classes)),
         } | self.built_on
+        if self.quality_sha256:
+            out["quality_sha256"] = self.quality_sha256
         if self.test:
             out |= {
                 "test_accuracy": f"{self.test.accuracy:.4f}",
@@ -154,5 +158,6 @@ class RegisteredVersion(BaseModel):
             classes=tag.version_classes(tags, model_tags or {}, where),
             built_on={k: tags[k] for k in BUILT_ON if k in tags},
             test=test,
+            quality_sha256=tag.quality_sha256(tags, name, version),
             **figures,
         )

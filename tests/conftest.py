@@ -249,7 +249,7 @@ def reference_export(
     so every test that needs the served reference model shares this one export. Each artifact is
     scored on ``EXPORT_SCORED`` test images by default, on all of them when the run includes ``full``.
     """
-    from common.params import DataConfig, ExportConfig
+    from common.params import DataConfig, ExportConfig, MonitoringConfig
     from export.stage import export_model
 
     tmp = tmp_path_factory.mktemp("refexp")
@@ -263,7 +263,12 @@ def reference_export(
             calibration_images=512,
             accuracy_images=0 if reference_on_all else EXPORT_SCORED,
         )
-        manifest = export_model(reference_weights, prepared_mirror, DataConfig(), cfg, tmp / "export")
+        # The reference weights trained on the validation images too: their quality reference is
+        # calibrated on the scored test rows (the same rows, so the export reuses their logits).
+        held_out = MonitoringConfig(reference_split="test", reference_images=cfg.accuracy_images)
+        manifest = export_model(
+            reference_weights, prepared_mirror, DataConfig(), cfg, tmp / "export", monitoring=held_out
+        )
         manifest = manifest.model_dump(mode="json")  # the fixture hands tests the manifest.json shape
     return tmp / "export", manifest, uri
 

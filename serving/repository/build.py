@@ -100,12 +100,38 @@ def repository_layout(spec: RepositorySpec) -> tuple[dict[str, bytes | Path], se
         files[f"{ROUTER}/{LABELS_FILE}"] = labels
         files[f"{ROUTER}/1/model.py"] = python_model_source("router")
         files[f"{ROUTER}/1/preprocess.py"] = python_model_source("preprocess")  # its Decoder
+    files.update(quality_files(spec))
     files[f"{spec.ensemble_name}/config.pbtxt"] = to_text(ensemble_config(spec)).encode()
     files[f"{spec.ensemble_name}/{LABELS_FILE}"] = labels  # the classification extension's labels
     files.update(warmup_files(spec))
     files[SPEC_FILE] = (json.dumps(spec_to_dict(spec), indent=2) + "\n").encode()
     # Triton only loads an ensemble that has a (here empty) version directory.
     return files, {f"{spec.ensemble_name}/1"}
+
+
+QUALITY_MODULES = ("quality_metrics", "input_statistics")
+
+
+def quality_files(spec: RepositorySpec) -> dict[str, bytes | Path]:
+    """The quality counters' code beside each python model, and the references each one counts with.
+
+    ``<python model>/quality/<classifier>/<version>.json`` for every version that python model labels
+    (postprocess and the router: production and a release's candidate; preprocess: production):
+    each folder carries its own copy, so a model loaded from object storage finds it too.
+    """
+    files: dict[str, bytes | Path] = {}
+    routes = [(spec.target, spec.target.production)]
+    if spec.release is not None:
+        routes.append((spec.classifier(spec.release.candidate_model), spec.release.candidate_version))
+    users = {POSTPROCESS: routes, PREPROCESS: routes[:1]} | ({ROUTER: routes} if spec.release else {})
+    for python_model, labelled in users.items():
+        for module in QUALITY_MODULES:
+            files[f"{python_model}/1/{module}.py"] = python_model_source(module)
+        for model, number in labelled:
+            served = next(v for v in model.versions if v.version == number)
+            if served.quality_reference is not None:
+                files[f"{python_model}/quality/{model.name}/{number}.json"] = served.quality_reference
+    return files
 
 
 def model_fingerprints(spec: RepositorySpec) -> dict[str, str]:

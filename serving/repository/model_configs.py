@@ -104,9 +104,20 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.parameters["resample"].string_value = "bilinear"
     config.parameters["max_bytes"].string_value = str(spec.max_image_bytes)
     config.parameters["max_pixels"].string_value = str(spec.max_image_pixels)
+    # Input statistics, labelled with production's classifier version and binned by its reference.
+    config.input.add(name="UNCOUNTED", data_type=mc.TYPE_BOOL, dims=[1], optional=True)  # warm-up only
+    _quality_parameters(config, spec)
+    config.parameters["quality_model"].string_value = spec.ensemble_target
+    config.parameters["quality_version"].string_value = str(spec.target.production)
     if spec.warmup:
         config.model_warmup.extend(warmup.preprocess_samples(spec))
     return config
+
+
+def _quality_parameters(config: mc.ModelConfig, spec: RepositorySpec) -> None:
+    """The quality counters' switch and push interval (references: ``quality/<model>/<version>.json``)."""
+    config.parameters["quality_metrics"].string_value = "true" if spec.quality_metrics else "false"
+    config.parameters["metrics_flush_s"].string_value = repr(float(spec.metrics_flush_s))
 
 
 def postprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
@@ -127,6 +138,7 @@ def postprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.parameters["target_version"].string_value = str(spec.target.production)
     config.parameters["labels_file"].string_value = LABELS_FILE
     config.parameters["class_metric"].string_value = "true" if spec.class_metric else "false"
+    _quality_parameters(config, spec)
     # Which version answered each image (0 production, 1 candidate), from the release's router.
     # Optional, so this postprocess serves both ensemble forms while a rollout swaps one for the other.
     config.input.add(name="ROUTE", data_type=mc.TYPE_INT32, dims=[1], optional=True)
@@ -164,6 +176,9 @@ def router_config(spec: RepositorySpec) -> mc.ModelConfig:
     for key in ("mean", "std", "resample", "max_bytes", "max_pixels"):
         config.parameters[key].string_value = preprocess_config(spec).parameters[key].string_value
     config.parameters["image_size"].string_value = f"{IMAGE_SIZE}x{IMAGE_SIZE}"
+    _quality_parameters(config, spec)  # input statistics as preprocess counts them, on production's bins
+    config.parameters["quality_model"].string_value = production.name
+    config.parameters["quality_version"].string_value = str(production.production)
     config.parameters["shadow_fraction"].string_value = repr(float(release.shadow_fraction))
     config.parameters["canary_weight"].string_value = repr(float(release.canary_weight))
     config.parameters["route_key"].string_value = ROUTE_KEY

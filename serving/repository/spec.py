@@ -57,9 +57,14 @@ class ServedVersion:
 
     version: int
     artifact: Path
+    # Its quality reference (monitoring.quality_reference), shipped to the python models that count
+    # against it; None: registered before references existed, so its quality is not counted.
+    quality_reference: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "artifact", Path(self.artifact))
+        if self.quality_reference is not None:
+            object.__setattr__(self, "quality_reference", Path(self.quality_reference))
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,9 @@ class RepositorySpec:
     ensemble_name: str = "cifar10"
     # ``predicted_class_total`` in postprocess; off only to measure what it costs (monitoring/bench_*).
     class_metric: bool = True
+    # The quality counters (confidence against the ATC threshold, input statistics); off likewise.
+    quality_metrics: bool = True
+    metrics_flush_s: float = _setting("metrics_flush_s")  # how often python models push those counters
     # What preprocess agrees to decode: encoded bytes per image and decoded pixels per image.
     max_image_bytes: int = _setting("max_image_bytes")
     max_image_pixels: int = _setting("max_image_pixels")

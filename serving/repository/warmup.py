@@ -32,6 +32,7 @@ from serving.repository.spec import POSTPROCESS, PREPROCESS, RepositorySpec, Ser
 WARMUP_DIR = "warmup"
 IMAGE_FILE = "image.jpg.bytes"
 ROUTE_FILE = "route_minus_one.int32"
+FLAG_FILE = "true.bool"
 
 
 def batch_sizes(preferred: tuple[int, ...], max_batch_size: int, limit: int = 0) -> list[int]:
@@ -66,7 +67,11 @@ def classifier_samples(model: ServedModel, dims: list[int], limit: int = 0) -> l
 
 
 def preprocess_samples(spec: RepositorySpec) -> list[mc.ModelWarmup]:
-    inputs = {"IMAGE": _file(mc.TYPE_STRING, [1], IMAGE_FILE)}
+    # UNCOUNTED (optional, sent by no client): the warm-up image stays out of the input statistics.
+    inputs = {
+        "IMAGE": _file(mc.TYPE_STRING, [1], IMAGE_FILE),
+        "UNCOUNTED": _file(mc.TYPE_BOOL, [1], FLAG_FILE),
+    }
     sizes = batch_sizes(spec.target.preferred_batch_sizes, spec.preprocess_max_batch, spec.warmup_max_batch)
     return [_sample(f"jpeg_batch_{b}", b, inputs) for b in sizes]
 
@@ -99,5 +104,6 @@ def warmup_files(spec: RepositorySpec) -> dict[str, bytes]:
     image = sample_jpeg()
     return {
         f"{PREPROCESS}/{WARMUP_DIR}/{IMAGE_FILE}": struct.pack("<I", len(image)) + image,
+        f"{PREPROCESS}/{WARMUP_DIR}/{FLAG_FILE}": b"\x01",
         f"{POSTPROCESS}/{WARMUP_DIR}/{ROUTE_FILE}": struct.pack("<i", -1),
     }

@@ -26,6 +26,8 @@ ALERTS = {
     "TritonP99LatencyHigh",
     "Cifar10PredictionDrift",
     "Cifar10DriftReferenceMissing",
+    "Cifar10EstimatedAccuracyLow",
+    "Cifar10InputDrift",
 }
 
 

@@ -81,7 +81,8 @@ def plan_registry(registry):
     plan.write_bytes(b"a serialised engine stands here" * 64)
     MlflowClient().log_artifact(manifest["mlflow_run_id"], str(plan), "export/trt_fp16")
     art = fp32 | {"precision": "trt_fp16", "file": plan.name, "format": "tensorrt_plan", "built_on": BUILT}
-    manifest["artifacts"] = [art | {"sha256": sha256_file(plan)}]
+    no_reference = {"quality_reference": None, "quality_sha256": None}
+    manifest["artifacts"] = [art | {"sha256": sha256_file(plan)} | no_reference]
     (copy / "manifest.json").write_text(json.dumps(manifest))
     cfg = RegistryConfig(
         model_prefix=f"p{uuid.uuid4().hex[:8]}", serve=("trt_fp16",), ensemble_target="trt_fp16"

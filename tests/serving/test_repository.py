@@ -103,7 +103,7 @@ def test_python_model_configs_carry_their_parameters(tmp_path, artifacts):
     for name in ("preprocess", "postprocess"):
         source = (tmp_path / "repo" / name / "1" / "model.py").read_bytes()
         assert source == repo_mod.python_model_source(name)
-        (pyc,) = (tmp_path / "repo" / name / "1" / "__pycache__").iterdir()
+        (pyc,) = (tmp_path / "repo" / name / "1" / "__pycache__").glob("model.*.pyc")
         assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b11  # checked-hash pyc
 
 
@@ -250,7 +250,8 @@ def test_fingerprints_change_only_for_affected_models(artifacts):
     staged = model_fingerprints(make_spec({1: artifacts[1], 2: artifacts[2]}, production=1))
     switched = model_fingerprints(make_spec({1: artifacts[1], 2: artifacts[2]}, production=2))
     assert {k for k in v1 if v1[k] != staged[k]} == {CLASSIFIER}
-    assert {k for k in staged if staged[k] != switched[k]} == {"postprocess", "cifar10"}
+    # preprocess too: it labels its input statistics with production's version (and bins by its reference)
+    assert {k for k in staged if staged[k] != switched[k]} == {"preprocess", "postprocess", "cifar10"}
     os.utime(artifacts[1], ns=(0, 0))  # an artifact rewritten in place reads as a change
     assert model_fingerprints(make_spec({1: artifacts[1]}, production=1))[CLASSIFIER] != v1[CLASSIFIER]
 
@@ -298,8 +299,10 @@ def test_a_release_puts_the_router_between_preprocess_and_postprocess(tmp_path, 
     shipped = tmp_path / "repo" / "router" / "1"
     assert (shipped / "preprocess.py").read_bytes() == repo_mod.python_model_source("preprocess")
     assert sorted(p.name.split(".")[0] for p in (shipped / "__pycache__").iterdir()) == [
+        "input_statistics",
         "model",
         "preprocess",
+        "quality_metrics",
     ]
     params = {k: v.string_value for k, v in router.parameters.items()}
     assert (params["production_model"], params["production_version"]) == (CLASSIFIER, "1")

@@ -15,6 +15,10 @@ image whether production or the candidate (``candidate_model``/``candidate_versi
 The config parameter ``class_metric`` (``true``/``false``, default ``true``)
 switches the counter off; that exists to measure its overhead, not for production use.
 
+With ``quality_metrics`` on, each route's predictions are also scored against its version's quality
+reference (``quality_prediction_total``, ``confident_prediction_total``: the ATC estimate of accuracy;
+see ``quality_metrics.py``, shipped beside this file).
+
 The metric objects are deliberately never released (:data:`_RETAINED`). Triton 2.51 reference-counts
 the Prometheus series per ``MetricFamily`` object, not per series: while a reload runs, the old and
 the new instance create separate families that share the same series, and when the old instance
@@ -86,6 +90,7 @@ class TritonPythonModel:
         if params.get("candidate_model", {}).get("string_value"):
             routes.append((_param(params, "candidate_model"), _param(params, "candidate_version")))
         self.counters = []
+        self.quality = _quality_counters(params, args["model_repository"], routes)
         if not _flag(params, "class_metric", default=True):
             return
         # The family must outlive every Metric made from it: once it is garbage collected, each
@@ -102,7 +107,7 @@ class TritonPythonModel:
         ]
         _RETAINED.append((self.family, self.counters))
 
-    def _one(self, request) -> tuple[pb_utils.InferenceResponse, np.ndarray, np.ndarray]:
+    def _one(self, request) -> tuple[pb_utils.InferenceResponse, np.ndarray, np.ndarray, np.ndarray]:
         logits = pb_utils.get_input_tensor_by_name(request, "LOGITS").as_numpy().astype(np.float32)
         if logits.ndim != 2 or logits.shape[1] != len(self.labels):
             raise InvalidLogits(f"expected [batch, {len(self.labels)}] logits, got {list(logits.shape)}")
@@ -114,16 +119,20 @@ class TritonPythonModel:
             given = route.as_numpy().reshape(-1).astype(np.int64)
             routes = np.where(given < 0, -1, np.minimum(given, max(len(self.counters) - 1, 0)))
         response = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("PROBABILITIES", probs)])
-        return response, best, routes
+        return response, best, routes, logits
 
     def execute(self, requests: list) -> list:
         responses = []
         counts = np.zeros((max(len(self.counters), 1), len(self.labels)), dtype=np.int64)
         for request in requests:
             try:
-                response, best, routes = self._one(request)
+                response, best, routes, logits = self._one(request)
                 counted = routes >= 0
                 np.add.at(counts, (routes[counted], best[counted]), 1)
+                if self.quality is not None:
+                    for route, counter in enumerate(self.quality[1]):
+                        if counter is not None:
+                            counter.count(logits[routes == route])
                 responses.append(response)
             except InvalidLogits as exc:
                 error = pb_utils.TritonError(f"postprocess: {exc}", pb_utils.TritonError.INVALID_ARG)
@@ -141,4 +150,28 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
-        pass  # the metrics stay in _RETAINED on purpose (module docstring)
+        if self.quality is not None:  # push what is counted; the metrics stay (module docstring)
+            self.quality[0].close()
+
+
+def _quality_counters(params: dict, model_folder: str, routes: list[tuple[str, str]]):
+    """(flusher, one ATC counter per route or ``None`` where its version has no reference), or ``None``.
+
+    Each route is scored with *its own* version's temperature and threshold
+    (``quality/<model>/<version>.json``, written by sync); see ``quality_metrics.py``.
+    """
+    if not _flag(params, "quality_metrics", default=False):
+        return None
+    if not os.path.isdir(os.path.join(model_folder, "quality")):
+        return None  # sync shipped no reference: nothing to count against
+    from quality_metrics import ConfidenceCounter, Flusher, load_reference
+
+    references = [load_reference(model_folder, m, v) for m, v in routes]
+    if all(r is None for r in references):
+        return None
+    flusher = Flusher(float(params.get("metrics_flush_s", {}).get("string_value", "1.0")))
+    counters = [
+        None if ref is None else ConfidenceCounter(ref, {"model": m, "version": v}, flusher)
+        for (m, v), ref in zip(routes, references, strict=True)
+    ]
+    return flusher, counters

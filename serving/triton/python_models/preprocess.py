@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -36,6 +38,14 @@ DEFAULT_MAX_BYTES = 1 << 20
 # Only the formats clients are told to send: every other PIL decoder is attack surface we do not need.
 FORMATS = ("PNG", "JPEG")
 BOMBS = (Image.DecompressionBombWarning, Image.DecompressionBombError)
+
+
+class Decoded(NamedTuple):
+    """What one request's images were before normalising: the input statistics measure these."""
+
+    pixels: np.ndarray  # uint8 N x H x W x 3, model-sized
+    encoded_bytes: np.ndarray
+    original_pixels: np.ndarray
 
 
 class InvalidImage(ValueError):
@@ -52,8 +62,8 @@ def _floats(params: dict, key: str) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(3, 1, 1)
 
 
-def decode(data: bytes, size: tuple[int, int], resample: int, max_pixels: int) -> np.ndarray:
-    """One encoded file -> ``H x W x 3`` uint8 RGB, or :class:`InvalidImage` with the reason."""
+def decode(data: bytes, size: tuple[int, int], resample: int, max_pixels: int) -> tuple[np.ndarray, int]:
+    """One encoded file -> ``H x W x 3`` uint8 RGB and its pixels as sent, or :class:`InvalidImage`."""
     if not data:
         raise InvalidImage("is empty (no image bytes)")
     try:
@@ -63,6 +73,7 @@ def decode(data: bytes, size: tuple[int, int], resample: int, max_pixels: int) -
                 if img.width * img.height > max_pixels:
                     raise InvalidImage(f"is too large ({img.width}x{img.height} > {max_pixels} pixels)")
                 img.load()
+                original = img.width * img.height
                 rgb = img.convert("RGB")
     except InvalidImage:
         raise
@@ -74,7 +85,7 @@ def decode(data: bytes, size: tuple[int, int], resample: int, max_pixels: int) -
         raise InvalidImage(f"could not be decoded as PNG/JPEG ({exc})") from None
     if rgb.size != size:
         rgb = rgb.resize(size, resample=resample)
-    return np.asarray(rgb, dtype=np.uint8)
+    return np.asarray(rgb, dtype=np.uint8), original
 
 
 class Decoder:
@@ -99,9 +110,15 @@ class Decoder:
 
     def batch(self, batch: np.ndarray) -> np.ndarray:
         """``BYTES [n, 1]`` -> ``[n, 3, H, W]``; :class:`InvalidImage` names the first bad image."""
+        return self.decoded(batch)[0]
+
+    def decoded(self, batch: np.ndarray) -> tuple[np.ndarray, Decoded]:
+        """:meth:`batch` plus what the input statistics need: uint8 pixels, file sizes, sizes as sent."""
         if batch.ndim != 2 or batch.shape[1] != 1:
             raise InvalidImage(f"IMAGE must be BYTES [batch, 1], got shape {list(batch.shape)}")
-        images = np.empty((len(batch), 3, self.size[1], self.size[0]), dtype=np.float32)
+        images = np.empty((len(batch), 3, self.size[1], self.size[0]), dtype=np.uint8)
+        sizes = np.empty(len(batch), dtype=np.int64)
+        originals = np.empty(len(batch), dtype=np.int64)
         for i, (blob,) in enumerate(batch):
             data = bytes(blob)
             if len(data) > self.max_bytes:
@@ -109,11 +126,13 @@ class Decoder:
                     f"image {i} of the request is {len(data)} bytes, more than the {self.max_bytes} allowed"
                 )
             try:
-                pixels = decode(data, self.size, self.resample, self.max_pixels)
+                pixels, originals[i] = decode(data, self.size, self.resample, self.max_pixels)
             except InvalidImage as exc:
                 raise InvalidImage(f"image {i} of the request {exc}") from None
             images[i] = pixels.transpose(2, 0, 1)
-        return ((images / np.float32(255.0) - self.mean) / self.std).astype(np.float32)
+            sizes[i] = len(data)
+        normalised = ((images / np.float32(255.0) - self.mean) / self.std).astype(np.float32)
+        return normalised, Decoded(images.transpose(0, 2, 3, 1), sizes, originals)
 
 
 class TritonPythonModel:
@@ -125,10 +144,15 @@ class TritonPythonModel:
         channels, height, width = (int(d) for d in out["dims"])
         if channels != 3:
             raise ValueError(f"preprocess: output INPUT must have 3 channels, config says {out['dims']}")
-        self.decoder = Decoder(config.get("parameters", {}), (width, height))
+        params = config.get("parameters", {})
+        self.decoder = Decoder(params, (width, height))
+        self.statistics = statistic_counter(params, args["model_repository"])
 
     def _one(self, request) -> pb_utils.InferenceResponse:
-        images = self.decoder.batch(pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy())
+        images, decoded = self.decoder.decoded(pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy())
+        uncounted = pb_utils.get_input_tensor_by_name(request, "UNCOUNTED")  # warm-up samples only
+        if self.statistics is not None and uncounted is None:
+            self.statistics[1].count(*decoded)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("INPUT", images)])
 
     def execute(self, requests: list) -> list:
@@ -147,4 +171,25 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
-        pass
+        if self.statistics is not None:
+            self.statistics[0].close()
+
+
+def statistic_counter(params: dict, model_folder: str):
+    """The (flusher, counter) of the version this model's statistics are labelled with, or ``None``.
+
+    ``quality_model``/``quality_version`` name it (production's classifier); without its reference
+    (``quality/<model>/<version>.json``) or with ``quality_metrics`` false nothing is counted.
+    """
+    enabled = params.get("quality_metrics", {}).get("string_value", "false") == "true"
+    if not (enabled and os.path.isdir(os.path.join(model_folder, "quality"))):
+        return None  # sync shipped no reference: nothing to count against
+    from quality_metrics import Flusher, StatisticCounter, load_reference
+
+    model = params.get("quality_model", {}).get("string_value", "")
+    version = params.get("quality_version", {}).get("string_value", "")
+    reference = load_reference(model_folder, model, version) if enabled and model else None
+    if reference is None:
+        return None
+    flusher = Flusher(float(params.get("metrics_flush_s", {}).get("string_value", "1.0")))
+    return flusher, StatisticCounter(reference, {"model": model, "version": version}, flusher)

@@ -34,6 +34,7 @@ import queue
 import random
 import threading
 import time
+from typing import NamedTuple
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -165,6 +166,7 @@ class TritonPythonModel:
         _RETAINED.append((agreement, classes, dropped, self.agreement, self.shadow_classes))
         _RETAINED.append(self.dropped)
         self.queue: queue.Queue = queue.Queue(maxsize=int(_param(params, "shadow_queue")))
+        self.quality = _quality(params, args["model_repository"], self.production, self.candidate)
         self.worker = threading.Thread(target=self._worker, name="shadow", daemon=True)
         self.worker.start()
 
@@ -197,7 +199,10 @@ class TritonPythonModel:
         return CANDIDATE if share < self.canary_weight else PRODUCTION
 
     def _decode(self, request) -> np.ndarray:
-        return self.decoder.batch(pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy())
+        images, decoded = self.decoder.decoded(pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy())
+        if self.quality.statistics is not None:
+            self.quality.statistics.count(*decoded)
+        return images
 
     def execute(self, requests: list) -> list:
         if not self.halted and os.path.exists(self.halt_path):
@@ -277,12 +282,16 @@ class TritonPythonModel:
             return
         started = time.monotonic()
         try:
-            theirs = self.candidate.infer(np.concatenate(inputs)).argmax(axis=1)
+            their_logits = self.candidate.infer(np.concatenate(inputs))
         except RouteError:
             self.failures[(CANDIDATE, "shadow")].increment(1)
             return
         self.latency[(CANDIDATE, "shadow")].observe((time.monotonic() - started) * 1000.0)
-        ours = np.concatenate(served).argmax(axis=1)
+        our_logits = np.concatenate(served)
+        for scorer, logits in zip(self.quality.shadow, (our_logits, their_logits), strict=True):
+            if scorer is not None:  # both versions' confidence on the very same images
+                scorer.count(logits)
+        theirs, ours = their_logits.argmax(axis=1), our_logits.argmax(axis=1)
         same = theirs == ours
         for index in np.unique(ours):
             mine = ours == index
@@ -299,3 +308,33 @@ class TritonPythonModel:
     def finalize(self) -> None:
         self.queue.put(None)  # the metrics stay in _RETAINED on purpose
         self.worker.join(timeout=5)
+        if self.quality.flusher is not None:
+            self.quality.flusher.close()
+
+
+class _Quality(NamedTuple):
+    flusher: object | None
+    statistics: object | None  # input statistics on production's bins, as preprocess counts them
+    shadow: tuple  # (production's scorer, candidate's scorer) on shadowed images; None without a reference
+
+
+def _quality(params: dict, model_folder: str, production: _Target, candidate: _Target) -> _Quality:
+    """The router's quality counters (``quality_metrics.py``), each from its own version's reference."""
+    if params.get("quality_metrics", {}).get("string_value", "false") != "true":
+        return _Quality(None, None, (None, None))
+    if not os.path.isdir(os.path.join(model_folder, "quality")):
+        return _Quality(None, None, (None, None))  # sync shipped no reference
+    from quality_metrics import ConfidenceCounter, Flusher, StatisticCounter, load_reference
+
+    refs = [load_reference(model_folder, t.model, str(t.version)) for t in (production, candidate)]
+    if all(r is None for r in refs):
+        return _Quality(None, None, (None, None))
+    flusher = Flusher(float(params.get("metrics_flush_s", {}).get("string_value", "1.0")))
+    own = {"model": production.model, "version": str(production.version)}
+    statistics = None if refs[0] is None else StatisticCounter(refs[0], own, flusher)
+    labels = {"model": candidate.model, "version": str(candidate.version)}
+    shadow = tuple(
+        None if ref is None else ConfidenceCounter(ref, {**labels, "scorer": role}, flusher, prefix="shadow_")
+        for role, ref in zip(("production", "candidate"), refs, strict=True)
+    )
+    return _Quality(flusher, statistics, shadow)
