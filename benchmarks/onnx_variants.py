@@ -21,13 +21,15 @@ def onnx_variant(
     order: list[int] | None = None,
     bias: list[float] | None = None,
     fail_beyond: float | None = None,
+    scale: float | None = None,
 ) -> Path:
     """``src`` under another name and checksum, with at most these changes after its logits:
 
     ``rotate``: logits rolled by one class; ``order``: logits gathered in this order (a swap, or a
     subset: a model of fewer classes); ``bias``: added to the logits; ``fail_beyond``: a request whose
     mean input lies beyond it, seen from 0, fails (an out-of-range ``Gather``), as a model that breaks
-    on some inputs does, while the zero warm-up samples and the gate's check near 0 still pass.
+    on some inputs does, while the zero warm-up samples and the gate's check near 0 still pass;
+    ``scale``: the logits multiplied by it (below 1: the same answers, less sure of each).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -39,7 +41,7 @@ def onnx_variant(
         order = [
             int(i) for i in np.roll(np.arange(graph.output[0].type.tensor_type.shape.dim[1].dim_value), -1)
         ]
-    if order is not None or bias is not None or fail_beyond is not None:
+    if order is not None or bias is not None or fail_beyond is not None or scale is not None:
         for node in graph.node:
             node.output[:] = [f"{out}_raw" if o == out else o for o in node.output]
         current = f"{out}_raw"
@@ -52,6 +54,10 @@ def onnx_variant(
             graph.initializer.append(numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "bias"))
             graph.node.append(helper.make_node("Add", [current, "bias"], [f"{out}_biased"]))
             current = f"{out}_biased"
+        if scale is not None:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(scale, dtype=np.float32), "scale"))
+            graph.node.append(helper.make_node("Mul", [current, "scale"], [f"{out}_scaled"]))
+            current = f"{out}_scaled"
         if fail_beyond is not None:
             graph.initializer.extend(
                 [
@@ -84,6 +90,7 @@ def register_variant(name: str, base: int, path: Path, tags: dict[str, str] | No
     import mlflow
 
     from common import tracking
+    from common.export_manifest import QUALITY_REFERENCE_FILE
     from common.fsutil import sha256_file
     from registry import store
 
@@ -93,6 +100,12 @@ def register_variant(name: str, base: int, path: Path, tags: dict[str, str] | No
     experiment = tracking.ensure_experiment("release-variants", root=path.parent)
     with mlflow.start_run(experiment_id=experiment, run_name=f"variant {path.name}") as run:
         mlflow.log_artifact(str(path), f"export/{form}")
+        if "quality_sha256" in base_tags:  # the base's quality reference, as its test figures are copied
+            reference = mlflow.artifacts.download_artifacts(
+                f"models:/{name}/{base}/{QUALITY_REFERENCE_FILE}",
+                dst_path=str(path.parent / f"{path.stem}-ref"),
+            )
+            mlflow.log_artifact(reference, f"export/{form}")
     own = {"file": path.name, "sha256": sha256_file(path), "run_id": run.info.run_id}
     source = f"runs:/{run.info.run_id}/export/{form}"
     return int(

@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.params import MonitoringConfig
+
 OUT = Path(__file__).resolve().parent / "grafana" / "dashboards" / "cifar10-triton.json"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 UID = "cifar10-triton"
@@ -119,6 +121,37 @@ PANELS: tuple[Panel, ...] = (
         ),
         "Inferences per second by classifier version (the ensemble routes to production; other "
         "versions see only explicit calls: shadow or canary traffic).",
+    ),
+    Panel(
+        "Quality: estimated accuracy without labels",
+        "percentunit",
+        (
+            ("cifar10:estimated_accuracy:5m", "{{model}} v{{version}} 5m"),
+            ("cifar10:estimated_accuracy:30m", "{{model}} v{{version}} 30m"),
+            ("cifar10:reference_accuracy", "{{model}} v{{version}} held-out"),
+        ),
+        "ATC (share of answers above the version's calibrated confidence threshold), capped by the "
+        "class-mix bound, against the version's held-out accuracy. Alert Cifar10EstimatedAccuracyLow "
+        "when the 30 m estimate is monitoring.accuracy_drop below it. Unreliable while inputs drift.",
+    ),
+    Panel(
+        "Quality: input drift (PSI per statistic, 30 m)",
+        "none",
+        (("cifar10:input_psi:30m", "{{model}} v{{version}} {{statistic}}"),),
+        "Brightness, contrast, saturation, sharpness, encoded size per pixel and resolution of the "
+        "served images against the version's reference bins. Alert Cifar10InputDrift above "
+        "monitoring.input_psi.",
+        threshold=MonitoringConfig().input_psi,
+    ),
+    Panel(
+        "Quality: confident share and class-mix bound (30 m)",
+        "percentunit",
+        (
+            ("cifar10:accuracy_atc:30m", "{{model}} v{{version}} ATC"),
+            ("cifar10:class_mix_bound:30m", "{{model}} v{{version}} class-mix bound"),
+        ),
+        "The two halves of the estimate: under a covariate shift no more than 1 - TV(predicted mix, "
+        "label mix) of the answers can be right, however sure the model is of them.",
     ),
     Panel(
         "Release: answers per version",

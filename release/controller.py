@@ -187,6 +187,7 @@ def step_of(ctx: Context, record: ReleaseRecord, latency_since: float = 0.0) -> 
         release_started_at=record.started_at,
         limits=fixed,
         latency_since=latency_since,
+        accuracy_drop=ctx.params.monitoring.accuracy_drop,
     )
 
 

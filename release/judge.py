@@ -29,7 +29,10 @@ A step is judged on these figures, each for the candidate against production ove
 * **class-mix PSI** - the divergence between the candidate's and production's predicted classes;
 * **labelled probe** (shadow step, measured once at its start, :mod:`release.probe`) - both
   versions' accuracy on the same labelled test images through the live server, the candidate's
-  against production's minus ``accuracy_margin``: what no label-free figure can see.
+  against production's minus ``accuracy_margin``: what no label-free figure can see;
+* **estimated accuracy** (:mod:`release.estimate_figures`) - the candidate's label-free ATC estimate
+  on live traffic against production's (same images in shadow) and against its own held-out
+  accuracy minus ``monitoring.accuracy_drop``.
 
 The verdict is looked at every ``check_interval_s``: repeated looks at a fixed ``confidence_z`` make
 the real chance of a false alarm over a step larger than one look's; ``z = 3`` (0.13 % a look, one
@@ -58,6 +61,7 @@ from common.params import ReleaseConfig
 from common.promql import Prometheus
 from monitoring.drift import psi
 from release import latency
+from release.estimate_figures import estimate_figures
 from release.figures import Figure, Verdict, by_class, interval, psi_noise
 from release.figures import selector as _sel
 from release.limits import Limits
@@ -77,6 +81,7 @@ class Step:
     limits: Limits | None  # the agreement limits fixed at the gate; None: none could be derived
     latency_since: float = 0.0  # latency counts from here: the step's rollout done, plus the settle
     measured: tuple[Figure, ...] = ()  # figures measured once for the step (the labelled probe)
+    accuracy_drop: float | None = None  # monitoring.accuracy_drop: the estimate vs the candidate's reference
 
 
 def judge(prom: Prometheus, step: Step, cfg: ReleaseConfig, now: float, baseline_p99_ms: float | None):
@@ -114,6 +119,10 @@ def judge(prom: Prometheus, step: Step, cfg: ReleaseConfig, now: float, baseline
     if step.shadow:
         figures += agreement_figures(prom, step, cfg, window)
     figures += step.measured
+    figures += estimate_figures(
+        prom, step.candidate, step.production, step.shadow, window, z,
+        cfg.accuracy_margin, step.accuracy_drop, cfg.min_images,
+    )  # fmt: skip
 
     production_classes = by_class(prom, "predicted_class_total", pm, pv, whole)
     n_c, n_p = images, sum(production_classes.values())

@@ -9,11 +9,14 @@ seeded by ``(seed, kind, severity)``, so the same input gives the same bytes on 
 The parameters follow CIFAR-10-C's severities 1, 3 and 5 where that paper's kind is the same
 (Gaussian noise, contrast, brightness, JPEG, pixelate); the blur is a plain Gaussian blur. What a
 corruption returns is *encoded* (PNG, or JPEG for the JPEG kind), because that is what a client
-sends and what the server's ``preprocess`` decodes: the serving path sees the same bytes.
+sends and what the server's ``preprocess`` decodes: the serving path sees the same bytes. A corrupted
+image is encoded the way its source files are (:func:`encoding_of`: PNG, or JPEG at the quality the
+source used), so the file format itself is not a shift; only the JPEG kind changes the encoding.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import zlib
 from collections.abc import Callable
@@ -30,7 +33,7 @@ PARAMETERS: dict[str, tuple[float, float, float]] = {
     "blur": (0.5, 1.0, 1.5),  # Gaussian radius (sigma) in pixels
     "contrast": (0.75, 0.4, 0.15),  # factor towards the image's mean
     "brightness": (0.1, 0.3, 0.5),  # added to HSV value
-    "jpeg": (80, 50, 20),  # JPEG quality
+    "jpeg": (60, 40, 20),  # JPEG quality (the mirror's own files are quality 75)
     "pixelate": (0.75, 0.5, 0.35),  # downscale factor before scaling back up (box filter)
 }
 KINDS = tuple(PARAMETERS)
@@ -72,6 +75,42 @@ PIXEL_OPS: dict[str, Callable[[np.ndarray, float, np.random.Generator], np.ndarr
 }
 
 
+Encoding = tuple[str, int]  # ("PNG", 0) or ("JPEG", quality)
+PNG: Encoding = ("PNG", 0)
+
+
+def _tables(data: bytes) -> list[int] | None:
+    with Image.open(io.BytesIO(data)) as img:
+        tables = getattr(img, "quantization", None)
+        return list(tables[0]) if tables else None
+
+
+@functools.cache
+def _table_by_quality() -> dict[int, list[int]]:
+    blank = Image.new("RGB", (8, 8))
+    out = {}
+    for quality in range(1, 101):
+        buf = io.BytesIO()
+        blank.save(buf, format="JPEG", quality=quality)
+        out[quality] = _tables(buf.getvalue()) or []
+    return out
+
+
+def encoding_of(files: list[bytes]) -> Encoding:
+    """How source files are encoded: PNG, or JPEG with the IJG quality whose luminance table is
+    nearest to the first file's (what Pillow writes for that quality)."""
+    if not files or not files[0].startswith(b"\xff\xd8"):
+        return PNG
+    table = _tables(files[0])
+    if not table:
+        return PNG
+    best = min(
+        _table_by_quality().items(),
+        key=lambda kv: sum(abs(a - b) for a, b in zip(kv[1], table, strict=False)),
+    )
+    return ("JPEG", best[0])
+
+
 def _encode(pixels: np.ndarray, fmt: str, quality: int = 95) -> bytes:
     buf = io.BytesIO()
     image = Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8))
@@ -87,8 +126,13 @@ def rng_for(seed: int, kind: str, severity: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(kind.encode()), SEVERITIES.index(severity)])
 
 
-def corrupt(images: np.ndarray, kind: str, severity: str, seed: int = 0) -> list[bytes]:
-    """Uint8 ``N x H x W x 3`` RGB images -> the encoded files of their corrupted copies."""
+def corrupt(
+    images: np.ndarray, kind: str, severity: str, seed: int = 0, encoding: Encoding = PNG
+) -> list[bytes]:
+    """Uint8 ``N x H x W x 3`` RGB images -> the encoded files of their corrupted copies.
+
+    ``encoding``: how every kind but ``jpeg`` is written (:func:`encoding_of` the source files).
+    """
     if kind not in PARAMETERS:
         raise ValueError(f"unknown corruption {kind!r}; choose from {', '.join(KINDS)}")
     if severity not in SEVERITIES:
@@ -99,7 +143,8 @@ def corrupt(images: np.ndarray, kind: str, severity: str, seed: int = 0) -> list
     if kind == "jpeg":
         return [_encode(img, "JPEG", quality=int(value)) for img in images]
     rng = rng_for(seed, kind, severity)
-    return [_encode(PIXEL_OPS[kind](img, value, rng), "PNG") for img in images]
+    fmt, quality = encoding
+    return [_encode(PIXEL_OPS[kind](img, value, rng), fmt, quality) for img in images]
 
 
 def decode(files: list[bytes]) -> np.ndarray:
@@ -115,14 +160,15 @@ def write_folder(
     kind: str,
     severity: str,
     seed: int,
+    encoding: Encoding = PNG,
 ) -> int:
     """One corrupted set as an image folder ``out/<kind>-<severity>/<class>/<index>.<png|jpg>``.
 
     That is the layout ``cifar10 client evaluate`` reads, so a shifted set is scored through the
     served ``cifar10`` endpoint like any other folder. Returns the number of files written.
     """
-    files = corrupt(images, kind, severity, seed)
-    suffix = "jpg" if kind == "jpeg" else "png"
+    files = corrupt(images, kind, severity, seed, encoding)
+    suffix = "jpg" if kind == "jpeg" or encoding[0] == "JPEG" else "png"
     root = out / f"{kind}-{severity}"
     for i, (data, label) in enumerate(zip(files, labels, strict=True)):
         folder = root / classes[int(label)]

@@ -221,6 +221,10 @@ class ReleaseStack:
                         "python_queue_delay_us": 0,
                     },
                     "release": settings,
+                    # The small model's reference is 40 synthetic validation images and the traffic
+                    # repeats 40 others: its absolute estimate means little, so only the candidate-vs-
+                    # production estimate is judged here (the reference drop: tests/release/test_judge.py).
+                    "monitoring": {"accuracy_drop": 0.9},
                 }
             )
         )
@@ -528,6 +532,24 @@ def test_a_label_swap_forced_past_the_gate_is_rolled_back_in_shadow_and_no_clien
     seen = stack.answers_like(t0, lambda p: swap.get(p, -1))
     assert seen == [], f"clients got {len(seen)} swapped answers: {seen[:3]}"
     print(f"label swap {a}<->{b}: {forced.stderr.strip().splitlines()[-1]}")
+
+
+def test_a_less_sure_candidate_is_rolled_back_though_it_answers_exactly_as_production(
+    stack, no_failed_requests
+):
+    """Logits x 0.05: the same top-1 on every image (shadow agreement 100 %), but hardly any answer is
+    above its ATC threshold any more: its label-free estimate on the shadowed images falls below
+    production's on the same images, and the release rolls back in shadow."""
+    timid = register_variant(
+        stack.name, 1, onnx_variant(stack.export_fp32, stack.tmp / "timid.onnx", scale=0.05)
+    )
+    before = aliases.alias_version(stack.name, "production")
+    result = stack.cli("start", "--version", str(timid))
+    assert result.returncode == 1, result.stderr
+    assert "step shadow: breach" in result.stderr and "estimated_accuracy" in result.stderr, result.stderr
+    assert "shadow_agreement" not in result.stderr.split("breach", 1)[1].splitlines()[0], result.stderr
+    assert aliases.alias_version(stack.name, "production") == before
+    assert stack.record().step == "rolled_back"
 
 
 def test_a_candidate_that_fails_some_requests_is_rolled_back_and_clients_never_see_a_failure(
