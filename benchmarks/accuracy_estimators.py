@@ -6,7 +6,7 @@ ATC threshold, class mix), ``--images`` of the other half are corrupted six ways
 (:mod:`training.corruptions`), and every method estimates each set's accuracy without its labels::
 
     python -m benchmarks.accuracy_estimators --prepared data/prepared \
-        --weights ../shared/models/wrn28_10_cifar10_jpeg.fp16.safetensors --images 500
+        --weights wrn28_10_cifar10_jpeg.fp16.safetensors --images 500
 
 Logits are cached in ``--cache`` (an ``.npz``), so rerunning to compare methods costs nothing.
 """

@@ -1,6 +1,10 @@
-"""What the ``predicted_class_total`` counter costs: the same load, counter on vs off, side by side.
+"""What the served metrics cost: the same load, metrics on vs off, side by side.
 
-Two embedded Triton servers run the same repository except for ``RepositorySpec.class_metric``.
+``--switch class`` (default) measures the ``predicted_class_total`` counter
+(``RepositorySpec.class_metric``); ``--switch quality`` the label-free quality counters
+(``RepositorySpec.quality_metrics``: confidence against the ATC threshold in postprocess, input
+statistics in preprocess), for a version served with its quality reference (``--reference``).
+Two embedded Triton servers run the same repository except for that switch.
 Both stay up for the whole run and are driven in turn (on, off, then off, on, ...) by the same
 asyncio gRPC client with ``--concurrency`` requests in flight, so slow drifts of the machine (thermal,
 other processes) hit both variants alike; an idle server costs next to nothing meanwhile. Two
@@ -9,6 +13,8 @@ only step the counter touches, so its overhead is not hidden behind image decodi
 the postprocess compute time per request comes from Triton's own counters.
 
     python -m benchmarks.class_counter --onnx artifacts/export/model.fp32.onnx
+    python -m benchmarks.class_counter --switch quality --onnx artifacts/export/model.fp32.onnx \
+        --reference artifacts/export/quality/fp32/quality_reference.json
 
 Prints a table and, with ``--json PATH``, writes the numbers. Exit 0 unless a server fails.
 """
@@ -37,11 +43,16 @@ VARIANTS = {"on": True, "off": False}
 TARGETS = ("cifar10", "postprocess")
 
 
-def spec_for(onnx: Path, class_metric: bool) -> RepositorySpec:
+SWITCHES = {"class": "class_metric", "quality": "quality_metrics"}
+SERIES = {"class": "predicted_class_total{", "quality": "input_statistic_total{"}
+
+
+def spec_for(onnx: Path, on: bool, switch: str = "class", reference: Path | None = None) -> RepositorySpec:
+    """The repository of one variant: ``switch``'s metrics ``on`` or off, everything else equal."""
     model = ServedModel(
-        "wrn_fp32", "onnxruntime", (ServedVersion(1, onnx),), production=1, max_batch_size=256
+        "wrn_fp32", "onnxruntime", (ServedVersion(1, onnx, reference),), production=1, max_batch_size=256
     )
-    return RepositorySpec((model,), "wrn_fp32", CLASSES, MEAN, STD, class_metric=class_metric)
+    return RepositorySpec((model,), "wrn_fp32", CLASSES, MEAN, STD, **{SWITCHES[switch]: on})
 
 
 def start_server(repo: Path, log_dir: Path) -> EmbeddedServer:
@@ -113,20 +124,27 @@ def postprocess_counters(metrics_url: str) -> tuple[float, float]:
     return values["nv_inference_compute_infer_duration_us"], values["nv_inference_request_success"]
 
 
-def counter_series(metrics_url: str) -> int:
+def counter_series(metrics_url: str, switch: str = "class") -> int:
     text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    return sum(line.startswith("predicted_class_total{") for line in text.splitlines())
+    return sum(line.startswith(SERIES[switch]) for line in text.splitlines())
 
 
 def run_bench(
-    onnx: Path, duration_s: float, rounds: int, concurrency: int, batch: int, workdir: Path
+    onnx: Path,
+    duration_s: float,
+    rounds: int,
+    concurrency: int,
+    batch: int,
+    workdir: Path,
+    switch: str = "class",
+    reference: Path | None = None,
 ) -> dict:
     """Start both variants, drive each target round by round, stop both; the report as a dict."""
     servers: dict[str, EmbeddedServer] = {}
     try:
         for name, flag in VARIANTS.items():
             repo = workdir / name / "model_repository"
-            build_repository(spec_for(onnx, flag), repo)
+            build_repository(spec_for(onnx, flag, switch, reference), repo)
             servers[name] = start_server(repo, workdir / name)
         for server in servers.values():
             server.wait_ready(180)
@@ -163,7 +181,8 @@ def run_bench(
         us = {v: compute[v][0] / compute[v][1] if compute[v][1] else None for v in VARIANTS}
         return {
             # Proof that the switch worked: the "off" server must export no counter series at all.
-            "counter_series": {v: counter_series(s.url_metrics) for v, s in servers.items()},
+            "switch": switch,
+            "counter_series": {v: counter_series(s.url_metrics, switch) for v, s in servers.items()},
             "onnx": str(onnx),
             "duration_s": duration_s,
             "rounds": rounds,
@@ -180,7 +199,8 @@ def run_bench(
 
 def render(report: dict) -> str:
     lines = [
-        f"class counter on vs off: {report['rounds']} rounds x {report['duration_s']:g} s per variant, "
+        f"{report.get('switch', 'class')} metrics on vs off: {report['rounds']} rounds x "
+        f"{report['duration_s']:g} s per variant, "
         f"concurrency {report['concurrency']}, batch {report['batch']}, model {report['onnx']}",
         f"{'target':<12}{'on req/s':>10}{'off req/s':>11}{'on/off':>8}{'errors':>8}",
     ]
@@ -191,7 +211,8 @@ def render(report: dict) -> str:
     fmt = {k: "-" if v is None else f"{v:.0f}" for k, v in us.items()}
     lines.append(f"postprocess compute per request (Triton counters): on {fmt['on']} us, off {fmt['off']} us")
     series = report["counter_series"]
-    lines.append(f"predicted_class_total series exported: on {series['on']}, off {series['off']}")
+    name = SERIES[report.get("switch", "class")].rstrip("{")
+    lines.append(f"{name} series exported: on {series['on']}, off {series['off']}")
     return "\n".join(lines)
 
 
@@ -203,7 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch", type=int, default=1, help="images (or logit rows) per request")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--switch", choices=sorted(SWITCHES), default="class", help="which metrics to switch")
+    parser.add_argument(
+        "--reference", type=Path, help="the version's quality_reference.json (--switch quality)"
+    )
     args = parser.parse_args(argv)
+    if args.switch == "quality" and not (args.reference and args.reference.is_file()):
+        print("error: --switch quality needs --reference quality_reference.json", file=sys.stderr)
+        return 2
     if not args.onnx.is_file():
         print(f"error: ONNX classifier not found: {args.onnx} (pass --onnx)", file=sys.stderr)
         return 2
@@ -212,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with tempfile.TemporaryDirectory(prefix="bench-class-counter-") as tmp:
-            report = run_bench(args.onnx, args.duration, args.rounds, args.concurrency, args.batch, Path(tmp))
+            report = run_bench(
+                args.onnx, args.duration, args.rounds, args.concurrency, args.batch, Path(tmp),
+                args.switch, args.reference,
+            )  # fmt: skip
     except (ServerError, TritonNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -1,7 +1,8 @@
-"""``cifar10 data prepare``: CIFAR-10 (or an image folder) as arrays, a stratified split and test images."""
+"""``cifar10 data prepare|corrupt``: the prepared arrays and test images, and shifted copies of them."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
@@ -11,7 +12,20 @@ from commands.main import common_options, echo_json, settings
 FOLDER = click.Path(file_okay=False, path_type=Path)
 
 
-@click.group()
+class _DataGroup(click.Group):
+    """``corrupt`` lives in its own module, loaded only when asked for: ``prepare`` (a DVC stage)
+    then never imports the corruption code, so editing it does not re-run the pipeline."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "corrupt"])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "corrupt":
+            return importlib.import_module("commands.corrupt_command").corrupt
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_DataGroup)
 def data() -> None:
     """Prepare the data the pipeline trains and tests on."""
 

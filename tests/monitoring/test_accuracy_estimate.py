@@ -10,6 +10,7 @@ from PIL import Image
 
 from monitoring import accuracy_estimate as est
 from serving.triton.python_models.input_statistics import STATISTICS, bin_edges, histogram, measure
+from tests.serving.conftest import CLASSES
 from training.corruptions import KINDS, SEVERITIES, corrupt, decode, encoding_of
 
 
@@ -135,3 +136,21 @@ def test_quantile_bins_hold_equal_reference_mass_and_merge_repeated_values():
     edges = bin_edges(constant, 10)
     assert edges == [1024.0] and histogram(constant, edges) == [100, 0]
     assert histogram(np.array([4096.0]), edges) == [0, 1]
+
+
+def test_cifar10_data_corrupt_writes_labelled_folders_encoded_like_the_source(
+    small_prepared, tmp_path, capsys
+):
+    from commands.main import main
+
+    out = tmp_path / "corrupted"
+    with pytest.raises(SystemExit) as done:
+        main(["data", "corrupt", "--data", str(small_prepared), "--out", str(out), "--kinds", "blur,jpeg",
+              "--severities", "strong"])  # fmt: skip
+    assert done.value.code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["blur-strong", "jpeg-strong"]
+    files = sorted((out / "blur-strong").rglob("*.*"))
+    assert len(files) == 20 and {f.parent.name for f in files} == set(CLASSES)
+    with pytest.raises(SystemExit) as done:
+        main(["data", "corrupt", "--data", str(small_prepared), "--out", str(out), "--kinds", "fog"])
+    assert done.value.code == 2 and "unknown corruption or severity: fog" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,26 @@ def test_every_quality_panel_returns_data(prometheus, clean, title, expr):
     result = prometheus.wait_for(live_expr(expr), bool, timeout=30)
     assert result, f"panel {title!r}: no series for {live_expr(expr)}"
     assert any(np.isfinite(float(item["value"][1])) for item in result), result
+
+
+def test_the_quality_series_survive_a_reload_and_keep_counting(served, clean, small_prepared):
+    """Like the class counter: a reloaded python model keeps its predecessor's series counting
+    (Triton 2.51 would free them under the new instance otherwise; see postprocess.py)."""
+    server = served[0]
+    before = _scored(server, 0)
+    scored = before["quality_prediction_total"][("wrn_fp32", "1")][()]
+    statistics = sum(before["input_statistic_total"][("wrn_fp32", "1")].values())
+    http = httpclient.InferenceServerClient(server.http_endpoint)
+    try:
+        for model in ("postprocess", "preprocess"):
+            config = server.config.model_repository / model / "config.pbtxt"
+            os.utime(config, (time.time() + 5, time.time() + 5))  # modified: the load really reloads
+            http.load_model(model, headers=server.admin_headers)
+    finally:
+        http.close()
+    files = _files(small_prepared)[:8]
+    _send(server, files)
+    after = _scored(server, scored + len(files))
+    assert after["quality_prediction_total"][("wrn_fp32", "1")][()] == scored + len(files)
+    assert sum(after["input_statistic_total"][("wrn_fp32", "1")].values()) == statistics + 6 * len(files)
+    assert after["quality_reference_accuracy"][("wrn_fp32", "1")][()] > 0
