@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from common.params import DataConfig, ExportConfig, MonitoringConfig
-from common.scored_split import accuracy_rows
+from common.scored_split import accuracy_rows, balanced_subset
 from monitoring import quality_status
 from training.corruptions import KINDS, SEVERITIES, corrupt, encoding_of
 
@@ -111,7 +111,8 @@ def run(prepared: Path, weights: Path, precision: str, images: int, seed: int, w
     files = sorted(p for p in (prepared / "test_images").rglob("*") if p.is_file())
     test_x = np.load(prepared / "test_x.npy")
     rest = np.array([i for i in range(len(test_y)) if i not in scored])
-    rows = np.sort(np.random.default_rng(seed).choice(rest, size=min(images, len(rest)), replace=False))
+    # class-balanced, like the reference's label mix: then the class-mix bound is a true upper bound
+    rows = np.sort(rest[balanced_subset(test_y[rest], images, seed=seed)])
     clean = [files[i].read_bytes() for i in rows]
     encoding = encoding_of(clean)
     onnx, reference = _export(weights, prepared, precision, calibration, workdir / "export")

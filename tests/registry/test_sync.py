@@ -180,3 +180,30 @@ def test_sync_serves_the_step_the_release_record_names_and_ignores_a_stale_one(s
     desired = desired_spec(cfg, cache)
     spec, summary = desired.spec, desired.summary
     assert spec.release is None and summary.release is None and spec.target.production == candidate
+
+
+def test_each_version_ships_its_own_quality_reference_and_a_tampered_one_is_refused(synced, small_export):
+    """The reference registered with the version is what the python models count against; a copy
+    in the artifact store that no longer matches its quality_sha256 tag stops the sync."""
+    from urllib.parse import urlparse
+
+    cfg, name, repo, cache = synced
+    folder, _ = small_export
+    exported = (folder / "quality" / "fp32" / "quality_reference.json").read_bytes()
+    model = cfg.registry.triton_name("fp32")
+    for python_model in ("preprocess", "postprocess"):
+        assert (repo / python_model / "quality" / model / "1.json").read_bytes() == exported
+    version = aliases.resolve(name, version=1)
+    assert version.tags["quality_sha256"] == hashlib.sha256(exported).hexdigest()
+    run = store.client().get_run(version.tags["run_id"])
+    stored = Path(urlparse(run.info.artifact_uri).path) / "export" / "fp32" / "quality_reference.json"
+    assert stored.read_bytes() == exported
+    before = tree_digest(repo)
+    try:
+        stored.write_bytes(exported.replace(b'"split"', b' "split"'))  # same JSON, other bytes
+        shutil.rmtree(cache)
+        with pytest.raises(store.RegistryError, match=r"quality_reference\.json does not match"):
+            sync(cfg, repo, cache)
+        assert tree_digest(repo) == before
+    finally:
+        stored.write_bytes(exported)
