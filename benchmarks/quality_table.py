@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -39,7 +40,21 @@ def _export(weights: Path, prepared: Path, precision: str, calibration: int, out
         precisions=("fp32", precision) if precision != "fp32" else ("fp32",), accuracy_images=calibration
     )
     held_out = MonitoringConfig(reference_split="test", reference_images=calibration)
-    manifest = export_model(weights, prepared, DataConfig(), cfg, out, monitoring=held_out)
+    # A measurement, not a registration: the export logs into a private MLflow store under ``out``.
+    old_uri, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{out.parent / 'mlflow.db'}"
+    os.chdir(out.parent)
+    try:
+        manifest = export_model(
+            weights.resolve(), prepared.resolve(), DataConfig(), cfg, out, monitoring=held_out
+        )
+    finally:
+        os.chdir(old_cwd)
+        if old_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_uri
     art = next(a for a in manifest.artifacts if a.precision == precision and a.passed)
     return out / art.file, out / art.quality_reference
 
