@@ -70,7 +70,7 @@ def file_statistics(prepared: Path, size: tuple[int, int] = (32, 32)) -> np.ndar
             rgb = rgb.resize(size, resample=Image.Resampling.BILINEAR)
         pixels.append(np.asarray(rgb, dtype=np.uint8))
         sizes.append(len(data))
-    return measure(np.stack(pixels), np.asarray(sizes), np.asarray(originals))
+    return measure(np.stack(pixels).transpose(0, 3, 1, 2), np.asarray(sizes), np.asarray(originals))
 
 
 def check_held_out(split: str, accuracy: float, images: int, test_accuracy: float, test_images: int) -> None:

@@ -62,6 +62,11 @@ def test_cot_and_the_wilson_interval_behave_at_the_extremes():
     assert low < 0.9 < high and est.wilson_interval(0, 0, 1.96) == (0.0, 1.0)
 
 
+def planar(images: np.ndarray) -> np.ndarray:
+    """N x H x W x 3 -> N x 3 x H x W, the decoder's layout."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+
+
 def _images(n: int = 60) -> np.ndarray:
     """Smooth natural-ish images: gradients plus a few blobs, so blur and noise have work to do."""
     rng = np.random.default_rng(1)
@@ -80,11 +85,12 @@ def test_each_corruption_moves_the_statistic_it_should():
     images = _images()
     col = {name: i for i, name in enumerate(STATISTICS)}
     source = [_jpeg(i, 75) for i in images]  # encoded as the mirror's files are
-    clean = measure(decode(source), np.array([len(f) for f in source]), 1024)
+    clean = measure(planar(decode(source)), np.array([len(f) for f in source]), 1024)
 
     def mean(kind: str, name: str) -> float:
         files = corrupt(images, kind, "strong", seed=0, encoding=encoding_of(source))
-        return float(measure(decode(files), np.array([len(f) for f in files]), 1024)[:, col[name]].mean())
+        values = measure(planar(decode(files)), np.array([len(f) for f in files]), 1024)
+        return float(values[:, col[name]].mean())
 
     assert mean("blur", "sharpness") < clean[:, col["sharpness"]].mean()
     assert mean("pixelate", "sharpness") < clean[:, col["sharpness"]].mean()
@@ -92,7 +98,7 @@ def test_each_corruption_moves_the_statistic_it_should():
     assert mean("brightness", "brightness") > clean[:, col["brightness"]].mean()
     assert mean("contrast", "contrast") < clean[:, col["contrast"]].mean()
     assert mean("jpeg", "encoded_bytes_per_pixel") < clean[:, col["encoded_bytes_per_pixel"]].mean()
-    big = measure(images[:2], np.array([10, 10]), np.array([64 * 64, 4096 * 2160]))
+    big = measure(planar(images[:2]), np.array([10, 10]), np.array([64 * 64, 4096 * 2160]))
     assert big[:, col["original_pixels"]].tolist() == [4096, 4096 * 2160]
 
 

@@ -122,7 +122,7 @@ class TritonPythonModel:
         return response, best, routes, logits
 
     def execute(self, requests: list) -> list:
-        responses = []
+        responses, scored = [], []
         counts = np.zeros((max(len(self.counters), 1), len(self.labels)), dtype=np.int64)
         for request in requests:
             try:
@@ -130,9 +130,7 @@ class TritonPythonModel:
                 counted = routes >= 0
                 np.add.at(counts, (routes[counted], best[counted]), 1)
                 if self.quality is not None:
-                    for route, counter in enumerate(self.quality[1]):
-                        if counter is not None:
-                            counter.count(logits[routes == route])
+                    scored.append((logits, routes))
                 responses.append(response)
             except InvalidLogits as exc:
                 error = pb_utils.TritonError(f"postprocess: {exc}", pb_utils.TritonError.INVALID_ARG)
@@ -142,6 +140,11 @@ class TritonPythonModel:
                     f"postprocess: internal error: {exc!r}", pb_utils.TritonError.INTERNAL
                 )
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+        if self.quality is not None:  # queued per route: scored off the request path (quality_metrics.py)
+            for logits, routes in scored:
+                for route, counter in enumerate(self.quality[1]):
+                    if counter is not None:
+                        counter.count(logits[routes == route])  # -1 (warm-up) is no route
         # One increment per (version, class) per batch, not per request: each increment is a round
         # trip from the stub to the server process.
         for route, counters in enumerate(self.counters):

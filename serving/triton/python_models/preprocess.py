@@ -43,7 +43,7 @@ BOMBS = (Image.DecompressionBombWarning, Image.DecompressionBombError)
 class Decoded(NamedTuple):
     """What one request's images were before normalising: the input statistics measure these."""
 
-    pixels: np.ndarray  # uint8 N x H x W x 3, model-sized
+    pixels: np.ndarray  # uint8 N x 3 x H x W (planar), model-sized
     encoded_bytes: np.ndarray
     original_pixels: np.ndarray
 
@@ -132,7 +132,7 @@ class Decoder:
             images[i] = pixels.transpose(2, 0, 1)
             sizes[i] = len(data)
         normalised = ((images / np.float32(255.0) - self.mean) / self.std).astype(np.float32)
-        return normalised, Decoded(images.transpose(0, 2, 3, 1), sizes, originals)
+        return normalised, Decoded(images, sizes, originals)
 
 
 class TritonPythonModel:
@@ -148,18 +148,18 @@ class TritonPythonModel:
         self.decoder = Decoder(params, (width, height))
         self.statistics = statistic_counter(params, args["model_repository"])
 
-    def _one(self, request) -> pb_utils.InferenceResponse:
+    def _one(self, request, counted: list) -> pb_utils.InferenceResponse:
         images, decoded = self.decoder.decoded(pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy())
         uncounted = pb_utils.get_input_tensor_by_name(request, "UNCOUNTED")  # warm-up samples only
-        if self.statistics is not None and uncounted is None:
-            self.statistics[1].count(*decoded)
+        if uncounted is None:
+            counted.append(decoded)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("INPUT", images)])
 
     def execute(self, requests: list) -> list:
-        responses = []
+        responses, counted = [], []
         for request in requests:
             try:
-                responses.append(self._one(request))
+                responses.append(self._one(request, counted))
             except InvalidImage as exc:
                 error = pb_utils.TritonError(f"preprocess: {exc}", pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
@@ -168,6 +168,9 @@ class TritonPythonModel:
                     f"preprocess: internal error: {exc!r}", pb_utils.TritonError.INTERNAL
                 )
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+        if self.statistics is not None:  # queued: measured off the request path (quality_metrics.py)
+            for decoded in counted:
+                self.statistics[1].count(*decoded)
         return responses
 
     def finalize(self) -> None:

@@ -198,10 +198,9 @@ class TritonPythonModel:
         share = key_share(key) if key is not None else self.random.random()
         return CANDIDATE if share < self.canary_weight else PRODUCTION
 
-    def _decode(self, request) -> np.ndarray:
+    def _decode(self, request, counted: list) -> np.ndarray:
         images, decoded = self.decoder.decoded(pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy())
-        if self.quality.statistics is not None:
-            self.quality.statistics.count(*decoded)
+        counted.append(decoded)
         return images
 
     def execute(self, requests: list) -> list:
@@ -210,13 +209,17 @@ class TritonPythonModel:
         inputs: list = [None] * len(requests)
         errors: list = [None] * len(requests)
         codes: list = [pb_utils.TritonError.UNAVAILABLE] * len(requests)
+        counted: list = []
         for i, request in enumerate(requests):
             try:
-                inputs[i] = self._decode(request)
+                inputs[i] = self._decode(request, counted)
             except InvalidImage as exc:  # the caller's fault: its own error, the batch goes on
                 errors[i], codes[i] = f"preprocess: {exc}", pb_utils.TritonError.INVALID_ARG
             except Exception as exc:
                 errors[i], codes[i] = f"preprocess: internal error: {exc!r}", pb_utils.TritonError.INTERNAL
+        if self.quality.statistics is not None:  # queued: measured off the request path, as preprocess
+            for decoded in counted:
+                self.quality.statistics.count(*decoded)
         routes = [self._choose(r) if errors[i] is None else PRODUCTION for i, r in enumerate(requests)]
         logits: list = [None] * len(requests)
         for route, target in ((CANDIDATE, self.candidate), (PRODUCTION, self.production)):
