@@ -116,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         if code != 0:
             print(f"offline evaluation failed with exit code {code}", file=sys.stderr)
             return code
+        # What production knows without labels, from the same traffic: the estimate and input drift.
+        status = [sys.executable, "-m", "commands", "monitor", "status", "--metrics-url", server.url_metrics]
+        status += ["--params", str(args.params)]
+        verdict = subprocess.call(status, env=os.environ)
+        print(f"monitor status exited {verdict} (0: no alert, 1: an alert condition, 7: too few images)")
         print_map(adoptions, endpoints, tracking_uri(), still_serving=args.keep_serving)
         if args.keep_serving:
             print(

@@ -126,6 +126,9 @@ class ServedModel:
         for v in self.versions:
             if not v.artifact.is_file():
                 raise SpecError(f"{where}: artifact of version {v.version} not found: {v.artifact}")
+            if v.quality_reference is not None and not v.quality_reference.is_file():
+                missing = v.quality_reference
+                raise SpecError(f"{where}: quality reference of version {v.version} not found: {missing}")
 
 
 @dataclass(frozen=True)
