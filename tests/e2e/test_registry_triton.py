@@ -196,6 +196,7 @@ def test_corrupt_new_version_fails_to_load_and_the_old_one_keeps_serving(
         mlflow.log_artifact(str(broken), "export/fp32")
     client = store.client()
     tags = dict(client.get_model_version(small_stack.name, "1").tags) | {"sha256": sha256_file(broken)}
+    tags.pop("quality_sha256")  # registered without a quality reference: the load itself must fail
     mv = client.create_model_version(
         small_stack.name, f"runs:/{run.info.run_id}/export/fp32", run_id=run.info.run_id, tags=tags
     )
