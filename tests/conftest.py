@@ -192,7 +192,9 @@ def small_export(small_prepared: Path, small_weights: Path, tmp_path_factory: py
 # ~12 images/s and ONNX Runtime fp32 at ~18, so all 5,000 through both would cost ~13 minutes.
 SERVED_PER_CLASS = 50  # the served-reference tests send the first 50 test images of each class
 EXPORT_SCORED = 1000  # the reference export scores this class-balanced part of the test split
-EXPORT_PARITY = 500  # ... and gates each form on this many validation images (1,000 with `full`)
+EXPORT_PARITY = 250  # ... and gates each form on this many validation images (1,000 with `full`): the
+# reference weights trained on the validation images, so there the gate is a parity check, not an
+# accuracy one; the test-split accuracy checks (EXPORT_SCORED) are what prove the export keeps accuracy
 
 
 @pytest.fixture(scope="session")

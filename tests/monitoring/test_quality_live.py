@@ -145,7 +145,7 @@ def test_strongly_corrupted_traffic_fires_the_input_drift_alert_and_status_exits
     server = served[0]
     images = np.stack([np.asarray(Image.open(io.BytesIO(f)).convert("RGB")) for f in _files(small_prepared)])
     shifted = corrupt(images, "blur", "strong", seed=0) + corrupt(images, "gaussian_noise", "strong", seed=0)
-    files = shifted * (REPEAT * 2)
+    files = shifted * (REPEAT // 2)  # 2 kinds x 20 files x 6 = 240 images
     _send(server, files)
     samples = _scored(server, 2 * len(_files(small_prepared)) * REPEAT + len(files))
     (row,) = quality_status.status(samples, CFG)
