@@ -96,18 +96,6 @@ def _send(server, files: list[bytes], batch: int = 16) -> np.ndarray:
     return np.concatenate(answers)
 
 
-def _delta(before: quality_status.Samples, after: quality_status.Samples) -> quality_status.Samples:
-    out: quality_status.Samples = {}
-    for name, versions in after.items():
-        for version, values in versions.items():
-            old = before.get(name, {}).get(version, {})
-            counter = name in quality_status.COUNTERS
-            out.setdefault(name, {})[version] = {
-                k: v - old.get(k, 0.0) if counter else v for k, v in values.items()
-            }
-    return out
-
-
 def _settled(server, want: float) -> quality_status.Samples:
     deadline = time.monotonic() + 10
     while True:
@@ -143,7 +131,7 @@ def run(prepared: Path, weights: Path, precision: str, images: int, seed: int, w
             answers = _send(server, blobs)
             counted += len(blobs)
             after = _settled(server, counted)
-            (row,) = quality_status.status(_delta(before, after), cfg)
+            (row,) = quality_status.status(quality_status.delta(before, after), cfg)
             before = after
             worst = max(row.drift, key=lambda d: d.psi or 0.0)
             out.append(

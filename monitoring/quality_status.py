@@ -82,13 +82,20 @@ def scrape(url: str, window_s: float = 0.0, timeout_s: float = 5.0) -> Samples:
     if window_s <= 0:
         return first
     time.sleep(window_s)
-    last = from_text(fetch(url, timeout_s).decode("utf-8", errors="replace"))
-    for name in COUNTERS:
-        for version, values in last.get(name, {}).items():
-            old = first.get(name, {}).get(version, {})
-            for key, value in values.items():  # a counter that went down was reset (a restart)
-                values[key] = value - old.get(key, 0.0) if value >= old.get(key, 0.0) else value
-    return last
+    return delta(first, from_text(fetch(url, timeout_s).decode("utf-8", errors="replace")))
+
+
+def delta(before: Samples, after: Samples) -> Samples:
+    """The counters' change from ``before`` to ``after`` (gauges as in ``after``); a counter that went
+    down was reset (a restart) and counts from zero."""
+    out: Samples = {}
+    for name, versions in after.items():
+        for version, values in versions.items():
+            old = before.get(name, {}).get(version, {}) if name in COUNTERS else {}
+            out.setdefault(name, {})[version] = {
+                k: v - old.get(k, 0.0) if v >= old.get(k, 0.0) else v for k, v in values.items()
+            }
+    return out
 
 
 def query(prometheus: Prometheus, window: str) -> Samples:

@@ -35,6 +35,7 @@ from monitoring.quality_reference import QualityReference
 from serving.repository.build import build_repository
 from serving.repository.spec import ServedVersion
 from serving.server.embedded import EmbeddedServer
+from tests.conftest import fp32_tolerance
 from tests.monitoring.conftest import MONITORING
 from tests.monitoring.test_live import Prometheus
 from tests.monitoring.test_rules import live_expr
@@ -116,7 +117,9 @@ def test_served_counts_are_what_the_versions_reference_says_for_these_images(ser
     )
     logits = ort_session(onnx).run(None, {"input": x.transpose(0, 3, 1, 2)})[0]
     conf = est.confidence(logits, reference.temperature)
-    near = np.abs(conf - reference.threshold) < 1e-5  # the only answers a last-bit difference could flip
+    # Triton's ONNX Runtime and this one may differ by the fp32 logit tolerance the export promises;
+    # a top probability moves by at most that much over T, so only answers that close can flip.
+    near = np.abs(conf - reference.threshold) <= fp32_tolerance() / reference.temperature
     expected = int(np.count_nonzero(conf > reference.threshold)) * REPEAT
     scored = clean["quality_prediction_total"][("wrn_fp32", "1")][()]
     confident = clean["confident_prediction_total"][("wrn_fp32", "1")][()]
