@@ -67,7 +67,14 @@ def start(ctx: Context, version: int, precision: str | None, force_reason: str |
                 f"the release changed while claiming it (now: {current.label if current else 'none'})"
             )
         record = release_claim.take(election, name, dataclasses.replace(current, owner=me))
-        log.info("resuming the release of %s v%d at step %s", name, version, record.label)
+        if record.step in ("shadow", "canary"):
+            # The step's window restarts: the time nobody owned it (the dead owner's last seconds, the
+            # restart, the new rollout) is not evidence, and judging a window mostly spent unowned would
+            # call a good candidate inconclusive for the outage alone.
+            record = dataclasses.replace(record, step_started_at=time.time())
+        log.info(
+            "resuming the release of %s v%d at step %s (its window restarts)", name, version, record.label
+        )
         if record.step == "gate":  # the previous owner died inside the gate: judge it again, whole
             record = open_release(ctx, record)
         return drive(ctx, record)

@@ -460,6 +460,7 @@ def test_good_candidate_resumes_after_a_kill_and_reaches_production(stack, no_fa
     status = json.loads(stack.cli("status").stdout)
     assert status["step"] == "canary 50%" and status["owner"]["alive"] is False
 
+    resumed_at = time.time()
     second = stack.cli("start", "--version", str(good))
     total = time.monotonic() - t0
     assert second.returncode == 0, second.stderr
@@ -469,6 +470,8 @@ def test_good_candidate_resumes_after_a_kill_and_reaches_production(stack, no_fa
     record = stack.record()
     labels = [e["label"] for e in record.log]
     assert labels == ["gate", "shadow", "canary 50%", "canary 100%", "promoted"], labels
+    # the interrupted step was judged on a whole window after the resume, not on what was left of it
+    assert record.log[3]["at"] - resumed_at >= RELEASE.canary_window_s, (resumed_at, record.log)
     # MLflow: the release's run, finished, with a nested run per judged step (figures and decision)
     c = store.client()
     assert c.get_run(record.run_id).info.status == "FINISHED"
