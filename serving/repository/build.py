@@ -92,6 +92,7 @@ def repository_layout(spec: RepositorySpec) -> tuple[dict[str, bytes | Path], se
             files[f"{model.name}/{served.version}/{model.model_filename}"] = served.artifact
     files[f"{PREPROCESS}/config.pbtxt"] = to_text(preprocess_config(spec)).encode()
     files[f"{PREPROCESS}/1/model.py"] = python_model_source("preprocess")
+    files[f"{PREPROCESS}/1/{DECODING}.py"] = python_model_source(DECODING)
     files[f"{POSTPROCESS}/config.pbtxt"] = to_text(postprocess_config(spec)).encode()
     files[f"{POSTPROCESS}/{LABELS_FILE}"] = labels
     files[f"{POSTPROCESS}/1/model.py"] = python_model_source("postprocess")
@@ -99,7 +100,7 @@ def repository_layout(spec: RepositorySpec) -> tuple[dict[str, bytes | Path], se
         files[f"{ROUTER}/config.pbtxt"] = to_text(router_config(spec)).encode()
         files[f"{ROUTER}/{LABELS_FILE}"] = labels
         files[f"{ROUTER}/1/model.py"] = python_model_source("router")
-        files[f"{ROUTER}/1/preprocess.py"] = python_model_source("preprocess")  # its Decoder
+        files[f"{ROUTER}/1/{DECODING}.py"] = python_model_source(DECODING)  # preprocess's Decoder
     files.update(quality_files(spec))
     files[f"{spec.ensemble_name}/config.pbtxt"] = to_text(ensemble_config(spec)).encode()
     files[f"{spec.ensemble_name}/{LABELS_FILE}"] = labels  # the classification extension's labels
@@ -110,6 +111,7 @@ def repository_layout(spec: RepositorySpec) -> tuple[dict[str, bytes | Path], se
 
 
 QUALITY_MODULES = ("quality_metrics", "input_statistics")
+DECODING = "image_decoding"  # the decoder preprocess, the router and the MLflow pyfunc share
 
 
 def quality_files(spec: RepositorySpec) -> dict[str, bytes | Path]:

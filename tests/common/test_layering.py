@@ -30,7 +30,7 @@ def test_code_that_runs_inside_triton_imports_only_what_the_stub_has():
                 roots = {(node.module or "").split(".")[0]}
             else:
                 continue
-            # A sibling file of the same folder is shipped beside it (router.py imports preprocess).
+            # A sibling file of the same folder is shipped beside it (preprocess imports image_decoding).
             siblings = {p.stem for p in path.parent.glob("*.py")}
             outside = {r for r in roots if r not in sys.stdlib_module_names | STUB_HAS | siblings}
             assert not outside, f"{path.relative_to(ROOT)} imports {outside}"

@@ -84,6 +84,7 @@ def pb_utils(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     fake.get_output_config_by_name = lambda config, name: _by_name(config["output"], name)
     fake.triton_string_to_numpy = TYPES.__getitem__
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
+    monkeypatch.syspath_prepend(str(PACKAGE / "python_models"))  # the stub's sibling modules
     FakeFamily.created = []
     return fake
 

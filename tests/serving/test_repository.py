@@ -297,11 +297,13 @@ def test_a_release_puts_the_router_between_preprocess_and_postprocess(tmp_path, 
     for key in ("mean", "std", "max_bytes", "max_pixels", "resample"):  # decodes exactly as preprocess
         assert router.parameters[key].string_value == pre.parameters[key].string_value
     shipped = tmp_path / "repo" / "router" / "1"
-    assert (shipped / "preprocess.py").read_bytes() == repo_mod.python_model_source("preprocess")
+    decoder = repo_mod.python_model_source("image_decoding")  # preprocess's own decoder, byte for byte
+    assert (shipped / "image_decoding.py").read_bytes() == decoder
+    assert (tmp_path / "repo" / "preprocess" / "1" / "image_decoding.py").read_bytes() == decoder
     assert sorted(p.name.split(".")[0] for p in (shipped / "__pycache__").iterdir()) == [
+        "image_decoding",
         "input_statistics",
         "model",
-        "preprocess",
         "quality_metrics",
     ]
     params = {k: v.string_value for k, v in router.parameters.items()}

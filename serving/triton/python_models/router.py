@@ -2,9 +2,9 @@
 
 It is the public ensemble's first step while a release runs (``router -> postprocess``, instead of
 ``preprocess -> classifier -> postprocess``) and is absent otherwise, so steady-state serving pays
-nothing for it. It decodes the images itself, with preprocess's own :class:`Decoder` (shipped beside
-this file as ``preprocess.py``), and calls the chosen classifier version through BLS: the path keeps
-two python steps, and routing costs a BLS call instead of an ensemble step. Per request:
+nothing for it. It decodes the images itself, with preprocess's own :class:`Decoder`
+(``image_decoding.py``, shipped beside this file), and calls the chosen classifier version through
+BLS: the path keeps two python steps, and routing costs a BLS call instead of an ensemble step. Per request:
 
 * **canary** - the request is answered by the candidate with probability ``canary_weight``. A
   request that carries the ``route-key`` parameter (or the ``route-key`` header, which the server
@@ -39,9 +39,9 @@ from typing import NamedTuple
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-# A sibling module: serving/repository/build.py ships preprocess.py beside this file, and the stub
-# puts the version folder on sys.path.
-from preprocess import Decoder, InvalidImage
+# A sibling module: serving/repository/build.py ships image_decoding.py beside this file, and the
+# stub puts the version folder on sys.path.
+from image_decoding import Decoder, InvalidImage
 
 PRODUCTION, CANDIDATE = 0, 1
 # Upper bounds (ms) of the latency histogram's buckets: ten per decade from 1 ms to 31.6 s, so a
@@ -100,7 +100,7 @@ class TritonPythonModel:
         self.canary_weight = float(_param(params, "canary_weight"))
         self.route_key = _param(params, "route_key").lower()
         height, width = (int(d) for d in _param(params, "image_size").split("x"))
-        self.decoder = Decoder(params, (width, height))
+        self.decoder = Decoder.from_config(params, (width, height))
         labels_path = os.path.join(args["model_repository"], _param(params, "labels_file"))
         with open(labels_path, encoding="utf-8") as fh:
             self.labels = [line.rstrip("\n") for line in fh if line.strip()]
