@@ -61,7 +61,7 @@ def export(
     command = "cifar10 " + shlex.join(sys.argv[1:])
     manifest = export_model(
         checkpoint, data, params.data, cfg, out, run_file, command, depth, width,
-        experiment=params.mlflow.experiment,
+        experiment=params.mlflow.experiment, monitoring=params.monitoring, serving=params.serving,
     )  # fmt: skip
     keys = {"passed", "max_abs_logit", "top1_agreement", "accuracy", "accuracy_drop"}
     write_json(

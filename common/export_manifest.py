@@ -74,6 +74,9 @@ class Artifact(Record):
     # None for a rejected artifact or a manifest written before references existed.
     quality_reference: str | None = None
     quality_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # The MLflow 3 logged model this form was logged as (mlmodel.logged); None: rejected, or a
+    # manifest from before versions were MLflow Models (registered from the run's files then).
+    model_id: str | None = None
 
 
 class Architecture(Record):

@@ -22,7 +22,7 @@ from common import scored_split, tracking
 from common.exit_codes import Failed
 from common.export_manifest import Architecture, Artifact, ExportManifest, Io, Measured, Source
 from common.fsutil import atomic_dir, sha256_file
-from common.params import DataConfig, ExportConfig, MonitoringConfig
+from common.params import DataConfig, ExportConfig, MonitoringConfig, ServingConfig
 from common.scored_split import accuracy_rows  # noqa: F401 - re-exported for the tests
 from export import onnx_io, quality, tensorrt_engine
 from export.onnx_io import INPUT_NAME, OUTPUT_NAME
@@ -70,6 +70,7 @@ def export_model(
     width: int | None = None,
     experiment: str = "cifar10-wrn",
     monitoring: MonitoringConfig | None = None,
+    serving: ServingConfig | None = None,
 ) -> ExportManifest:
     """Export ``weights`` in every configured precision into ``out_dir``; returns the manifest.
 
@@ -77,6 +78,7 @@ def export_model(
     on ``monitoring.reference_split`` (``params.yaml``'s ``monitoring`` section when not given).
     """
     monitoring = monitoring or MonitoringConfig()
+    serving = serving or ServingConfig()  # the decoder limits each form's pyfunc applies
     model = load_model(weights, depth, width, len(data.classes))
     meta = read_metadata(weights) if weights.suffix == ".safetensors" else {}
     classes = json.loads(meta["classes"]) if "classes" in meta else list(data.classes)
@@ -195,8 +197,18 @@ def export_model(
             skipped=skipped,
         )
         (tmp / "parity.txt").write_text(f"{table}\nreproduce with: {command}\n")
-        run_id = _log_to_mlflow(tmp, manifest, results, source["run_id"], experiment)
-        manifest = manifest.model_copy(update={"mlflow_run_id": run_id})
+        parity_digest = scored_split.digest(images, labels, classes)
+        run_id, model_ids = _log_to_mlflow(
+            tmp, manifest, results, source["run_id"], experiment, prepared, parity_digest, serving
+        )
+        manifest = manifest.model_copy(
+            update={
+                "mlflow_run_id": run_id,
+                "artifacts": [
+                    a.model_copy(update={"model_id": model_ids.get(a.precision)}) for a in artifacts
+                ],
+            }
+        )
         manifest.write(tmp / "manifest.json")
     print(table)
     failed = [p for p in cfg.required if p in results and not results[p].passed]
@@ -229,9 +241,18 @@ def _log_to_mlflow(
     results: dict[str, ParityResult],
     run_id: str | None,
     experiment: str,
-) -> str:
-    """Log passed artifacts and the reports to the training run, or to a new run for outside weights."""
+    prepared: Path,
+    parity_digest: str,
+    serving: ServingConfig,
+) -> tuple[str, dict[str, str]]:
+    """Log passed artifacts and the reports to the training run, or to a new run for outside weights.
+
+    Each passed form becomes an MLflow 3 logged model of that run (:mod:`mlmodel.logged`); returns
+    the run's id and each form's ``model_id``.
+    """
     import mlflow
+
+    from mlmodel.logged import log_form
 
     tracking.configure()
     if run_id is None:
@@ -255,10 +276,17 @@ def _log_to_mlflow(
                     f"parity_{p}_passed": float(r.passed),
                 }
             )
-        for art in manifest.passed:
-            mlflow.log_artifact(str(folder / art.file), f"export/{art.precision}")
-            if art.quality_reference:  # registered with the version: the same folder as its model file
-                mlflow.log_artifact(str(folder / art.quality_reference), f"export/{art.precision}")
+        model_ids = {
+            art.precision: log_form(folder, manifest, art, prepared, parity_digest, serving)
+            for art in manifest.passed
+        }
         mlflow.log_artifact(str(folder / "parity.txt"), "export")
-        mlflow.log_dict(manifest.model_dump(mode="json"), "export/manifest.json")
-        return run.info.run_id
+        logged = manifest.model_copy(
+            update={
+                "artifacts": [
+                    a.model_copy(update={"model_id": model_ids.get(a.precision)}) for a in manifest.artifacts
+                ]
+            }
+        )
+        mlflow.log_dict(logged.model_dump(mode="json"), "export/manifest.json")
+        return run.info.run_id, model_ids

@@ -95,16 +95,39 @@ def register_manifest(manifest_path: Path, cfg: RegistryConfig) -> list[dict]:
         if existing:
             rows.append({"name": name, "version": int(existing[0].version), "status": "already registered"})
             continue
+        if art.model_id:  # an MLflow Model (mlmodel.logged): registered from models:/<model_id>
+            _check_logged_model(c, art.model_id, art.sha256, name)
+            source = f"models:/{art.model_id}"
+        else:  # a manifest from before versions were MLflow Models: the run's files, as then
+            log.warning("%s: no logged model in the manifest; registering the run's file", art.file)
+            source = f"runs:/{run_id}/export/{art.precision}"
         mv = call_registry(
             f"registering {name}",
             c.create_model_version,
             name,
-            f"runs:/{run_id}/export/{art.precision}",
+            source,
             run_id=run_id,
             tags=RegisteredVersion.from_export(manifest, art, run_id).to_tags(),
+            model_id=art.model_id,
         )
         rows.append({"name": name, "version": int(mv.version), "status": "created"})
     return rows
+
+
+def _check_logged_model(c: MlflowClient, model_id: str, sha256: str, name: str) -> None:
+    """The logged model exists, is finished, and was logged from the file the manifest validated."""
+    model = call_registry(
+        f"reading logged model {model_id}",
+        c.get_logged_model,
+        model_id,
+        missing=f"no logged model {model_id}",
+    )
+    status = str(getattr(model.status, "name", model.status))
+    if model.tags.get("sha256") != sha256 or "READY" not in status:
+        raise ArtifactAltered(
+            f"{name}: logged model {model_id} is {status} with sha256 {model.tags.get('sha256')!r}, "
+            f"not the {sha256[:12]}... the manifest validated; re-export"
+        )
 
 
 def _ensure_model(c: MlflowClient, name: str, manifest: ExportManifest, precision: str) -> None:

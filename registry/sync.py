@@ -14,9 +14,11 @@ a serving setting above it (a preferred batch size) is refused with both values 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from mlflow.exceptions import MlflowException
 
@@ -24,6 +26,7 @@ from common.exit_codes import UsageError
 from common.export_manifest import QUALITY_REFERENCE_FILE as QUALITY_FILE
 from common.fsutil import sha256_file
 from common.params import ALL_PRECISIONS, Params
+from mlmodel.facts import DATA_FOLDER, ModelError, ModelFacts, mismatches
 from registry import aliases, plan_compat, release_record, serving_choice, store, tags
 from registry.release_record import ReleaseRecord
 from registry.serving_choice import ServingChoice
@@ -47,28 +50,51 @@ def fetch_artifact(name: str, version: int, cache: Path) -> Path:
     return fetch_version(name, version, cache)[0]
 
 
-def fetch_version(name: str, version: int, cache: Path) -> tuple[Path, Path | None]:
-    """:func:`fetch_artifact` plus the version's quality reference (``None``: registered without one).
+class Fetched(NamedTuple):
+    """A version's verified local files, and its MLflow Model's facts (``None``: registered before)."""
 
-    The reference is verified like the artifact (``quality_sha256`` tag): a version never serves
-    with a reference that is not the one registered with it.
+    artifact: Path
+    quality_reference: Path | None
+    facts: ModelFacts | None
+
+
+def fetch_version(name: str, version: int, cache: Path) -> tuple[Path, Path | None]:
+    """:func:`fetch_artifact` plus the version's quality reference (``None``: registered without one)."""
+    fetched = fetch_model(name, version, cache)
+    return fetched.artifact, fetched.quality_reference
+
+
+def fetch_model(name: str, version: int, cache: Path) -> Fetched:
+    """A version's files, verified, in either layout the registry holds.
+
+    A version registered from ``models:/<model_id>`` is an MLflow Model: its file lies under
+    ``data/model/`` and its ``MLmodel`` states its facts (:mod:`mlmodel.facts`), which every tag that
+    repeats one must match (a mismatch is refused, both values named). A version registered from a
+    run's folder (before versions were MLflow Models) is the file alone. Either way the file and the
+    quality reference are verified against their recorded SHA-256: a version never serves with a
+    reference that is not the one registered with it.
     """
     import mlflow
 
     info = aliases.resolve(name, version=version)
+    where = f"{name} v{version}"
     expected = tags.artifact_sha256(info.tags, name, version)
     filename = tags.artifact_file(info.tags, name, version)
     quality_sha = tags.quality_sha256(info.tags, name, version)
+    tags.artifact_format(info.tags, name, version)
     folder = (cache / name / str(version)).absolute()
-    path = folder / filename
-    reference = folder / QUALITY_FILE if quality_sha else None
-    if path.parent != folder or not path.resolve().is_relative_to(folder.resolve(strict=False)):
-        raise store.ArtifactAltered(f"{name} v{version}: artifact path {path} leaves the cache {folder}")
+    is_model = str(info.source or "").startswith("models:/")
+    base = folder / DATA_FOLDER if is_model else folder
+    path = base / filename
+    reference = base / QUALITY_FILE if quality_sha else None
+    if path.parent != base or not path.resolve().is_relative_to(folder.resolve(strict=False)):
+        raise store.ArtifactAltered(f"{where}: artifact path {path} leaves the cache {folder}")
 
     def intact(file: Path | None, sha: str | None) -> bool:
         return file is None or (file.is_file() and not file.is_symlink() and sha256_file(file) == sha)
 
-    if not (intact(path, expected) and intact(reference, quality_sha)):
+    described = not is_model or (folder / "MLmodel").is_file()
+    if not (described and intact(path, expected) and intact(reference, quality_sha)):
         folder.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         try:
@@ -76,18 +102,22 @@ def fetch_version(name: str, version: int, cache: Path) -> tuple[Path, Path | No
                 artifact_uri=f"models:/{name}/{version}", dst_path=str(folder)
             )
         except MlflowException as exc:
-            raise store.RegistryUnavailable(f"downloading {name} v{version}: {exc}") from exc
+            raise store.RegistryUnavailable(f"downloading {where}: {exc}") from exc
     for file, sha, what in ((path, expected, filename), (reference, quality_sha, QUALITY_FILE)):
         if file is None:
             continue
         if file.is_symlink() or not file.is_file():
-            raise store.RegistryError(f"{name} v{version}: {what} missing from {info.source}")
+            raise store.RegistryError(f"{where}: {what} missing from {info.source}")
         if sha256_file(file) != sha:
             file.unlink()
-            raise store.RegistryError(
-                f"{name} v{version}: downloaded {what} does not match its registered SHA-256"
-            )
-    return path, reference
+            raise store.RegistryError(f"{where}: downloaded {what} does not match its registered SHA-256")
+    facts = None
+    if is_model:
+        facts = ModelFacts.from_mlmodel(folder, where)
+        problems = mismatches(facts, info.tags)
+        if problems:
+            raise ModelError(f"{where}: its tags contradict its MLflow Model: " + "; ".join(problems))
+    return Fetched(path, reference, facts)
 
 
 def max_batch(name: str, info: aliases.Resolved, fmt: str, params: Params) -> int:
@@ -137,13 +167,17 @@ def _classifier(
     resolved = {
         v: production if v == production.version else aliases.resolve(name, version=v) for v in numbers
     }
-    versions = tuple(ServedVersion(v, *fetch_version(name, v, cache)) for v in numbers)
+    fetched = {v: fetch_model(name, v, cache) for v in numbers}
+    versions = tuple(ServedVersion(v, f.artifact, f.quality_reference) for v, f in fetched.items())
     fmt = tags.artifact_format(production.tags, name, production.version)
     if fmt == "tensorrt_plan":  # before any file is written: a plan runs only where it was built
         host = host or plan_compat.host_facts()
         for v, info in resolved.items():
             plan_compat.check_plan(name, v, info.tags, host)
-    limit = min(max_batch(name, info, fmt, params) for info in resolved.values())
+    limit = min(
+        fetched[v].facts.max_batch if fetched[v].facts else max_batch(name, info, fmt, params)
+        for v, info in resolved.items()
+    )
     preferred, delay, instances = (
         serving.preferred_batch_sizes,
         serving.max_queue_delay_us,
@@ -162,13 +196,14 @@ def _classifier(
             f"v{numbers} supports: max_batch {limit} (export.max_batch when it was exported)"
         )
     model_tags = dict(store.registered_model(store.client(), name).tags)
+    interface = served_interface(name, fetched, model_tags)
     model = ServedModel(
         name=cfg.triton_name(precision),
         backend="tensorrt" if fmt == "tensorrt_plan" else "onnxruntime",
         versions=versions,
         production=production.version,
-        input_name=tags.tensor_name(model_tags, "input", "input", name),
-        output_name=tags.tensor_name(model_tags, "output", "logits", name),
+        input_name=interface["input"],
+        output_name=interface["output"],
         max_batch_size=limit,
         preferred_batch_sizes=preferred,
         max_queue_delay_us=delay,
@@ -178,7 +213,45 @@ def _classifier(
     summary = ServedForm(
         triton_model=model.name, production=production.version, staging=staging, max_batch=limit
     )
-    return model, summary, model_tags
+    return model, summary, interface
+
+
+def served_interface(name: str, fetched: dict[int, Fetched], model_tags: dict[str, str]) -> dict[str, str]:
+    """Tensor names, classes, mean and std of a served model: its versions' MLflow Models say them.
+
+    Versions registered before they were MLflow Models fall back on the registered model's tags. All
+    served versions of one Triton model share one config.pbtxt, so they must agree; a difference is
+    refused, both values named.
+    """
+    stated = {
+        v: {
+            "input": f.facts.input.name,
+            "output": f.facts.output.name,
+            "classes": json.dumps(list(f.facts.classes)),
+            "mean": json.dumps(list(f.facts.mean)),
+            "std": json.dumps(list(f.facts.std)),
+        }
+        for v, f in fetched.items()
+        if f.facts is not None
+    }
+    tagged = {  # validated whether or not a model states them: tags are untrusted input
+        "input": tags.tensor_name(model_tags, "input", "input", name),
+        "output": tags.tensor_name(model_tags, "output", "logits", name),
+        "classes": json.dumps(list(tags.json_list(model_tags, "classes", name))),
+        "mean": json.dumps(list(tags.json_list(model_tags, "mean", name, float))),
+        "std": json.dumps(list(tags.json_list(model_tags, "std", name, float))),
+    }
+    if not stated:
+        return tagged
+    first, *others = sorted(stated)
+    for v in others:
+        for key, value in stated[v].items():
+            if value != stated[first][key]:
+                raise ModelError(f"{name}: v{first} has {key} {stated[first][key]} but v{v} has {value}")
+    for key, value in stated[first].items():
+        if key in model_tags and tagged[key] != value:
+            raise ModelError(f"{name}: model tag {key}={tagged[key]} but v{first}'s MLflow Model: {value}")
+    return stated[first]
 
 
 def desired_spec(
@@ -203,11 +276,11 @@ def desired_spec(
     for precision in forms:
         mine = choice if choice is not None and choice.precision == precision else None
         trial = record.candidate_version if record and precision == candidate_form else None
-        model, forms_shown[cfg.registered_name(precision)], model_tags = _classifier(
+        model, forms_shown[cfg.registered_name(precision)], interface = _classifier(
             params, precision, cache, mine, trial, host
         )
         models.append(model)
-        meta = meta or model_tags
+        meta = meta or interface
     release = None
     if record is not None and record.step in ("shadow", "canary"):
         release = Release(

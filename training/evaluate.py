@@ -97,6 +97,7 @@ def evaluate(
         writer.writerows((data.classes[a], data.classes[p]) for a, p in zip(y, pred, strict=True))
     if run_file is not None and run_file.exists():
         _log_to_run(
+            prepared,
             json.loads(run_file.read_text())["run_id"],
             metrics,
             summary,
@@ -105,13 +106,14 @@ def evaluate(
     return metrics
 
 
-def _log_to_run(run_id: str, metrics: dict, summary: dict, files: list[Path]) -> None:
+def _log_to_run(prepared: Path, run_id: str, metrics: dict, summary: dict, files: list[Path]) -> None:
     import mlflow
 
-    from common import tracking
+    from common import lineage, tracking
 
     tracking.configure()
     with mlflow.start_run(run_id=run_id):
+        lineage.log_splits(prepared, {"test": "testing"})  # the export logs it with the same digest
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if isinstance(v, float | int)})
         for name, row in summary["per_class"].items():
             mlflow.log_metrics(

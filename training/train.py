@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
-from common import tracking
+from common import lineage, tracking
 from common.fsutil import atomic_path, write_json
 from common.params import Params
 from common.run_folder import RunFolder, RunRecorder
@@ -105,7 +105,9 @@ def _set_aside(folder: Path) -> None:
         folder.rename(aside)
 
 
-def _open_record(params: Params, folder: Path, run_id: str | None, digest: str, n_params: int, flat: dict):
+def _open_record(
+    params: Params, folder: Path, run_id: str | None, digest: str, n_params: int, flat: dict, prepared: Path
+):
     """The run folder, mirrored to a (new or resumed) MLflow run when MLflow is installed and answers."""
     run_tags = {
         "git_commit": tracking.git_commit(),
@@ -126,6 +128,8 @@ def _open_record(params: Params, folder: Path, run_id: str | None, digest: str, 
         if run_id is None:
             mlflow.log_params(flat)
             mlflow.set_tags(record.meta["tags"])
+            # the data it trained and selected on, as MLflow datasets with meta.json's checksums
+            lineage.log_splits(prepared, {"train": "training", "val": "validation"})
     except Exception as exc:  # no MLflow here, or no tracking server: the folder keeps the run
         log.warning(
             "MLflow tracking unavailable (%s); training records to %s only - import it later with "
@@ -223,7 +227,9 @@ def train(
             _set_aside(run_folder)
         source = json.loads((prepared / "meta.json").read_text())["source"]
         flat = _run_params(params, len(dataset), source)
-        record = _open_record(params, run_folder, state.get("run_id"), digest, count_parameters(model), flat)
+        record = _open_record(
+            params, run_folder, state.get("run_id"), digest, count_parameters(model), flat, prepared
+        )
         state["run_id"] = record.folder.meta["mlflow_run_id"]
     status = "FAILED"
     try:

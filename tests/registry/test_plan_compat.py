@@ -69,9 +69,12 @@ def test_a_plan_without_build_facts_is_refused():
 
 
 @pytest.fixture
-def plan_registry(registry):
-    """A trt_fp16 version registered like the export registers one (stand-in bytes, real registry)."""
-    from mlflow.tracking import MlflowClient
+def plan_registry(registry, small_prepared):
+    """A trt_fp16 version logged and registered as the export does (stand-in bytes, real registry)."""
+    import mlflow
+
+    from common.export_manifest import Artifact, ExportManifest
+    from mlmodel.logged import log_form
 
     manifest_path, _ = registry
     copy = manifest_path.parent
@@ -79,10 +82,14 @@ def plan_registry(registry):
     fp32 = next(a for a in manifest["artifacts"] if a["precision"] == "fp32")
     plan = copy / "model.trt_fp16.plan"
     plan.write_bytes(b"a serialised engine stands here" * 64)
-    MlflowClient().log_artifact(manifest["mlflow_run_id"], str(plan), "export/trt_fp16")
     art = fp32 | {"precision": "trt_fp16", "file": plan.name, "format": "tensorrt_plan", "built_on": BUILT}
     no_reference = {"quality_reference": None, "quality_sha256": None}
-    manifest["artifacts"] = [art | {"sha256": sha256_file(plan)} | no_reference]
+    art = Artifact.model_validate(art | {"sha256": sha256_file(plan)} | no_reference)
+    with mlflow.start_run(run_id=manifest["mlflow_run_id"]):
+        model_id = log_form(
+            copy, ExportManifest.model_validate(manifest), art, small_prepared, "0" * 16, ServingConfig()
+        )
+    manifest["artifacts"] = [art.model_dump(mode="json") | {"model_id": model_id}]
     (copy / "manifest.json").write_text(json.dumps(manifest))
     cfg = RegistryConfig(
         model_prefix=f"p{uuid.uuid4().hex[:8]}", serve=("trt_fp16",), ensemble_target="trt_fp16"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.params import Params, RegistryConfig, ServingConfig
+from mlmodel.facts import DATA_FOLDER
 from registry import aliases, store
 from registry.sync import ServingSettingError, sync
 from registry.tags import TagError
@@ -72,7 +73,7 @@ def test_a_symlink_planted_in_the_cache_is_refused_not_followed(synced, tmp_path
     victim.write_text("precious")
     version = add_version(name)
     filename = store.client().get_model_version(name, "1").tags["file"]
-    folder = cache / name / str(version)
+    folder = cache / name / str(version) / DATA_FOLDER  # where an MLflow Model version keeps its file
     folder.mkdir(parents=True)
     (folder / filename).symlink_to(victim)
     aliases.promote(name, "production", version)
@@ -133,7 +134,7 @@ def test_an_unreachable_registry_stops_the_sync_and_leaves_the_repository(synced
 
 def test_a_corrupt_cached_artifact_is_replaced_inside_the_cache(synced):
     cfg, name, repo, cache = synced
-    cached = next((cache / name / "1").iterdir())
+    cached = cache / name / "1" / DATA_FOLDER / store.client().get_model_version(name, "1").tags["file"]
     cached.write_bytes(b"bit rot")
     shutil.rmtree(repo)
     sync(cfg, repo, cache)
@@ -195,8 +196,8 @@ def test_each_version_ships_its_own_quality_reference_and_a_tampered_one_is_refu
         assert (repo / python_model / "quality" / model / "1.json").read_bytes() == exported
     version = aliases.resolve(name, version=1)
     assert version.tags["quality_sha256"] == hashlib.sha256(exported).hexdigest()
-    run = store.client().get_run(version.tags["run_id"])
-    stored = Path(urlparse(run.info.artifact_uri).path) / "export" / "fp32" / "quality_reference.json"
+    logged = store.client().get_logged_model(version.source.removeprefix("models:/"))
+    stored = Path(urlparse(logged.artifact_location).path) / DATA_FOLDER / "quality_reference.json"
     assert stored.read_bytes() == exported
     before = tree_digest(repo)
     try:
