@@ -155,6 +155,51 @@ def sync(
     echo_json(sync_for(params, repository, cache, server, admin_token_file, kind, tensorrt_version, gpu_arch))
 
 
+@registry.command()
+@_which
+@click.option(
+    "--version", "versions", type=int, multiple=True, help="the version(s); default: every old one."
+)
+@CACHE
+@click.option(
+    "--data",
+    type=FOLDER,
+    default=Path("data/prepared"),
+    show_default=True,
+    help="the prepared data, for the input example and the figures' datasets (optional).",
+)
+@click.pass_obj
+def migrate(
+    obj: dict, precision: str, model: str | None, versions: tuple[int, ...], cache: Path, data: Path
+) -> None:
+    """Re-register versions from before MLflow Models as MLflow Models (same file; aliases follow)."""
+    import dataclasses
+
+    from registry import migrate as migration
+    from registry import store
+
+    params = settings(obj["params"])
+    name = _model(precision, model)
+    if not versions:
+        c = store.client()
+        found = store.call_registry(f"listing {name}", c.search_model_versions, f"name='{name}'")
+        versions = tuple(sorted(int(v.version) for v in found if not str(v.source).startswith("models:/")))
+    rows = [migration.migrate(name, v, cache, data, params.serving) for v in versions]
+    echo_json([dataclasses.asdict(r) for r in rows])
+
+
+@registry.command("serving-input")
+@click.argument("images", type=FOLDER)
+@click.option("--out", type=FILE, required=True, help="the JSON file to write.")
+def serving_input(images: Path, out: Path) -> None:
+    """A folder of PNG/JPEG files as MLflow's scoring input (for mlflow models predict/serve)."""
+    from mlmodel.serving_input import image_files, serving_input
+
+    files = image_files(images)
+    out.write_text(serving_input(files))
+    echo_json({"images": len(files), "out": str(out), "order": "sorted paths"})
+
+
 @registry.command("import-run")
 @click.argument("folder", type=FOLDER)
 @click.option(

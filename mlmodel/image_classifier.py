@@ -53,7 +53,7 @@ class ImageClassifier:
         try:
             x = self.decoder.batch(batch)
         except InvalidImage as exc:
-            raise ValueError(f"{exc} (send PNG or JPEG bytes in the {IMAGE_COLUMN!r} column)") from None
+            raise _bad_input(f"{exc} (send PNG or JPEG bytes in the {IMAGE_COLUMN!r} column)") from None
         logits = (
             np.concatenate(
                 [
@@ -82,15 +82,22 @@ def _images(model_input):
     if isinstance(model_input, pd.DataFrame):
         if IMAGE_COLUMN not in model_input.columns:
             columns = list(model_input.columns)
-            raise ValueError(f"the input needs an {IMAGE_COLUMN!r} column of encoded images, got {columns}")
+            raise _bad_input(f"the input needs an {IMAGE_COLUMN!r} column of encoded images, got {columns}")
         return model_input[IMAGE_COLUMN]
     if isinstance(model_input, dict) and IMAGE_COLUMN in model_input:
         return list(model_input[IMAGE_COLUMN])
     if isinstance(model_input, list | tuple | np.ndarray | pd.Series):
         return list(model_input)
-    raise ValueError(
+    raise _bad_input(
         f"expected encoded images in an {IMAGE_COLUMN!r} column, got {type(model_input).__name__}"
     )
+
+
+def _bad_input(message: str) -> Exception:
+    """The caller's mistake, as MLflow reports one: ``mlflow models serve`` answers it with a 400."""
+    from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 def _load_pyfunc(data_path: str, model_config=None) -> ImageClassifier:

@@ -59,27 +59,40 @@ def log_form(
     folder: Path,
     manifest: ExportManifest,
     art: Artifact,
-    prepared: Path,
-    parity_digest: str,
+    prepared: Path | None,
+    parity_digest: str | None,
     serving: ServingConfig,
 ) -> str:
-    """Log one passed form from the export ``folder`` into the active run; returns its ``model_id``."""
+    """Log one passed form from the export ``folder`` into the active run; returns its ``model_id``.
+
+    ``prepared``: the data it was gated and scored on, for the input example and the figures'
+    datasets; ``None`` (a migration without the data at hand) logs the figures without datasets and
+    a synthetic input example.
+    """
     import mlflow
     from mlflow.models import Model
 
     path = folder / art.file
     facts = form_facts(manifest, art, path, serving)
     quality = folder / art.quality_reference if art.quality_reference else None
-    example = np.load(prepared / "test_x.npy", mmap_mode="r")[:EXAMPLE_IMAGES]
+    if prepared is not None:
+        example = np.asarray(np.load(prepared / "test_x.npy", mmap_mode="r")[:EXAMPLE_IMAGES])
+    else:  # a gradient image: any picture does for the contract's shape
+        ramp = np.linspace(0, 255, 32 * 32 * 3, dtype=np.float32).reshape(32, 32, 3)
+        example = np.stack([ramp, ramp[::-1]]).astype(np.uint8)
     info = Model.log(
         artifact_path=None,
         name=f"wrn-{art.precision}",
-        flavor=FormModel(facts, path, quality, np.asarray(example)),
+        flavor=FormModel(facts, path, quality, example),
         model_type="image-classifier",
         tags={"precision": art.precision, "format": art.format, "sha256": art.sha256},
     )
     model_id = info.model_id
-    validation = lineage.rows_dataset(prepared, f"{lineage.NAMES['val']}-parity", parity_digest)
+
+    def dataset(name: str, digest: str | None):
+        return lineage.rows_dataset(prepared, name, digest) if prepared is not None and digest else None
+
+    validation = dataset(f"{lineage.NAMES['val']}-parity", parity_digest)
     p = art.parity
     for key, value in {
         "parity_max_abs_logit": p.max_abs_logit,
@@ -88,10 +101,11 @@ def log_form(
         "parity_accuracy_drop": p.accuracy_drop,
     }.items():
         mlflow.log_metric(key, value, model_id=model_id, dataset=validation)
-    if art.test is not None and art.test.digest:
-        scored = lineage.rows_dataset(prepared, f"{lineage.NAMES['test']}-scored", art.test.digest)
+    if art.test is not None:
+        scored = dataset(f"{lineage.NAMES['test']}-scored", art.test.digest)
         mlflow.log_metric("test_accuracy", art.test.accuracy, model_id=model_id, dataset=scored)
-    mlflow.log_input(lineage.split_dataset(prepared, "test"), context="testing")
+    if prepared is not None:
+        mlflow.log_input(lineage.split_dataset(prepared, "test"), context="testing")
     mlflow.finalize_logged_model(model_id, "READY")
     log.info("%s logged as MLflow model %s", art.precision, model_id)
     return model_id

@@ -139,6 +139,25 @@ def promote(name: str, alias: str, version: int) -> AliasMoved:
     return {"name": name, "alias": alias, "version": version, "previous": previous}
 
 
+def carry(name: str, old: int, new: int) -> list[str]:
+    """Every alias ``old`` holds moves to ``new`` (the same bytes, re-registered): returns them.
+
+    The alias history takes ``new`` in ``old``'s place, so a later rollback goes where it would have;
+    the log records the move as ``migrate``.
+    """
+    c = client()
+    rm = registered_model(c, name)
+    moved = []
+    for alias, version in sorted((rm.aliases or {}).items()):
+        if int(version) != old:
+            continue
+        history = [new if v == old else v for v in _history(rm, alias)]
+        _move_alias(c, rm, alias, new, history, f"migrate from v{old}")
+        rm = registered_model(c, name)
+        moved.append(alias)
+    return moved
+
+
 def clear(name: str, alias: str) -> None:
     """Unset ``alias`` (its history stays: the record of what it named)."""
     c = client()

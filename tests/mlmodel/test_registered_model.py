@@ -83,3 +83,22 @@ def test_a_tag_that_contradicts_the_model_stops_the_sync_naming_both_values(regi
     with pytest.raises(ModelError, match=f"tag max_batch='8' but the model says '{recorded}'"):
         sync(params, tmp_path / "repo2", tmp_path / "cache")
     assert not (tmp_path / "repo2").exists()
+
+
+def test_wrong_input_to_the_pyfunc_gets_a_clear_error(registered):
+    from mlflow.exceptions import MlflowException
+
+    _manifest, cfg, rows = registered
+    name = cfg.registered_name("fp32")
+    version = next(r["version"] for r in rows if r["name"] == name)
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    good = png(np.zeros((32, 32, 3), dtype=np.uint8))
+    for bad, reason in [
+        (pd.DataFrame({"picture": [good]}), "image"),  # the wrong column: MLflow's schema error
+        (pd.DataFrame({"image": ["a string, not bytes"]}), "image"),
+        (pd.DataFrame({"image": [good, b"\x89PNG\r\n\x1a\n truncated"]}), "image 1 of the request"),
+        (pd.DataFrame({"image": [b""]}), "empty"),
+    ]:
+        with pytest.raises(MlflowException, match=reason):
+            model.predict(bad)
+    assert list(model.predict(pd.DataFrame({"image": [good]}))["class_index"])  # and it still answers
