@@ -19,7 +19,7 @@ from common.export_manifest import Measured, Parity, Record, Source
 from common.params_errors import describe_errors
 
 METADATA_KEY = "cifar10"
-DATA_FOLDER = "data/model"  # inside the MLflow Model: the served file and its quality reference
+QUALITY_FILE = "quality_reference.json"  # beside the served file, at the MLflow Model's root
 FACTS_VERSION = 1
 
 
@@ -60,11 +60,6 @@ class ModelFacts(Record):
     def image_size(self) -> tuple[int, int]:
         """``(height, width)`` of the classifier's input."""
         return self.input.shape[2], self.input.shape[3]
-
-    @property
-    def model_file(self) -> str:
-        """The served file's path inside the MLflow Model folder."""
-        return f"{DATA_FOLDER}/{self.file}"
 
     def metadata(self) -> dict:
         return {METADATA_KEY: self.model_dump(mode="json")}

@@ -101,9 +101,8 @@ def _bad_input(message: str) -> Exception:
 
 
 def _load_pyfunc(data_path: str, model_config=None) -> ImageClassifier:
-    """MLflow's loader protocol: ``data_path`` is the model's ``data/model`` folder."""
+    """MLflow's loader protocol: ``data_path`` is the served file, at the root beside ``MLmodel``."""
     from mlflow.models import Model
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(data_path)))
-    facts = Model.load(root).metadata["cifar10"]
-    return ImageClassifier(os.path.join(data_path, facts["file"]), facts)
+    facts = Model.load(os.path.dirname(os.path.abspath(data_path))).metadata["cifar10"]
+    return ImageClassifier(data_path, facts)

@@ -26,7 +26,7 @@ from common.exit_codes import UsageError
 from common.export_manifest import QUALITY_REFERENCE_FILE as QUALITY_FILE
 from common.fsutil import sha256_file
 from common.params import ALL_PRECISIONS, Params
-from mlmodel.facts import DATA_FOLDER, ModelError, ModelFacts, mismatches
+from mlmodel.facts import ModelError, ModelFacts, mismatches
 from registry import aliases, plan_compat, release_record, serving_choice, store, tags
 from registry.release_record import ReleaseRecord
 from registry.serving_choice import ServingChoice
@@ -67,9 +67,9 @@ def fetch_version(name: str, version: int, cache: Path) -> tuple[Path, Path | No
 def fetch_model(name: str, version: int, cache: Path) -> Fetched:
     """A version's files, verified, in either layout the registry holds.
 
-    A version registered from ``models:/<model_id>`` is an MLflow Model: its file lies under
-    ``data/model/`` and its ``MLmodel`` states its facts (:mod:`mlmodel.facts`), which every tag that
-    repeats one must match (a mismatch is refused, both values named). A version registered from a
+    A version registered from ``models:/<model_id>`` is an MLflow Model: its ``MLmodel`` states its
+    facts (:mod:`mlmodel.facts`), which every tag that repeats one must match (a mismatch is refused,
+    both values named). A version registered from a
     run's folder (before versions were MLflow Models) is the file alone. Either way the file and the
     quality reference are verified against their recorded SHA-256: a version never serves with a
     reference that is not the one registered with it.
@@ -84,10 +84,9 @@ def fetch_model(name: str, version: int, cache: Path) -> Fetched:
     tags.artifact_format(info.tags, name, version)
     folder = (cache / name / str(version)).absolute()
     is_model = str(info.source or "").startswith("models:/")
-    base = folder / DATA_FOLDER if is_model else folder
-    path = base / filename
-    reference = base / QUALITY_FILE if quality_sha else None
-    if path.parent != base or not path.resolve().is_relative_to(folder.resolve(strict=False)):
+    path = folder / filename  # an MLflow Model keeps it at its root too, beside MLmodel
+    reference = folder / QUALITY_FILE if quality_sha else None
+    if path.parent != folder or not path.resolve().is_relative_to(folder.resolve(strict=False)):
         raise store.ArtifactAltered(f"{where}: artifact path {path} leaves the cache {folder}")
 
     def intact(file: Path | None, sha: str | None) -> bool:

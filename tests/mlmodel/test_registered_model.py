@@ -41,9 +41,9 @@ def test_each_passed_form_is_registered_from_its_logged_model(registered, tmp_pa
             f"models:/{row['name']}/{row['version']}", dst_path=str(tmp_path / row["name"])
         )
         facts = ModelFacts.from_mlmodel(folder, row["name"])
-        assert sha256_file(tmp_path / row["name"] / facts.model_file) == art.sha256
+        assert sha256_file(tmp_path / row["name"] / facts.file) == art.sha256
         model = mlflow.models.Model.load(folder)
-        assert model.flavors["onnx"]["data"] == facts.model_file
+        assert model.flavors["onnx"]["data"] == facts.file
         assert model.signature.inputs.input_names() == ["image"]
         assert (facts.input.name, facts.input.shape, facts.output.shape) == (
             "input",

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from common.params import Params, RegistryConfig, ServingConfig
-from mlmodel.facts import DATA_FOLDER
 from registry import aliases, store
 from registry.sync import ServingSettingError, sync
 from registry.tags import TagError
@@ -73,7 +72,7 @@ def test_a_symlink_planted_in_the_cache_is_refused_not_followed(synced, tmp_path
     victim.write_text("precious")
     version = add_version(name)
     filename = store.client().get_model_version(name, "1").tags["file"]
-    folder = cache / name / str(version) / DATA_FOLDER  # where an MLflow Model version keeps its file
+    folder = cache / name / str(version)
     folder.mkdir(parents=True)
     (folder / filename).symlink_to(victim)
     aliases.promote(name, "production", version)
@@ -134,7 +133,7 @@ def test_an_unreachable_registry_stops_the_sync_and_leaves_the_repository(synced
 
 def test_a_corrupt_cached_artifact_is_replaced_inside_the_cache(synced):
     cfg, name, repo, cache = synced
-    cached = cache / name / "1" / DATA_FOLDER / store.client().get_model_version(name, "1").tags["file"]
+    cached = cache / name / "1" / store.client().get_model_version(name, "1").tags["file"]
     cached.write_bytes(b"bit rot")
     shutil.rmtree(repo)
     sync(cfg, repo, cache)
@@ -197,7 +196,7 @@ def test_each_version_ships_its_own_quality_reference_and_a_tampered_one_is_refu
     version = aliases.resolve(name, version=1)
     assert version.tags["quality_sha256"] == hashlib.sha256(exported).hexdigest()
     logged = store.client().get_logged_model(version.source.removeprefix("models:/"))
-    stored = Path(urlparse(logged.artifact_location).path) / DATA_FOLDER / "quality_reference.json"
+    stored = Path(urlparse(logged.artifact_location).path) / "quality_reference.json"
     assert stored.read_bytes() == exported
     before = tree_digest(repo)
     try:
