@@ -113,3 +113,36 @@ def register_variant(name: str, base: int, path: Path, tags: dict[str, str] | No
             name, source, run_id=run.info.run_id, tags=base_tags | (tags or {}) | own
         ).version
     )
+
+
+def register_run_files(manifest_path, cfg, precision: str = "fp32", file_bytes: bytes | None = None) -> int:
+    """A version as the registry made them before MLflow Models: ``runs:/<run>/export/<form>``.
+
+    For the migration's tests and benchmark; ``file_bytes`` registers other bytes under the form's
+    tags (their own checksum), which no export manifest names.
+    """
+    from common.export_manifest import ExportManifest
+    from common.fsutil import sha256_file
+    from registry import store
+    from registry.version_record import RegisteredVersion
+
+    manifest = ExportManifest.read(manifest_path)
+    art = manifest.artifact(precision)
+    path = manifest_path.parent / art.file
+    if file_bytes is not None:  # the same tags over other bytes: what a migration must refuse
+        path = manifest_path.parent / "other" / art.file
+        path.parent.mkdir()
+        path.write_bytes(file_bytes)
+        art = art.model_copy(update={"sha256": sha256_file(path)})
+    c = store.client()
+    c.log_artifact(manifest.mlflow_run_id, str(path), f"export/{precision}")
+    c.log_artifact(
+        manifest.mlflow_run_id, str(manifest_path.parent / art.quality_reference), f"export/{precision}"
+    )
+    name = cfg.registered_name(precision)
+    store._ensure_model(c, name, manifest, precision)
+    tags = RegisteredVersion.from_export(manifest, art, manifest.mlflow_run_id).to_tags()
+    mv = c.create_model_version(
+        name, f"runs:/{manifest.mlflow_run_id}/export/{precision}", manifest.mlflow_run_id, tags
+    )
+    return int(mv.version)

@@ -84,6 +84,7 @@ def describe(name: str) -> ModelDescription:
                 "test_runtime": v.tags.get("test_runtime") if measured else None,
                 "sha256": v.tags.get("sha256", "")[:12],
                 "source": version_source(v.tags),
+                "registered_from": str(v.source or ""),
                 "alias_periods": alias_periods(rm, int(v.version)),
             }
         )

@@ -83,6 +83,13 @@ def _add(table: Table, model: str | None, row: dict, with_periods: bool) -> None
     table.add_row(*cells, *([_periods(row)] if with_periods else []))
 
 
+def _layout(uri: str) -> str:
+    """An MLflow Model names its model id; an older version its run's folder (``registry migrate``)."""
+    if uri.startswith("models:/"):
+        return f"MLflow Model {uri}"
+    return f"run files {uri} (cifar10 registry migrate makes it an MLflow Model)"
+
+
 def _record(console: Console, model: str, row: dict, with_periods: bool) -> None:
     """One version as ``field  value`` lines: nothing is cut, whatever the terminal's width."""
     head = Text(f"{model} v{row['version']}  ", style="bold")
@@ -92,6 +99,7 @@ def _record(console: Console, model: str, row: dict, with_periods: bool) -> None
         ("accuracy", _accuracy(row)),
         ("parity", _parity(row)),
         ("source", _source(row["source"])),
+        ("model", _layout(row.get("registered_from", ""))),
         ("registered", row["created"]),
     ]
     if with_periods:

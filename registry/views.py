@@ -49,6 +49,7 @@ class VersionRow(TypedDict):
     test_runtime: str | None
     sha256: str
     source: VersionSource
+    registered_from: str  # models:/<model_id> (an MLflow Model) or runs:/<run>/export/<form> (before)
     alias_periods: list[AliasPeriod]
 
 

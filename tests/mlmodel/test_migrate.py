@@ -7,38 +7,13 @@ import json
 import mlflow
 import pytest
 
-from common.export_manifest import ExportManifest
+from benchmarks.onnx_variants import register_run_files as register_old_style
 from common.fsutil import sha256_file
 from common.params import Params, ServingConfig
 from registry import aliases, store
 from registry.migrate import migrate
 from registry.store import ArtifactAltered
 from registry.sync import sync
-from registry.version_record import RegisteredVersion
-
-
-def register_old_style(manifest_path, cfg, precision: str = "fp32", file_bytes: bytes | None = None) -> int:
-    """A version as the registry made them before: the run's files, ``runs:/<run>/export/<form>``."""
-    manifest = ExportManifest.read(manifest_path)
-    art = manifest.artifact(precision)
-    path = manifest_path.parent / art.file
-    if file_bytes is not None:  # the same tags over other bytes: what a migration must refuse
-        path = manifest_path.parent / "other" / art.file
-        path.parent.mkdir()
-        path.write_bytes(file_bytes)
-        art = art.model_copy(update={"sha256": sha256_file(path)})
-    c = store.client()
-    c.log_artifact(manifest.mlflow_run_id, str(path), f"export/{precision}")
-    c.log_artifact(
-        manifest.mlflow_run_id, str(manifest_path.parent / art.quality_reference), f"export/{precision}"
-    )
-    name = cfg.registered_name(precision)
-    store._ensure_model(c, name, manifest, precision)
-    tags = RegisteredVersion.from_export(manifest, art, manifest.mlflow_run_id).to_tags()
-    mv = c.create_model_version(
-        name, f"runs:/{manifest.mlflow_run_id}/export/{precision}", manifest.mlflow_run_id, tags
-    )
-    return int(mv.version)
 
 
 def params_for(cfg) -> Params:
