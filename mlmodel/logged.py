@@ -11,6 +11,7 @@ model page shows. The registry then registers ``models:/<model_id>`` (:mod:`regi
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,7 @@ def log_form(
     import mlflow
     from mlflow.models import Model
 
+    started = time.perf_counter()
     path = folder / art.file
     facts = form_facts(manifest, art, path, serving)
     quality = folder / art.quality_reference if art.quality_reference else None
@@ -107,5 +109,5 @@ def log_form(
     if prepared is not None:
         mlflow.log_input(lineage.split_dataset(prepared, "test"), context="testing")
     mlflow.finalize_logged_model(model_id, "READY")
-    log.info("%s logged as MLflow model %s", art.precision, model_id)
+    log.info("%s logged as MLflow model %s in %.1f s", art.precision, model_id, time.perf_counter() - started)
     return model_id

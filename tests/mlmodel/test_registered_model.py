@@ -6,6 +6,7 @@ import io
 
 import mlflow
 import numpy as np
+import onnxruntime as ort
 import pandas as pd
 import pytest
 from PIL import Image
@@ -23,11 +24,22 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def registered(registry):
-    manifest_path, cfg = registry
-    rows = store.register_manifest(manifest_path, cfg)
-    return ExportManifest.read(manifest_path), cfg, rows
+@pytest.fixture(scope="module")
+def registered(small_export, tmp_path_factory):
+    """The small export registered once for this module, under a prefix of its own."""
+    import shutil
+    import uuid
+
+    from common.params import RegistryConfig
+
+    folder, uri = small_export
+    copy = tmp_path_factory.mktemp("registered") / "export"
+    shutil.copytree(folder, copy)
+    cfg = RegistryConfig(model_prefix=f"r{uuid.uuid4().hex[:8]}")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        rows = store.register_manifest(copy / "manifest.json", cfg)
+        yield ExportManifest.read(copy / "manifest.json"), cfg, rows
 
 
 def test_each_passed_form_is_registered_from_its_logged_model(registered, tmp_path):
@@ -80,9 +92,12 @@ def test_a_tag_that_contradicts_the_model_stops_the_sync_naming_both_values(regi
     assert sync(params, tmp_path / "repo", tmp_path / "cache").changed
     recorded = store.client().get_model_version(name, str(version)).tags["max_batch"]
     store.client().set_model_version_tag(name, str(version), "max_batch", "8")
-    with pytest.raises(ModelError, match=f"tag max_batch='8' but the model says '{recorded}'"):
-        sync(params, tmp_path / "repo2", tmp_path / "cache")
-    assert not (tmp_path / "repo2").exists()
+    try:
+        with pytest.raises(ModelError, match=f"tag max_batch='8' but the model says '{recorded}'"):
+            sync(params, tmp_path / "repo2", tmp_path / "cache")
+        assert not (tmp_path / "repo2").exists()
+    finally:
+        store.client().set_model_version_tag(name, str(version), "max_batch", recorded)
 
 
 def test_wrong_input_to_the_pyfunc_gets_a_clear_error(registered):
@@ -102,3 +117,34 @@ def test_wrong_input_to_the_pyfunc_gets_a_clear_error(registered):
         with pytest.raises(MlflowException, match=reason):
             model.predict(bad)
     assert list(model.predict(pd.DataFrame({"image": [good]}))["class_index"])  # and it still answers
+
+
+def test_the_triton_plugin_s_onnx_route_finds_the_served_file_and_can_serve_it(registered, tmp_path):
+    """A version carries the ``onnx`` flavor exactly as NVIDIA's MLflow-Triton plugin reads it.
+
+    The plugin (``mlflow-triton`` / ``mlflow-tritonserver``) pins ``mlflow<3`` and cannot be installed
+    here, so this checks, without it, what its ``onnx`` route relies on (``_get_copy_paths`` in
+    ``deploy/mlflow-triton-plugin/mlflow_triton/deployments.py`` of triton-inference-server/server):
+
+    * ``Model.load(<artifacts>/MLmodel).flavors["onnx"]["data"]`` names the model file;
+    * the plugin copies ``<artifacts>/<data>`` into ``<repo>/<name>/1/`` and, when the artifacts hold no
+      ``config.pbtxt``, writes ``backend: "onnxruntime"`` and ``default_model_filename: "<data>"``: so
+      ``data`` must be a bare file name at the root, or Triton would look for a path that is not there;
+    * it copies every other ``*.txt`` but ``requirements.txt`` beside the config (ours: none).
+    """
+    _manifest, _cfg, rows = registered
+    for row in rows:
+        folder = tmp_path / row["name"]
+        mlflow.artifacts.download_artifacts(f"models:/{row['name']}/{row['version']}", dst_path=str(folder))
+        data = mlflow.models.Model.load(str(folder / "MLmodel")).flavors["onnx"]["data"]
+        assert "/" not in data and (folder / data).is_file()  # what default_model_filename can name
+        assert not (folder / "config.pbtxt").exists()  # the plugin writes its minimal config then
+        assert sorted(p.name for p in folder.glob("*.txt")) == ["requirements.txt"]
+        facts = ModelFacts.from_mlmodel(folder, row["name"])
+        assert sha256_file(folder / data) == facts.sha256  # the bytes the parity gate passed
+        # Triton's onnxruntime backend would autocomplete the config from the file: its tensors are these
+        session = ort.InferenceSession(str(folder / data), providers=["CPUExecutionProvider"])
+        (tensor_in,), (tensor_out,) = session.get_inputs(), session.get_outputs()
+        assert (tensor_in.name, tensor_out.name) == (facts.input.name, facts.output.name)
+        x = np.zeros((2, 3, 32, 32), dtype=np.float32)
+        assert session.run(None, {tensor_in.name: x})[0].shape == (2, len(facts.classes))
