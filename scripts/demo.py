@@ -42,6 +42,17 @@ def first_request(http_endpoint: str, grpc_endpoint: str, image: Path) -> dict:
     return {"image": str(image), "true_class": image.parent.name, "top_k": answers}
 
 
+def pyfunc_answer(name: str, image: Path) -> dict:
+    """The same image through MLflow's route: the production version's pyfunc (docs/mlflow-models.md)."""
+    import mlflow
+    import pandas as pd
+
+    uri = f"models:/{name}@production"
+    out = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"image": [image.read_bytes()]}))
+    top = float(max(out["probabilities"][0]))
+    return {"mlflow_pyfunc": uri, "label": out["label"][0], "probability": round(top, 4)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -95,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metrics: {server.url_metrics}")
         image = sorted(args.images.rglob("*.*"))[0]
         print(json.dumps(first_request(server.http_endpoint, server.url_grpc.removeprefix("grpc://"), image)))
+        print(json.dumps(pyfunc_answer(cfg.registered_name(cfg.ensemble_target), image)))
         cmd = [
             sys.executable,
             "-m",
