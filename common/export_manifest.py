@@ -32,6 +32,9 @@ class Source(Record):
     sha256: str
     git_commit: str
     run_id: str | None = None  # the training run; None for weights from outside
+    # SHA-256 of dvc.lock when the export ran (under `dvc repro`: the upstream stages' data, code and
+    # outputs); None outside a DVC workspace.
+    dvc_lock: str | None = None
 
 
 class Parity(Record):

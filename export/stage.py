@@ -50,11 +50,13 @@ def _source_info(weights: Path, run_file: Path | None) -> dict:
     run_id = None
     if run_file is not None and run_file.exists():
         run_id = json.loads(run_file.read_text()).get("run_id")
+    lock = Path("dvc.lock")
     return {
         "weights": str(weights.resolve()),
         "sha256": sha256_file(weights),
         "run_id": run_id,
         "git_commit": tracking.git_commit(),
+        "dvc_lock": sha256_file(lock) if lock.is_file() else None,
     }
 
 
@@ -276,6 +278,8 @@ def _log_to_mlflow(
                     f"parity_{p}_passed": float(r.passed),
                 }
             )
+        if manifest.source.dvc_lock:  # the pipeline state the forms came from (docs/mlflow-models.md)
+            mlflow.set_tag("dvc_lock_sha256", manifest.source.dvc_lock)
         model_ids = {
             art.precision: log_form(folder, manifest, art, prepared, parity_digest, serving)
             for art in manifest.passed

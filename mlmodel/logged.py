@@ -87,7 +87,13 @@ def log_form(
         name=f"wrn-{art.precision}",
         flavor=FormModel(facts, path, quality, example),
         model_type="image-classifier",
-        tags={"precision": art.precision, "format": art.format, "sha256": art.sha256},
+        tags={
+            "precision": art.precision,
+            "format": art.format,
+            "sha256": art.sha256,
+            "git_commit": manifest.source.git_commit,
+            "dvc_lock_sha256": manifest.source.dvc_lock or "none (not exported under DVC)",
+        },
     )
     model_id = info.model_id
 
