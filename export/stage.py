@@ -269,6 +269,12 @@ def _log_to_mlflow(
                     "source_sha256": manifest.source.sha256,
                 }
             )
+        if manifest.source.dvc_lock:  # the pipeline state the forms came from (docs/mlflow-models.md)
+            mlflow.set_tag("dvc_lock_sha256", manifest.source.dvc_lock)
+        model_ids = {
+            art.precision: log_form(folder, manifest, art, prepared, parity_digest, serving)
+            for art in manifest.passed
+        }
         for p, r in results.items():
             mlflow.log_metrics(
                 {
@@ -278,12 +284,6 @@ def _log_to_mlflow(
                     f"parity_{p}_passed": float(r.passed),
                 }
             )
-        if manifest.source.dvc_lock:  # the pipeline state the forms came from (docs/mlflow-models.md)
-            mlflow.set_tag("dvc_lock_sha256", manifest.source.dvc_lock)
-        model_ids = {
-            art.precision: log_form(folder, manifest, art, prepared, parity_digest, serving)
-            for art in manifest.passed
-        }
         mlflow.log_artifact(str(folder / "parity.txt"), "export")
         logged = manifest.model_copy(
             update={

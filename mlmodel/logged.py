@@ -24,6 +24,7 @@ from mlmodel.facts import ModelFacts, Tensor
 from mlmodel.package import FormModel
 
 log = logging.getLogger(__name__)
+UNLINKED_STEP = -1
 EXAMPLE_IMAGES = 2  # test images in each model's input example (the pyfunc is validated on them at log time)
 
 
@@ -87,6 +88,9 @@ def log_form(
         name=f"wrn-{art.precision}",
         flavor=FormModel(facts, path, quality, example),
         model_type="image-classifier",
+        # MLflow links the run's metrics of this step to the model; a form's own figures are logged
+        # on it below, so no step the training or evaluation logged (epochs, step 0) is taken
+        step=UNLINKED_STEP,
         tags={
             "precision": art.precision,
             "format": art.format,

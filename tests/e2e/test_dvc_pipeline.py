@@ -72,6 +72,14 @@ def test_repro_produces_metrics_plots_and_an_mlflow_run(clone):
     run = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_run(run_id)
     assert "test_accuracy" in run.data.metrics and "val_acc" in run.data.metrics
     assert run.data.tags["git_commit"] != "unknown"
+    # lineage: train, evaluate and export log the prepared splits, with meta.json's digests
+    from common import lineage
+
+    inputs = {(d.dataset.name, d.dataset.digest) for d in run.inputs.dataset_inputs}
+    prepared = repo / "data" / "prepared"
+    splits = {(lineage.NAMES[s], lineage.split_digest(prepared, s)) for s in ("train", "val", "test")}
+    assert splits <= inputs  # (and the rows each form's figures were measured on, logged with them)
+    assert {name for name, _ in inputs - splits} == {"cifar10-validation-parity", "cifar10-test-scored"}
 
 
 def test_export_passed_its_gate_and_was_registered(clone):
@@ -81,6 +89,17 @@ def test_export_passed_its_gate_and_was_registered(clone):
     assert fp32["passed"] and (repo / "artifacts" / "export" / fp32["file"]).exists()
     registered = json.loads((repo / "reports" / "registered.json").read_text())["versions"]
     assert {"name": "cifar10-wrn-fp32", "version": 1, "status": "created"} in registered
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    version = c.get_model_version("cifar10-wrn-fp32", "1")
+    assert version.source == f"models:/{fp32['model_id']}"  # an MLflow Model, logged by the export
+    logged = c.get_logged_model(fp32["model_id"])
+    assert logged.tags["git_commit"] == version.tags["git_commit"] != "unknown"
+    assert len(logged.tags["dvc_lock_sha256"]) == 64  # exported under dvc repro, with its lock
+    measured = {(m.key, m.dataset_name) for m in logged.metrics}
+    assert ("test_accuracy", "cifar10-test-scored") in measured
+    assert ("parity_top1_agreement", "cifar10-validation-parity") in measured
 
 
 def test_second_repro_is_a_no_op(clone):

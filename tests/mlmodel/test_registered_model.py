@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -148,3 +149,34 @@ def test_the_triton_plugin_s_onnx_route_finds_the_served_file_and_can_serve_it(r
         assert (tensor_in.name, tensor_out.name) == (facts.input.name, facts.output.name)
         x = np.zeros((2, 3, 32, 32), dtype=np.float32)
         assert session.run(None, {tensor_in.name: x})[0].shape == (2, len(facts.classes))
+
+
+def test_a_version_whose_mlmodel_lost_its_facts_is_refused_and_nothing_is_written(registered, tmp_path):
+    from urllib.parse import urlparse
+
+    import yaml
+
+    from common.params import Params, ServingConfig
+    from mlmodel.facts import ModelError
+    from registry import aliases
+    from registry.sync import sync
+
+    _manifest, cfg, rows = registered
+    name = cfg.registered_name("fp32")
+    version = next(r["version"] for r in rows if r["name"] == name)
+    aliases.promote(name, "production", version)
+    source = store.client().get_model_version(name, str(version)).source
+    logged = store.client().get_logged_model(source.removeprefix("models:/"))
+    mlmodel = Path(urlparse(logged.artifact_location).path) / "MLmodel"
+    original = mlmodel.read_text()
+    params = Params(profile="test", registry=cfg.replace(serve=("fp32",), ensemble_target="fp32"),
+                    serving=ServingConfig(preferred_batch_sizes=(8,)))  # fmt: skip
+    try:
+        edited = yaml.safe_load(original)
+        edited["metadata"].pop("cifar10")
+        mlmodel.write_text(yaml.safe_dump(edited))
+        with pytest.raises(ModelError, match="no 'cifar10' metadata"):
+            sync(params, tmp_path / "repo", tmp_path / "cache")
+        assert not (tmp_path / "repo").exists()
+    finally:
+        mlmodel.write_text(original)
