@@ -49,7 +49,7 @@ def migrate(name: str, version: int, cache: Path, prepared: Path | None, serving
     import mlflow
 
     from mlmodel.logged import log_form
-    from registry.sync import fetch_model
+    from registry.version_fetch import fetch_model
 
     where = f"{name} v{version}"
     c = store.client()
@@ -93,5 +93,6 @@ def migrate(name: str, version: int, cache: Path, prepared: Path | None, serving
         tags=dict(mv.tags) | {MIGRATED_FROM: str(version)},
         model_id=model_id,
     )
+    store.link_logged_model(c, model_id, name, int(new.version))
     moved = aliases.carry(name, version, int(new.version))
     return Migrated(name, version, int(new.version), "migrated", tuple(moved))

@@ -110,8 +110,25 @@ def register_manifest(manifest_path: Path, cfg: RegistryConfig) -> list[dict]:
             tags=RegisteredVersion.from_export(manifest, art, run_id).to_tags(),
             model_id=art.model_id,
         )
+        if art.model_id:
+            link_logged_model(c, art.model_id, name, int(mv.version))
         rows.append({"name": name, "version": int(mv.version), "status": "created"})
     return rows
+
+
+def link_logged_model(c: MlflowClient, model_id: str, name: str, version: int) -> None:
+    """Record the version on its logged model, as ``mlflow.register_model`` does (the UI's link)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    model = call_registry(f"reading logged model {model_id}", c.get_logged_model, model_id)
+    versions = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+    versions.append({"name": name, "version": str(version)})
+    call_registry(
+        f"linking {name} v{version} to {model_id}",
+        c.set_logged_model_tags,
+        model_id,
+        {MLFLOW_MODEL_VERSIONS: json.dumps(versions)},
+    )
 
 
 def _check_logged_model(c: MlflowClient, model_id: str, sha256: str, name: str) -> None:

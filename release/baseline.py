@@ -47,7 +47,7 @@ class ProductionScorer:
         if tags.artifact_format(info.tags, self.name, self.version) != "onnx":
             return f"{self.name} v{self.version} is not an ONNX file, which this host could run"
         from export.onnx_io import run_onnx  # how the export stage scored the candidate
-        from registry.sync import fetch_artifact
+        from registry.version_fetch import fetch_artifact
 
         path = fetch_artifact(self.name, self.version, self.cache)
         mean = tags.json_list(model_tags, "mean", self.name, float)

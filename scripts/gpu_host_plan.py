@@ -63,7 +63,7 @@ def run(params: Params, args: argparse.Namespace) -> dict:
     from export.onnx_io import run_onnx
     from export.parity import compare
     from registry import aliases, plan_compat, store
-    from registry.sync import fetch_artifact
+    from registry.version_fetch import fetch_artifact
 
     cfg = params.registry
     name = cfg.registered_name("fp32")

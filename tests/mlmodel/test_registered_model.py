@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import mlflow
@@ -50,6 +51,8 @@ def test_each_passed_form_is_registered_from_its_logged_model(registered, tmp_pa
         mv = c.get_model_version(row["name"], str(row["version"]))
         art = manifest.artifact(mv.tags["precision"])
         assert mv.source == f"models:/{art.model_id}"
+        linked = json.loads(c.get_logged_model(art.model_id).tags["mlflow.modelVersions"])
+        assert {"name": row["name"], "version": str(row["version"])} in linked  # the UI's link
         folder = mlflow.artifacts.download_artifacts(
             f"models:/{row['name']}/{row['version']}", dst_path=str(tmp_path / row["name"])
         )
