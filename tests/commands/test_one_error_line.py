@@ -69,7 +69,13 @@ def _with_params(path: tuple[str, ...], bad: Path) -> list[str]:
 READS_PARAMS = [p for p in LEAVES if p[0] in ("data", "train", "evaluate", "export", "registry", "optimize",
                                                "release", "tune", "params")]  # fmt: skip
 EXTRA_ARGS = {("registry", "promote"): ["--version", "1"], ("release", "start"): ["--version", "2"]}
-NO_PARAMS = {("registry", "import-run"), ("registry", "unpack"), ("tune", "apply"), ("params", "reference")}
+NO_PARAMS = {
+    ("registry", "import-run"),
+    ("registry", "unpack"),
+    ("registry", "serving-input"),
+    ("tune", "apply"),
+    ("params", "reference"),
+}
 
 
 @pytest.mark.parametrize("path", [p for p in READS_PARAMS if p not in NO_PARAMS], ids=" ".join)
