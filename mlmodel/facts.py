@@ -73,7 +73,7 @@ class ModelFacts(Record):
             model = Model.load(str(folder))
         except Exception as exc:  # a missing or unparsable MLmodel
             raise ModelError(f"{where}: no readable MLmodel in {folder} ({exc})") from None
-        raw = (model.metadata or {}).get(METADATA_KEY)
+        raw = model.metadata.get(METADATA_KEY) if isinstance(model.metadata, dict) else None
         if not isinstance(raw, dict):
             raise ModelError(
                 f"{where}: its MLmodel has no {METADATA_KEY!r} metadata; not exported by this tool"
@@ -84,11 +84,12 @@ class ModelFacts(Record):
             raise ModelError(
                 f"{where}: MLmodel metadata: " + "; ".join(describe_errors(exc, cls, {}))
             ) from None
-        if facts.input.shape[1:2] != (3,) or len(facts.input.shape) != 4:
-            raise ModelError(f"{where}: input {facts.input.name} has shape {facts.input.shape}, not NCHW RGB")
-        if facts.output.shape[-1] != len(facts.classes):
+        shape = facts.input.shape
+        if len(shape) != 4 or shape[1] != 3 or min(shape[2:]) < 1:
+            raise ModelError(f"{where}: input {facts.input.name} has shape {shape}, not N x 3 x H x W")
+        if len(facts.output.shape) != 2 or facts.output.shape[-1] != len(facts.classes):
             raise ModelError(
-                f"{where}: output {facts.output.name} has {facts.output.shape[-1]} values, "
+                f"{where}: output {facts.output.name} has shape {facts.output.shape}, "
                 f"but the model names {len(facts.classes)} classes"
             )
         return facts
@@ -128,6 +129,11 @@ def mismatches(facts: ModelFacts, tags: dict[str, str]) -> list[str]:
         out.append(
             f"tag quality_sha256={tags['quality_sha256']!r} but the model carries no quality reference"
         )
+    if facts.quality_sha256 is not None and "quality_sha256" not in tags:  # would serve without it
+        out.append(f"tag quality_sha256 is missing but the model carries {facts.quality_sha256!r}")
+    for key, value in (facts.built_on or {}).items():  # what plan_compat judges the host against
+        if tags.get(key) != value:
+            out.append(f"tag {key}={tags.get(key)!r} but the model was built with {value!r}")
     return out
 
 

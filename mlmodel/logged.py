@@ -64,12 +64,14 @@ def log_form(
     prepared: Path | None,
     parity_digest: str | None,
     serving: ServingConfig,
+    log_split: bool = True,
 ) -> str:
     """Log one passed form from the export ``folder`` into the active run; returns its ``model_id``.
 
     ``prepared``: the data it was gated and scored on, for the input example and the figures'
     datasets; ``None`` (a migration without the data at hand) logs the figures without datasets and
-    a synthetic input example.
+    a synthetic input example. ``log_split``: also log the test split on the run (not when migrating
+    an old run, which must not be said to have used today's data).
     """
     import mlflow
     from mlflow.models import Model
@@ -116,7 +118,7 @@ def log_form(
     if art.test is not None:
         scored = dataset(f"{lineage.NAMES['test']}-scored", art.test.digest)
         mlflow.log_metric("test_accuracy", art.test.accuracy, model_id=model_id, dataset=scored)
-    if prepared is not None:
+    if prepared is not None and log_split:
         mlflow.log_input(lineage.split_dataset(prepared, "test"), context="testing")
     mlflow.finalize_logged_model(model_id, "READY")
     log.info("%s logged as MLflow model %s in %.1f s", art.precision, model_id, time.perf_counter() - started)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from common.export_manifest import ExportManifest
 from common.params import ServingConfig
 from registry import aliases, release_record, store
@@ -41,7 +43,12 @@ def _export_manifest(run_id: str, where: str) -> ExportManifest:
         raise RegistryError(
             f"{where}: run {run_id} has no export/manifest.json to migrate from ({exc})"
         ) from None
-    return ExportManifest.model_validate(raw)
+    try:
+        return ExportManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise RegistryError(
+            f"{where}: run {run_id}'s export/manifest.json is not one this tool reads: {exc}"
+        ) from None
 
 
 def migrate(name: str, version: int, cache: Path, prepared: Path | None, serving: ServingConfig) -> Migrated:
@@ -61,8 +68,11 @@ def migrate(name: str, version: int, cache: Path, prepared: Path | None, serving
         for v in call_registry(f"listing {name}", c.search_model_versions, f"name='{name}'")
         if v.tags.get(MIGRATED_FROM) == str(version)
     ]
-    if successors:
-        return Migrated(name, version, int(successors[0].version), "already migrated")
+    if successors:  # finish what an interrupted migration left: the link and the aliases (both repeatable)
+        successor = int(successors[0].version)
+        store.link_logged_model(c, str(successors[0].source).removeprefix("models:/"), name, successor)
+        moved = aliases.carry(name, version, successor)
+        return Migrated(name, version, successor, "already migrated", tuple(moved))
     if release_record.active(name) is not None:
         raise RegistryError(f"{where}: a release is in progress on {name}; migrate after it ends")
     fetched = fetch_model(name, version, cache)  # verified against the version's sha256 tag
@@ -82,8 +92,12 @@ def migrate(name: str, version: int, cache: Path, prepared: Path | None, serving
         }
     )
     data = prepared if prepared is not None and (prepared / "meta.json").is_file() else None
-    with mlflow.start_run(run_id=mv.run_id):
-        model_id = log_form(fetched.artifact.parent, manifest, here, data, None, serving)
+    run = c.get_run(mv.run_id).info
+    try:  # logging into the old run reopens it; its status and end time are put back, whatever happens
+        with mlflow.start_run(run_id=mv.run_id):
+            model_id = log_form(fetched.artifact.parent, manifest, here, data, None, serving, log_split=False)
+    finally:
+        c.set_terminated(mv.run_id, status=run.status, end_time=run.end_time)
     new = call_registry(
         f"registering {name}",
         c.create_model_version,
@@ -94,5 +108,6 @@ def migrate(name: str, version: int, cache: Path, prepared: Path | None, serving
         model_id=model_id,
     )
     store.link_logged_model(c, model_id, name, int(new.version))
+    fetch_model(name, int(new.version), cache)  # it serves (files, facts, tags agree) before any alias moves
     moved = aliases.carry(name, version, int(new.version))
     return Migrated(name, version, int(new.version), "migrated", tuple(moved))

@@ -121,7 +121,14 @@ def link_logged_model(c: MlflowClient, model_id: str, name: str, version: int) -
     from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
     model = call_registry(f"reading logged model {model_id}", c.get_logged_model, model_id)
-    versions = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+    try:
+        versions = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+    except ValueError:
+        versions = []
+    versions = versions if isinstance(versions, list) else []
+    known = {(str(v.get("name")), str(v.get("version"))) for v in versions if isinstance(v, dict)}
+    if (name, str(version)) in known:  # a tracking server links it itself; a rerun links once
+        return
     versions.append({"name": name, "version": str(version)})
     call_registry(
         f"linking {name} v{version} to {model_id}",

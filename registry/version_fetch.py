@@ -73,8 +73,7 @@ def fetch_model(name: str, version: int, cache: Path) -> Fetched:
     def intact(file: Path | None, sha: str | None) -> bool:
         return file is None or (file.is_file() and not file.is_symlink() and sha256_file(file) == sha)
 
-    described = not is_model or (folder / "MLmodel").is_file()
-    if not (described and intact(path, expected) and intact(reference, quality_sha)):
+    def download() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         try:
@@ -83,6 +82,11 @@ def fetch_model(name: str, version: int, cache: Path) -> Fetched:
             )
         except MlflowException as exc:
             raise store.RegistryUnavailable(f"downloading {where}: {exc}") from exc
+
+    described = not is_model or (folder / "MLmodel").is_file()
+    cached = described and intact(path, expected) and intact(reference, quality_sha)
+    if not cached:
+        download()
     for file, sha, what in ((path, expected, filename), (reference, quality_sha, QUALITY_FILE)):
         if file is None:
             continue
@@ -93,7 +97,14 @@ def fetch_model(name: str, version: int, cache: Path) -> Fetched:
             raise store.RegistryError(f"{where}: downloaded {what} does not match its registered SHA-256")
     facts = None
     if is_model:
-        facts = ModelFacts.from_mlmodel(folder, where)
+        try:
+            facts = ModelFacts.from_mlmodel(folder, where)
+        except ModelError:
+            if not cached:
+                raise
+            (folder / "MLmodel").unlink(missing_ok=True)  # a damaged cached copy: the registry's, once
+            download()
+            facts = ModelFacts.from_mlmodel(folder, where)
         problems = mismatches(facts, info.tags)
         if problems:
             raise ModelError(f"{where}: its tags contradict its MLflow Model: " + "; ".join(problems))

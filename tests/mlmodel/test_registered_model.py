@@ -102,6 +102,19 @@ def test_a_tag_that_contradicts_the_model_stops_the_sync_naming_both_values(regi
         assert not (tmp_path / "repo2").exists()
     finally:
         store.client().set_model_version_tag(name, str(version), "max_batch", recorded)
+    # a deleted tag is no escape: the model states a quality reference, so serving without it is refused
+    quality = store.client().get_model_version(name, str(version)).tags["quality_sha256"]
+    store.client().delete_model_version_tag(name, str(version), "quality_sha256")
+    try:
+        with pytest.raises(ModelError, match="tag quality_sha256 is missing but the model carries"):
+            sync(params, tmp_path / "repo3", tmp_path / "cache3")
+    finally:
+        store.client().set_model_version_tag(name, str(version), "quality_sha256", quality)
+    # a damaged cached MLmodel is fetched again from the registry, not trusted and not fatal
+    cached = tmp_path / "cache" / name / str(version) / "MLmodel"
+    cached.write_text("not: [an MLmodel")
+    assert sync(params, tmp_path / "repo4", tmp_path / "cache").changed
+    assert "cifar10" in cached.read_text()
 
 
 def test_wrong_input_to_the_pyfunc_gets_a_clear_error(registered):
