@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 import uuid
@@ -39,8 +40,6 @@ def timing(export_dir: Path, prefix: str) -> dict:
     rows = store.register_manifest(export_dir / "manifest.json", cfg)
     registered = time.perf_counter() - t0
     copy = Path(tempfile.mkdtemp()) / "export"
-    import shutil
-
     shutil.copytree(export_dir, copy)
     old_cfg = RegistryConfig(model_prefix=f"{prefix}-old")
     old = register_run_files(copy / "manifest.json", old_cfg)

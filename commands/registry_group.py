@@ -176,15 +176,13 @@ def migrate(
     import dataclasses
 
     from registry import migrate as migration
-    from registry import store
 
     params = settings(obj["params"])
     name = _model(precision, model)
-    if not versions:
-        c = store.client()
-        found = store.call_registry(f"listing {name}", c.search_model_versions, f"name='{name}'")
-        versions = tuple(sorted(int(v.version) for v in found if not str(v.source).startswith("models:/")))
-    rows = [migration.migrate(name, v, cache, data, params.serving) for v in versions]
+    rows = [
+        migration.migrate(name, v, cache, data, params.serving)
+        for v in versions or migration.old_versions(name)
+    ]
     echo_json([dataclasses.asdict(r) for r in rows])
 
 

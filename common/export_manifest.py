@@ -114,6 +114,11 @@ class ExportManifest(Record):
     def artifact(self, precision: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.precision == precision), None)
 
+    def with_model_ids(self, model_ids: dict[str, str]) -> ExportManifest:
+        """This manifest with each logged form's MLflow ``model_id`` recorded on its artifact."""
+        artifacts = [a.model_copy(update={"model_id": model_ids.get(a.precision)}) for a in self.artifacts]
+        return self.model_copy(update={"artifacts": artifacts})
+
     def write(self, path: Path) -> None:
         Path(path).write_text(self.model_dump_json(indent=2) + "\n")
 

@@ -203,14 +203,7 @@ def export_model(
         run_id, model_ids = _log_to_mlflow(
             tmp, manifest, results, source["run_id"], experiment, prepared, parity_digest, serving
         )
-        manifest = manifest.model_copy(
-            update={
-                "mlflow_run_id": run_id,
-                "artifacts": [
-                    a.model_copy(update={"model_id": model_ids.get(a.precision)}) for a in artifacts
-                ],
-            }
-        )
+        manifest = manifest.with_model_ids(model_ids).model_copy(update={"mlflow_run_id": run_id})
         manifest.write(tmp / "manifest.json")
     print(table)
     failed = [p for p in cfg.required if p in results and not results[p].passed]
@@ -285,12 +278,5 @@ def _log_to_mlflow(
                 }
             )
         mlflow.log_artifact(str(folder / "parity.txt"), "export")
-        logged = manifest.model_copy(
-            update={
-                "artifacts": [
-                    a.model_copy(update={"model_id": model_ids.get(a.precision)}) for a in manifest.artifacts
-                ]
-            }
-        )
-        mlflow.log_dict(logged.model_dump(mode="json"), "export/manifest.json")
+        mlflow.log_dict(manifest.with_model_ids(model_ids).model_dump(mode="json"), "export/manifest.json")
         return run.info.run_id, model_ids

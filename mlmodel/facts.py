@@ -9,6 +9,8 @@ every tag that disagrees with the model, so a tag edited by hand can never chang
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -97,8 +99,6 @@ class ModelFacts(Record):
 
 def mismatches(facts: ModelFacts, tags: dict[str, str]) -> list[str]:
     """Every registry tag that repeats a fact of the model and disagrees with it, both values named."""
-    import json
-
     stated: dict[str, str] = {
         "precision": facts.precision,
         "format": facts.format,
@@ -115,16 +115,8 @@ def mismatches(facts: ModelFacts, tags: dict[str, str]) -> list[str]:
         stated |= {"test_accuracy": f"{facts.test.accuracy:.4f}", "test_images": str(facts.test.images)}
     out = []
     for key, value in stated.items():
-        if key not in tags:
-            continue
-        tagged = tags[key]
-        same = (
-            json.loads(tagged) == json.loads(value)
-            if key == "classes" and _is_json(tagged)
-            else tagged == value
-        )
-        if not same:
-            out.append(f"tag {key}={tagged!r} but the model says {value!r}")
+        if key in tags and not _same(key, tags[key], value):
+            out.append(f"tag {key}={tags[key]!r} but the model says {value!r}")
     if facts.quality_sha256 is None and "quality_sha256" in tags:
         out.append(
             f"tag quality_sha256={tags['quality_sha256']!r} but the model carries no quality reference"
@@ -137,11 +129,9 @@ def mismatches(facts: ModelFacts, tags: dict[str, str]) -> list[str]:
     return out
 
 
-def _is_json(text: str) -> bool:
-    import json
-
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
+def _same(key: str, tagged: str, value: str) -> bool:
+    """``classes`` is JSON: the same list however it is spaced; every other tag compares as text."""
+    if key == "classes":
+        with contextlib.suppress(ValueError):
+            return json.loads(tagged) == json.loads(value)
+    return tagged == value

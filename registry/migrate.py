@@ -51,6 +51,13 @@ def _export_manifest(run_id: str, where: str) -> ExportManifest:
         ) from None
 
 
+def old_versions(name: str) -> list[int]:
+    """The versions of ``name`` registered before versions were MLflow Models (a run's files)."""
+    c = store.client()
+    found = call_registry(f"listing {name}", c.search_model_versions, f"name='{name}'")
+    return sorted(int(v.version) for v in found if not str(v.source).startswith("models:/"))
+
+
 def migrate(name: str, version: int, cache: Path, prepared: Path | None, serving: ServingConfig) -> Migrated:
     """Re-register ``name`` v``version`` as an MLflow Model; see the module docstring."""
     import mlflow

@@ -28,7 +28,7 @@ def fetch_artifact(name: str, version: int, cache: Path) -> Path:
     function writes or deletes is checked to lie inside ``cache/<name>/<version>``: a crafted tag
     can make the sync fail, never touch a file elsewhere.
     """
-    return fetch_version(name, version, cache)[0]
+    return fetch_model(name, version, cache).artifact
 
 
 class Fetched(NamedTuple):
@@ -37,12 +37,6 @@ class Fetched(NamedTuple):
     artifact: Path
     quality_reference: Path | None
     facts: ModelFacts | None
-
-
-def fetch_version(name: str, version: int, cache: Path) -> tuple[Path, Path | None]:
-    """:func:`fetch_artifact` plus the version's quality reference (``None``: registered without one)."""
-    fetched = fetch_model(name, version, cache)
-    return fetched.artifact, fetched.quality_reference
 
 
 def fetch_model(name: str, version: int, cache: Path) -> Fetched:
