@@ -57,9 +57,19 @@ def _tracking(ctx: click.Context, _: click.Parameter, value: str | None) -> None
 
 
 # The options several groups share, each defined here once.
+def _params(ctx: click.Context, _: click.Parameter, value: Path) -> Path:
+    """The stores (tracking URI, ...) of this file are where every MLflow call of the command goes."""
+    if not ctx.resilient_parsing:
+        from common import tracking
+
+        tracking.use(value)
+    return value
+
+
 PARAMS = click.option(
     "--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=Path("params.yaml"),
-    show_default=True, help="params.yaml to read (keys it leaves out come from the project's own).",
+    show_default=True, callback=_params,
+    help="params.yaml to read (keys it leaves out come from the project's own).",
 )  # fmt: skip
 PROFILE = click.option("--profile", default=None, help="training profile (default: the file's).")
 SET = click.option(
@@ -73,7 +83,7 @@ VERBOSE = click.option(
 )  # fmt: skip
 TRACKING_URI = click.option(
     "--tracking-uri", default=None, expose_value=False, callback=_tracking, is_eager=True,
-    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
+    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else params.yaml stores.tracking).",
 )  # fmt: skip
 SERVER = click.option(
     "--server", default=None, help="gRPC host:port of a running server (e.g. 127.0.0.1:8001)."
@@ -101,9 +111,12 @@ def common_options(fn: Any) -> Any:
 
 def settings(params_file: Path, profile: str | None = None, sets: tuple[str, ...] = ()):
     """The validated settings a command runs with (:func:`common.params.resolve`)."""
+    from common import tracking
     from common.params import resolve
 
-    return resolve(params_file, profile, sets).params
+    params = resolve(params_file, profile, sets).params
+    tracking.use(params.stores)
+    return params
 
 
 def echo_json(value: Any, indent: int | None = 2) -> None:

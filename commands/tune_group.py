@@ -52,7 +52,9 @@ def tune(ctx: click.Context, params_file: Path, profile: str | None, sets: tuple
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports/tune"),
     show_default=True, help="summary, best settings and plots.",
 )  # fmt: skip
-@click.option("--storage", default=None, help="Optuna storage URL (default: sqlite of tune.storage).")
+@click.option(
+    "--storage", default=None, help="Optuna storage URL (default: $OPTUNA_STORAGE, else stores.optuna)."
+)
 @click.pass_obj
 def run(chosen: Chosen, data: Path, out: Path, storage: str | None) -> None:
     """Run or continue the study to its budget; prints its summary as JSON."""

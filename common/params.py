@@ -38,6 +38,7 @@ from common.params_schema import (
     ReleaseConfig,
     SearchParam,
     ServingConfig,
+    StoresConfig,
     Tolerance,
     TrainConfig,
     TuneBudget,
@@ -49,12 +50,12 @@ __all__ = [
     "EvaluateConfig", "ExportConfig", "GpuServingConfig", "MlflowConfig", "ModelConfig",
     "MonitoringConfig", "OptimizeConfig", "Params", "ParamsError", "RegistryConfig", "ReleaseConfig",
     "Resolved",
-    "SearchParam", "ServingConfig", "Tolerance", "TrainConfig", "TuneBudget", "TuneConfig",
+    "SearchParam", "ServingConfig", "StoresConfig", "Tolerance", "TrainConfig", "TuneBudget", "TuneConfig",
     "load_params", "resolve", "with_overrides",
 ]  # fmt: skip
 
 SECTIONS = ("profile", "profiles", "data", "evaluate", "mlflow", "export", "registry", "serving",
-            "optimize", "release", "monitoring", "tune")  # fmt: skip
+            "optimize", "release", "monitoring", "tune", "stores")  # fmt: skip
 PROFILE_SECTIONS = ("model", "train")
 REPLACED = ("space",)  # mappings a file gives whole: a search space is not merged with the default one
 

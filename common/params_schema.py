@@ -338,8 +338,35 @@ class TuneConfig(Section):
     pruner: Literal["median", "halving"]
     startup_trials: Count
     warmup_epochs: Count
-    storage: Str
     budget: TuneBudget  # of the active profile (params.yaml: tune.profiles.<profile>)
+
+
+StoreUri = Annotated[str, Strict()]  # "" where a store is optional (no DVC remote, AWS's own S3 endpoint)
+
+
+class StoresConfig(Section):
+    """Where each store lives, one URI per store (:mod:`common.stores`, ``docs/stores.md``).
+
+    A URI here names a place, never a secret: a password in one is refused, so ``params.yaml`` can be
+    committed and logged. Credentials come from the environment (``PGPASSWORD``, ``AWS_*``) or files
+    it names (``PGPASSFILE``, ``AWS_SHARED_CREDENTIALS_FILE``).
+    """
+
+    path = "stores"
+    tracking: Str
+    artifacts: Str
+    s3_endpoint: StoreUri
+    model_repository: Str
+    optuna: Str
+    dvc_remote: StoreUri
+
+    @model_validator(mode="after")
+    def _no_secrets(self) -> Self:
+        from common.stores import check_uri
+
+        for key in type(self).model_fields:
+            check_uri(key, getattr(self, key))
+        return self
 
 
 class Params(BaseModel):
@@ -359,6 +386,7 @@ class Params(BaseModel):
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    stores: StoresConfig = Field(default_factory=StoresConfig)
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)  # the resolved document, as logged
 
     def replace(self, **changes: Any) -> Params:

@@ -1,8 +1,9 @@
 """MLflow set-up shared by every command that records or reads runs and models.
 
-The default store is a sqlite file plus a local artifact folder in the working directory (the
-repository root when run through DVC), so a fresh clone needs no server; ``MLFLOW_TRACKING_URI``
-points everything at a shared server instead.
+The store is ``stores.tracking`` (:mod:`common.stores`): by default a sqlite file plus a local
+artifact folder (``stores.artifacts``) in the working directory (the repository root when run
+through DVC), so a fresh clone needs no server. ``MLFLOW_TRACKING_URI`` (or ``--tracking-uri``)
+wins over it, as MLflow's own tools have it; a team points it at PostgreSQL or a tracking server.
 """
 
 from __future__ import annotations
@@ -11,19 +12,45 @@ import logging
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
+
+from common import stores
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "mlflow.db"
-ARTIFACT_DIR = "mlartifacts"
+_settings: Any = None  # the ``stores`` section of the command's params.yaml (:func:`use`)
+
+
+def use(cfg: Any) -> None:
+    """Take the stores from ``cfg`` for every later :func:`configure`: a ``params.stores`` section,
+    or a ``params.yaml`` path (read when a store is first needed, so a command that never touches
+    MLflow does not read it)."""
+    global _settings
+    _settings = cfg
+
+
+def _stores() -> Any:
+    global _settings
+    from common.params_schema import StoresConfig
+
+    if isinstance(_settings, Path):
+        from common.params import resolve
+
+        _settings = resolve(_settings if _settings.is_file() else None).params.stores
+    return _settings if _settings is not None else StoresConfig()
 
 
 def tracking_uri(root: str | Path | None = None) -> str:
-    """The tracking URI in force: the environment's, else the local sqlite store under ``root``."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    root = Path(root or Path.cwd()).resolve()
-    return f"sqlite:///{root / DB_NAME}"
+    """The tracking URI in force: ``$MLFLOW_TRACKING_URI``, else ``stores.tracking`` (under ``root``)."""
+    return stores.resolve(_stores(), "tracking", root=root).uri
+
+
+def artifact_location(uri: str, root: str | Path | None = None) -> str | None:
+    """Where a new experiment keeps its artifacts: ``stores.artifacts``; a tracking server decides itself."""
+    if uri.startswith(("http://", "https://")):
+        return None
+    location = stores.resolve(_stores(), "artifacts", root=root).uri
+    return location if stores.is_s3(location) or "://" in location else Path(location).as_uri()
 
 
 _registry_set_by_us: str | None = None
@@ -40,6 +67,9 @@ def configure(root: str | Path | None = None) -> str:
     import mlflow
 
     uri = tracking_uri(root)
+    endpoint = stores.resolve(_stores(), "s3_endpoint").uri
+    if endpoint:  # MLflow's S3 artifact client reads it from the environment
+        os.environ[stores.ENV["s3_endpoint"]] = endpoint
     mlflow.set_tracking_uri(uri)
     user_registry = os.environ.get("MLFLOW_REGISTRY_URI")
     if not user_registry or user_registry == _registry_set_by_us:
@@ -61,10 +91,7 @@ def ensure_experiment(name: str, root: str | Path | None = None) -> str:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        location = None
-        if uri.startswith("sqlite:"):
-            location = (Path(root or Path.cwd()).resolve() / ARTIFACT_DIR).as_uri()
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=artifact_location(uri, root))
     if exp.lifecycle_stage == LifecycleStage.DELETED:
         log.warning("MLflow experiment %r was deleted; restoring it", name)
         client.restore_experiment(exp.experiment_id)

@@ -1,6 +1,7 @@
 """The ``tune`` stage: a seeded TPE study with pruning, resumable from Optuna's sqlite storage.
 
-The study lives in ``tune.storage`` (sqlite, beside ``mlflow.db``) under a name derived from what it
+The study lives in ``stores.optuna`` (sqlite beside ``mlflow.db`` by default, PostgreSQL for a team
+whose workers share one study: ``docs/stores.md``) under a name derived from what it
 searches (:func:`tuning.space.study_name`), so running the stage again continues it: finished trials
 (complete or pruned) count against ``trials``, the wall time already spent counts against
 ``timeout_minutes``, and a trial whose process was killed is failed by Optuna's heartbeat and not
@@ -17,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any, TypedDict
 
+from common import stores
 from common.fsutil import write_json
 from common.params import Params
 from training.prepare import load_arrays
@@ -80,7 +82,7 @@ def run_study(params: Params, prepared: Path, out_dir: Path, storage_url: str | 
     from common import tracking
 
     budget = params.tune.budget
-    storage_url = storage_url or f"sqlite:///{Path(params.tune.storage).resolve()}"
+    storage_url = stores.resolve(params.stores, "optuna", option=storage_url).uri
     study = _study(params, storage_url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -99,7 +101,9 @@ def run_study(params: Params, prepared: Path, out_dir: Path, storage_url: str | 
                           run_name=None if parent_id else study.study_name) as parent:  # fmt: skip
         if parent_id is None:
             study.set_user_attr("mlflow_run_id", parent.info.run_id)
-            mlflow.log_params({"profile": params.profile, "study": study.study_name, "storage": storage_url})
+            mlflow.log_params(
+                {"profile": params.profile, "study": study.study_name, "storage": stores.redact(storage_url)}
+            )
             mlflow.log_params({f"budget.{k}": v for k, v in _budget_params(params).items()})
         remaining = budget.trials - len(finished(study))
         seconds_left = budget.timeout_minutes * 60 - float(study.user_attrs.get("elapsed_s", 0.0))

@@ -35,11 +35,10 @@ def tiny(tmp_path: Path, trials: int = 3, epochs: int = 2, startup: int = 2):
     budget = TuneBudget(
         trials=trials, timeout_minutes=10, epochs=epochs, train_subset=0, val_images=0, space=SPACE
     )
-    tune = TuneConfig(
-        startup_trials=startup, warmup_epochs=0, storage=str(tmp_path / "optuna.db"), budget=budget
-    )
+    tune = TuneConfig(startup_trials=startup, warmup_epochs=0, budget=budget)
     train = params.train.replace(batch_size=32, warmup_epochs=0.0, eval_batch_size=100)
-    return params.replace(model=ModelConfig(depth=10, width=1), train=train, tune=tune)
+    stores = params.stores.replace(optuna=f"sqlite:///{tmp_path / 'optuna.db'}")
+    return params.replace(model=ModelConfig(depth=10, width=1), train=train, tune=tune, stores=stores)
 
 
 def runs(uri: str):
@@ -126,7 +125,8 @@ def test_a_killed_study_resumes_without_repeating_finished_trials(small_prepared
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["profiles"]["cpu"]["model"] = {"depth": 10, "width": 1, "dropout": 0.0}
     raw["profiles"]["cpu"]["train"] |= {"batch_size": 32, "warmup_epochs": 0.0}
-    raw["tune"] |= {"storage": str(tmp_path / "optuna.db"), "startup_trials": 5}
+    raw["tune"] |= {"startup_trials": 5}
+    raw["stores"] |= {"optuna": f"sqlite:///{tmp_path / 'optuna.db'}"}
     raw["tune"]["profiles"]["cpu"] = {
         "trials": 3, "timeout_minutes": 10, "epochs": 3, "train_subset": 120, "val_images": 0,
         "space": {"train.lr": {"low": 0.01, "high": 0.1, "log": True}, "model.width": {"choices": [1]}},
