@@ -93,9 +93,25 @@ ADMIN_TOKEN_FILE = click.option(
     help="token unlocking the server's model-repository API (or $CIFAR10_ADMIN_TOKEN).",
 )  # fmt: skip
 REPOSITORY = click.option(
-    "--repository", type=click.Path(file_okay=False, path_type=Path), default=Path("model_repository"),
-    show_default=True, help="the Triton model repository.",
+    "--repository", default=None,
+    help="the Triton model repository: a folder or s3://host:port/bucket/prefix "
+    "(default: $CIFAR10_MODEL_REPOSITORY, else params.yaml stores.model_repository).",
 )  # fmt: skip
+
+
+def repository_location(option: str | None, params_file: Path | None = None) -> str:
+    """``--repository``, else ``$CIFAR10_MODEL_REPOSITORY``, else ``stores.model_repository`` of the file."""
+    from common import stores
+    from common.params import resolve
+
+    if option:
+        return stores.resolve(None, "model_repository", option=option).uri
+    if os.environ.get(stores.ENV["model_repository"]):
+        return stores.resolve(None, "model_repository").uri
+    path = params_file if params_file is not None and Path(params_file).is_file() else None
+    return stores.resolve(resolve(path).params.stores, "model_repository").uri
+
+
 CACHE = click.option(
     "--cache", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/registry_cache"),
     show_default=True, help="where registry artifacts are downloaded.",

@@ -65,7 +65,7 @@ def optimize(
     sets: tuple[str, ...],
     images: Path | None,
     cache: Path,
-    repository: Path,
+    repository: str | None,
     server: str | None,
     admin_token_file: Path | None,
     kind: str | None,
@@ -90,10 +90,12 @@ def optimize(
     over (no failed request). The table, a PNG and the choice are written
     under --out and logged to MLflow.
     """
+    from commands.main import repository_location
     from optimize import evidence, outcome
     from registry.sync import sync_for
 
     params = settings(params_file, None, sets)
+    repository = repository_location(repository, params_file)
 
     def synced() -> dict:
         return sync_for(params, repository, cache, server, admin_token_file, kind).model_dump(mode="json")

@@ -137,22 +137,35 @@ def rollback(precision: str, model: str | None, alias: str | None, stage: str | 
 @click.option(
     "--gpu-arch", default=None, help="the serving GPU's compute capability, e.g. 9.0 (default: nvidia-smi)."
 )
+@click.option(
+    "--prune", is_flag=True,
+    help="S3 without --server: also delete retired versions' files (every server has moved off them).",
+)  # fmt: skip
 @click.pass_obj
 def sync(
     obj: dict,
-    repository: Path,
+    repository: str | None,
     cache: Path,
     server: str | None,
     admin_token_file: Path | None,
     kind: str | None,
     tensorrt_version: str | None,
     gpu_arch: str | None,
+    prune: bool,
 ) -> None:
-    """Write the Triton model repository from the aliases; with --server, roll the live server over."""
+    """Write the Triton model repository from the aliases; with --server, roll the live server over.
+
+    The repository is a folder (swapped in atomically) or s3://host:port/bucket/prefix (published
+    objects first, each checked, configs last; docs/stores.md).
+    """
+    from commands.main import repository_location
     from registry.sync import sync_for
 
     params = settings(obj["params"])
-    echo_json(sync_for(params, repository, cache, server, admin_token_file, kind, tensorrt_version, gpu_arch))
+    where = repository_location(repository, obj["params"])
+    echo_json(
+        sync_for(params, where, cache, server, admin_token_file, kind, tensorrt_version, gpu_arch, prune)
+    )
 
 
 @registry.command()

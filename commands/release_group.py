@@ -37,7 +37,7 @@ class Where:
 
     params_file: Path
     sets: tuple[str, ...]
-    repository: Path | None
+    repository: str | None
     cache: Path | None
     prepared: Path | None
     server: str
@@ -65,8 +65,9 @@ class Where:
 @PARAMS
 @SET
 @click.option(
-    "--repository", type=DirPath, default=None,
-    help="the served model repository (default: model_repository/ beside --params).",
+    "--repository", default=None,
+    help="the served model repository, a folder or s3://host:port/bucket/prefix (default: "
+    "$CIFAR10_MODEL_REPOSITORY, else stores.model_repository beside --params).",
 )  # fmt: skip
 @click.option(
     "--cache", type=DirPath, default=None,

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import click
 
-from commands.main import ADMIN_TOKEN_FILE, VERBOSE
+from commands.main import ADMIN_TOKEN_FILE, PARAMS, VERBOSE
 from serving.server.environment import ORT_SPINNING_MODES
 
 
 @click.command()
 @click.option(
-    "--model-repository", type=click.Path(file_okay=False, path_type=Path), default=Path("model_repository"),
-    show_default=True,
+    "--model-repository", default=None,
+    help="a folder or s3://host:port/bucket/prefix (default: $CIFAR10_MODEL_REPOSITORY, else "
+    "params.yaml stores.model_repository).",
 )  # fmt: skip
 @click.option("--http-port", type=int, default=8000, show_default=True)
 @click.option("--grpc-port", type=int, default=8001, show_default=True)
@@ -30,9 +31,10 @@ from serving.server.environment import ORT_SPINNING_MODES
 )  # fmt: skip
 @click.option("--startup-timeout", type=float, default=300.0, show_default=True, help="seconds to readiness.")
 @ADMIN_TOKEN_FILE
+@PARAMS
 @VERBOSE
 def serve(
-    model_repository: Path,
+    model_repository: str | None,
     http_port: int,
     grpc_port: int,
     metrics_port: int,
@@ -42,6 +44,7 @@ def serve(
     ort_spinning: str,
     startup_timeout: float,
     admin_token_file: Path | None,
+    params_file: Path,
 ) -> None:
     """Serve a model repository until Ctrl-C or SIGTERM.
 
@@ -49,15 +52,19 @@ def serve(
     $CIFAR10_ADMIN_TOKEN): then only a rollout holding it changes what serves.
 
     \b
-    Example:
+    Examples:
       cifar10 serve --model-repository model_repository --admin-token-file .triton-token
+      AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... \\
+        cifar10 serve --model-repository s3://127.0.0.1:9000/models/cifar10
     """
+    from commands.main import repository_location
     from serving.server.embedded import ServerConfig
     from serving.server.environment import admin_token
     from serving.server.foreground import serve_foreground
 
     config = ServerConfig(
-        model_repository=model_repository, http_port=http_port, grpc_port=grpc_port,
+        model_repository=repository_location(model_repository, params_file), http_port=http_port,
+        grpc_port=grpc_port,
         metrics_port=metrics_port, address=address, log_file=log_file, ort_threads=ort_threads,
         ort_spinning=ort_spinning,
     )  # fmt: skip

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.exit_codes import UsageError
 from common.params import ALL_PRECISIONS, Params
@@ -31,6 +32,9 @@ from registry.serving_choice import ServingChoice
 from registry.sync_result import DesiredState, ReleaseShown, ServedForm, SyncResult, SyncSummary, TargetShown
 from registry.version_fetch import Fetched, fetch_model
 from serving.repository.spec import Release, RepositorySpec, ServedModel, ServedVersion
+
+if TYPE_CHECKING:
+    from serving.repository.targets import Repository
 
 log = logging.getLogger(__name__)
 
@@ -272,13 +276,14 @@ def _release(params: Params, target: str) -> ReleaseRecord | None:
 
 def sync_for(
     params: Params,
-    repository: Path,
+    repository: Path | str,
     cache: Path,
     server: str | None = None,
     admin_token_file: Path | None = None,
     kind: str | None = None,
     tensorrt_version: str | None = None,
     gpu_arch: str | None = None,
+    prune: bool = False,
 ) -> SyncResult:
     """:func:`sync` as a command asks for it: a serving kind override, the admin token, the host's facts."""
     from serving.server.environment import admin_header
@@ -293,32 +298,42 @@ def sync_for(
     host = None
     if tensorrt_version or gpu_arch:
         host = plan_compat.host_facts(tensorrt=tensorrt_version, compute_capability=gpu_arch)
-    return sync(params, repository, cache, server, header, host)
+    return sync(params, repository, cache, server, header, host, prune=prune)
 
 
 def sync(
     params: Params,
-    repository: Path,
+    repository: Path | str | Repository,
     cache: Path,
     server_url: str | None = None,
     header: tuple[str, str] | None = None,
     host: plan_compat.HostFacts | None = None,
     lock_timeout_s: float = 0.0,
+    prune: bool = False,
 ) -> SyncResult:
     """Write ``repository`` from the registry; with ``server_url``, roll the live server over too.
+
+    ``repository``: a folder, or ``s3://host:port/bucket/prefix`` (built in a mirror under ``cache``
+    and published in a safe order: :mod:`serving.repository.s3_repository`).
 
     ``lock_timeout_s``: how long to wait for another rollout of ``repository`` before raising
     :class:`~serving.repository.atomic_fs.RepositoryBusy` (exit code 9).
 
+    ``prune``: without a server, also delete from S3 the files no config names any more (a rollout
+    always does, once its server moved off them; a folder never keeps any).
+
     ``host`` (TensorRT version, GPU architecture) judges TensorRT plans; by default it is read from
     the image ``compose.yaml`` pins and ``nvidia-smi`` when a plan is served.
     """
-    from serving.repository.build import build_repository, read_deployed_spec
+    from serving.repository.targets import open_repository
     from serving.rollout.apply import apply
 
+    target = open_repository(repository, cache)
+    target.check()  # S3 unreachable or refusing: one line now, before any artifact is downloaded
     desired = desired_spec(params, cache, host=host)
     if server_url:
-        deployed = read_deployed_spec(repository)
-        phases = apply(server_url, deployed, desired.spec, header, repository, lock_timeout_s=lock_timeout_s)
+        deployed = target.deployed_spec()
+        phases = apply(server_url, deployed, desired.spec, header, target, lock_timeout_s=lock_timeout_s)
         return SyncResult(models=desired.summary, changed=bool(phases), phases=phases)
-    return SyncResult(models=desired.summary, changed=build_repository(desired.spec, repository))
+    with target.lock(timeout_s=lock_timeout_s or None):
+        return SyncResult(models=desired.summary, changed=target.write(desired.spec, prune=prune))

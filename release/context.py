@@ -22,7 +22,7 @@ class ReleaseFailed(Failed):
 @dataclass(frozen=True)
 class Context:
     params: Params
-    repository: Path
+    repository: Path | str  # a folder, or an s3:// URI (common.stores)
     cache: Path
     server: str  # gRPC host:port of the live server
     header: tuple[str, str] | None

@@ -27,6 +27,9 @@ def halt(ctx: Context, record: ReleaseRecord, reason: str) -> float | None:
 
     from serving.repository.spec import ROUTER, ROUTER_HALT_FILE
 
+    if str(ctx.repository).startswith("s3://"):  # Triton loads a copy: no file reaches the router
+        log.warning("the repository is in S3: the candidate stops at the rollout that retires it")
+        return None
     folder = Path(ctx.repository) / ROUTER
     if record.step not in ("shadow", "canary") or not folder.is_dir():
         return None

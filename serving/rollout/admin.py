@@ -50,11 +50,13 @@ class ModelAdmin:
             )
         except InferenceServerException as exc:
             raise AdminError(f"cannot read the model repository index: {exc.message()}") from exc
-        return {
-            (m["name"], int(m["version"])): (m.get("state", ""), m.get("reason", ""))
-            for m in index.get("models", [])
-            if m.get("version")
-        }
+        states: dict[tuple[str, int], tuple[str, str]] = {}
+        for m in index.get("models", []):
+            if m.get("version"):  # a version reloaded in place may be listed twice: READY wins
+                key = (m["name"], int(m["version"]))
+                if states.get(key, ("",))[0] != "READY":
+                    states[key] = (m.get("state", ""), m.get("reason", ""))
+        return states
 
     def close(self) -> None:
         self.client.close()

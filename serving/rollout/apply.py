@@ -35,8 +35,9 @@ import logging
 import time
 from pathlib import Path
 
-from serving.repository.build import build_repository, model_fingerprints, repository_lock
+from serving.repository.build import model_fingerprints
 from serving.repository.spec import POSTPROCESS, PREPROCESS, ROUTER, RepositorySpec
+from serving.repository.targets import Repository, open_repository
 from serving.rollout.admin import AdminError, ModelAdmin
 from serving.rollout.plan import model_names, rollout_plan
 
@@ -59,17 +60,44 @@ def _ready(states: dict[tuple[str, int], tuple[str, str]], name: str) -> set[int
     return {v for (n, v), (state, _) in states.items() if n == name and state == "READY"}
 
 
-def _sync(triton: ModelAdmin, prev: RepositorySpec | None, spec: RepositorySpec, repository: Path) -> bool:
+TRANSIENT = ("LOADING", "UNLOADING")
+SETTLE_WAIT_S = 30.0
+
+
+def _settled(triton: ModelAdmin, wanted: dict[str, set[int]]) -> dict[tuple[str, int], tuple[str, str]]:
+    """The states once no wanted version is mid-transition.
+
+    A load returns once the new version is READY, but a version retired a moment earlier and loaded
+    again can still be listed UNLOADING (its old instance drains its requests) for a little while.
+    """
+    deadline = time.monotonic() + SETTLE_WAIT_S
+    while True:
+        states = triton.states()
+        moving = [
+            (name, v)
+            for name, versions in wanted.items()
+            for v in versions - _ready(states, name)
+            if states.get((name, v), ("",))[0] in TRANSIENT
+        ]
+        if not moving or time.monotonic() > deadline:
+            return states
+        time.sleep(0.2)
+
+
+def _sync(
+    triton: ModelAdmin, prev: RepositorySpec | None, spec: RepositorySpec, repository: Repository
+) -> bool:
     """Write ``spec``, then load each model whose folder changed or whose READY versions are wrong.
 
-    Returns whether anything was loaded.
+    Returns whether anything was loaded. Files nothing names any more (in S3: a retired version) are
+    deleted only once every model is READY on what the new spec names.
 
     Loading only what changed matters: after a swap every folder is new to Triton, so any model we
     load (or that an ensemble load polls) is reloaded, which is safe but slow for big classifiers.
     The READY check makes a rerun after an interrupted rollout finish the job.
     """
     states = triton.states()
-    build_repository(spec, repository)
+    repository.write(spec, prune=False)
     before = model_fingerprints(prev) if prev is not None else {}
     after = model_fingerprints(spec)
     todo = [
@@ -80,7 +108,7 @@ def _sync(triton: ModelAdmin, prev: RepositorySpec | None, spec: RepositorySpec,
     for name in model_names(spec):  # dependency order: classifiers, python models, ensemble
         if name in todo:
             triton.load(name)
-    states = triton.states()
+    states = _settled(triton, _wanted(spec))
     bad = {name: versions - _ready(states, name) for name, versions in _wanted(spec).items()}
     bad = {name: missing for name, missing in bad.items() if missing}
     if bad:
@@ -91,6 +119,7 @@ def _sync(triton: ModelAdmin, prev: RepositorySpec | None, spec: RepositorySpec,
             for v in sorted(missing)
         )
         raise ApplyError(f"not every model is READY: {detail}")
+    repository.prune()
     return bool(todo)
 
 
@@ -99,7 +128,7 @@ def apply(
     old_spec: RepositorySpec | None,
     new_spec: RepositorySpec,
     header: tuple[str, str] | None,
-    repository: Path,
+    repository: Path | Repository,
     *,
     settle_s: float = 1.0,
     timeout_s: float = 600.0,
@@ -113,7 +142,8 @@ def apply(
         new_spec: the desired state.
         header: ``(key, value)`` given to the server's ``restricted_header`` (sent as gRPC metadata
             ``triton-grpc-protocol-<key>``), or ``None`` when the API is not restricted.
-        repository: the directory the server was started with (``--model-repository``).
+        repository: what the server was started with (``--model-repository``): a folder, or an
+            :class:`~serving.repository.s3_repository.S3Repository`.
         settle_s: pause before retiring versions, for requests still in flight on them.
         timeout_s: limit for each load/unload call.
 
@@ -132,10 +162,10 @@ def apply(
         log.warning(
             "the ensemble's interface changes (classes/name/inputs): requests during the switch may fail"
         )
-    repository = Path(repository).absolute()
-    with repository_lock(repository, timeout_s=lock_timeout_s):
+    repository = open_repository(repository)
+    with repository.lock(timeout_s=lock_timeout_s):
         if old_spec is not None:
-            old_spec = _served_from(repository, old_spec)
+            old_spec = _served_from(repository.local, old_spec)
         return _apply(ModelAdmin(client_url, header, timeout_s), old_spec, new_spec, repository, settle_s)
 
 
@@ -160,7 +190,7 @@ def _apply(
     triton: ModelAdmin,
     old_spec: RepositorySpec | None,
     new_spec: RepositorySpec,
-    repository: Path,
+    repository: Repository,
     settle_s: float,
 ) -> list[str]:
     done: list[str] = []
@@ -196,9 +226,11 @@ def _apply(
     return done
 
 
-def _restore(triton: ModelAdmin, failed: RepositorySpec, old_spec: RepositorySpec, repository: Path) -> None:
+def _restore(
+    triton: ModelAdmin, failed: RepositorySpec, old_spec: RepositorySpec, repository: Repository
+) -> None:
     """Put the old repository back and reload what differs, dropping versions that never got ready."""
-    build_repository(old_spec, repository)
+    repository.write(old_spec, prune=False)
     before, after = model_fingerprints(failed), model_fingerprints(old_spec)
     for name in model_names(old_spec):
         if before.get(name) != after.get(name):
@@ -206,3 +238,7 @@ def _restore(triton: ModelAdmin, failed: RepositorySpec, old_spec: RepositorySpe
                 triton.load(name)
             except AdminError as exc:  # keep going: the other models must return to the old state too
                 log.error("restoring %s: %s", name, exc)
+    try:
+        repository.prune()  # the failed versions' files: no config names them any more
+    except Exception as exc:  # the restore itself succeeded; leftovers go with the next publish
+        log.error("removing the failed versions' files: %s", exc)

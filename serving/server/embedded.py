@@ -110,6 +110,8 @@ class EmbeddedServer:
             raise ServerError("server already started")
         binary = find_tritonserver()
         env = server_env(binary, self.config.ort_threads, ort_spinning=self.config.ort_spinning)
+        if self.config.repository_arg.startswith("s3://") and not env.get("AWS_REGION"):
+            env.setdefault("AWS_DEFAULT_REGION", "us-east-1")  # Triton's S3 client needs one; any works
         stale = supervisor.reap_orphaned_stubs(f"/{SCRATCH_PREFIX}")
         if stale:
             log.warning("killed %d python stub(s) orphaned by an earlier server: %s", len(stale), stale)
@@ -196,7 +198,13 @@ class EmbeddedServer:
             if self.is_ready():
                 return self
             time.sleep(0.2)
-        raise ServerError(f"tritonserver not ready after {timeout:.0f} s\n{self.log_tail()}")
+        hint = ""
+        if self.config.repository_arg.startswith("s3://"):
+            hint = (
+                " (the repository is in S3: Triton waits without a word on an endpoint that does not "
+                "answer S3 at the URI's host:port, or s3://https:// against plain HTTP)"
+            )
+        raise ServerError(f"tritonserver not ready after {timeout:.0f} s{hint}\n{self.log_tail()}")
 
     def stop(self, grace: float | None = None) -> int | None:
         """SIGTERM, then SIGKILL the whole process group after ``grace`` seconds; returns the exit code.

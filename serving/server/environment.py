@@ -201,7 +201,8 @@ class ServerConfig:
     """Command-line settings of one ``tritonserver`` process.
 
     Attributes:
-        model_repository: the repository (:func:`serving.repository.build_repository` output).
+        model_repository: the repository (:func:`serving.repository.build_repository` output), or
+            an ``s3://host:port/bucket/prefix`` URI (credentials from ``AWS_*`` in the environment).
         http_port, grpc_port, metrics_port, address: where Triton listens; loopback by default.
         log_file: Triton's ``--log-file`` (default: in a scratch dir that outlives the server).
         backend_dir: a directory made by :func:`prepare_backend_dir` (default: a fresh one).
@@ -226,7 +227,7 @@ class ServerConfig:
         extra_args: appended verbatim to the command line.
     """
 
-    model_repository: Path
+    model_repository: Path | str
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
@@ -249,11 +250,17 @@ class ServerConfig:
     def __post_init__(self) -> None:
         check_spinning(self.ort_spinning)
 
+    @property
+    def repository_arg(self) -> str:
+        """``--model-repository``: an ``s3://`` URI as written (Path folds its ``//``), a folder absolute."""
+        text = str(self.model_repository)
+        return text if text.startswith("s3://") else str(Path(text).absolute())
+
     def args(self, binary: Path, backend_dir: Path, log_file: Path) -> list[str]:
         key, value = self.restricted_header
         argv = [
             str(binary),
-            f"--model-repository={Path(self.model_repository).absolute()}",
+            f"--model-repository={self.repository_arg}",
             f"--backend-directory={backend_dir}",
             f"--http-address={self.address}",
             f"--http-port={self.http_port}",
