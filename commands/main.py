@@ -37,6 +37,7 @@ GROUPS = {
     "tune": "commands.tune_group:tune",
     "monitor": "commands.monitor_group:monitor",
     "params": "commands.params_group:params",
+    "stores": "commands.stores_group:stores",
 }
 EPILOG = exit_codes_epilog(  # the table itself (common.exit_codes), not a retelling of it
     exit_codes.help_text() + 'completion: eval "$(_CIFAR10_COMPLETE=bash_source cifar10)" (or zsh_source)'

@@ -58,18 +58,23 @@ def pg_binary(name: str) -> Path:
 
 @dataclass(frozen=True)
 class Postgres:
-    """A running cluster: ``uri(db)`` names a database (user ``cifar10``, no password: trust on loopback)."""
+    """A running cluster: ``uri(db)`` names a database as a team writes it (user, host, port, no
+    password); TCP connections need the password, which ``env()`` gives as ``PGPASSWORD``."""
 
     port: int
     data: Path
+    password: str
 
     def uri(self, database: str = "postgres") -> str:
         return f"postgresql://cifar10@127.0.0.1:{self.port}/{database}"
 
+    def env(self) -> dict[str, str]:
+        return {"PGPASSWORD": self.password}
+
     def create_database(self, name: str) -> str:
         import psycopg
 
-        with psycopg.connect(self.uri(), autocommit=True) as conn:
+        with psycopg.connect(self.uri(), password=self.password, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.uri(name)
 
@@ -101,13 +106,19 @@ def postgres(workdir: Path, port: int | None = None) -> Iterator[Postgres]:
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")
         data.chmod(0o700)
-    initdb = [str(pg_binary("initdb")), "-D", str(data), "-U", "cifar10", "--auth=trust", "-E", "UTF8"]
+    initdb = [str(pg_binary("initdb")), "-D", str(data), "-U", "cifar10", "-E", "UTF8",
+              "--auth-local=trust", "--auth-host=scram-sha-256"]  # fmt: skip
     subprocess.run(_as_postgres(initdb), check=True, capture_output=True, timeout=120)
     port = port or free_port()
     _pg_ctl(data, "start", "-w", "-o", _pg_options(data, port))
     try:
         _wait_port(port, None, 30, "postgres")
-        yield Postgres(port, data)
+        password = secrets.token_urlsafe(18)
+        import psycopg
+
+        with psycopg.connect(host=str(data), port=port, user="cifar10", dbname="postgres") as conn:
+            conn.execute(f"ALTER USER cifar10 PASSWORD '{password}'")  # over the socket: trusted
+        yield Postgres(port, data, password)
     finally:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             _pg_ctl(data, "stop", "-m", "immediate")
@@ -174,7 +185,7 @@ def main() -> None:
     workdir = Path(sys.argv[1] if len(sys.argv) > 1 else "stores-local").absolute()
     with postgres(workdir) as pg, s3(workdir) as store:
         store.bucket("cifar10")
-        for name, value in store.env().items():
+        for name, value in (store.env() | pg.env()).items():
             print(f"export {name}={value}")
         print(f"# PostgreSQL: {pg.uri()}  (create databases with psql -h 127.0.0.1 -p {pg.port} -U cifar10)")
         print("# Ctrl-C stops both", flush=True)

@@ -35,10 +35,10 @@ import time
 from pathlib import Path
 
 from common.exit_codes import IntegrityError
+from common.object_store import Bucket, Stat, file_sha256
 from common.stores import S3Url
 from serving.repository.atomic_fs import repository_lock
 from serving.repository.build import SPEC_FILE, build_repository
-from serving.repository.object_store import Bucket, Stat, file_sha256
 from serving.repository.spec import RepositorySpec, spec_from_dict
 
 log = logging.getLogger(__name__)

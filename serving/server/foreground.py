@@ -28,8 +28,8 @@ def repository_problem(location: Path | str) -> tuple[int, str] | None:
         if Path(text).is_dir():
             return None
         return 2, f"model repository {text} does not exist"
+    from common.object_store import Bucket, ObjectStoreError
     from common.stores import S3Url, StoreError
-    from serving.repository.object_store import Bucket, ObjectStoreError
 
     try:
         url = S3Url.parse(text)

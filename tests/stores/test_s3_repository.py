@@ -18,11 +18,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from common.exit_codes import UNAVAILABLE
+from common.object_store import Bucket, ObjectStoreError
 from common.params import Params, RegistryConfig, ServingConfig
 from registry import aliases, store
 from registry.sync import sync
 from scripts import local_stores
-from serving.repository.object_store import Bucket, ObjectStoreError
 from serving.repository.s3_repository import S3Repository
 from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig, free_ports
 from tests.conftest import add_version
