@@ -167,8 +167,13 @@ class Cifar10Group(click.Group):
         except KeyboardInterrupt:
             fail("interrupted", exit_codes.INTERRUPTED, prefix="")
         except Exception as exc:
-            if type(exc).__module__.startswith("mlflow"):  # the tracking server or its store
-                fail(f"MLflow registry unavailable: {str(exc).splitlines()[0]}", exit_codes.UNAVAILABLE)
+            if type(exc).__module__.startswith(
+                ("mlflow", "sqlalchemy", "psycopg")
+            ):  # the store or its server
+                from common.stores import redact
+
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                fail(f"MLflow registry unavailable: {redact(first)}", exit_codes.UNAVAILABLE)
             raise
 
 

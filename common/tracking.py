@@ -54,6 +54,32 @@ def artifact_location(uri: str, root: str | Path | None = None) -> str | None:
 
 
 _registry_set_by_us: str | None = None
+_checked: set[str] = set()
+PERMANENT = ("password authentication failed", "does not exist", "no password supplied", "role ")
+
+
+def check_database(uri: str) -> None:
+    """Fail at once, in one line, where retrying cannot help: a refused password, a missing database.
+
+    MLflow retries creating its engine for about 100 s whatever the cause (right for a database
+    still starting, as in compose); a wrong ``PGPASSWORD`` would just wait that long first.
+    """
+    import sqlalchemy
+
+    from common.exit_codes import Unavailable
+
+    engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 10})
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.OperationalError as exc:
+        said = " ".join(str(exc.orig or exc).split())
+        if any(p in said for p in PERMANENT):
+            raise Unavailable(
+                f"the tracking database {stores.redact(uri)} refused us: {stores.redact(said)}"
+            ) from None
+    finally:
+        engine.dispose()
 
 
 def configure(root: str | Path | None = None) -> str:
@@ -67,6 +93,9 @@ def configure(root: str | Path | None = None) -> str:
     import mlflow
 
     uri = tracking_uri(root)
+    if uri.startswith("postgresql") and uri not in _checked:
+        check_database(uri)
+        _checked.add(uri)
     endpoint = stores.resolve(_stores(), "s3_endpoint").uri
     if endpoint:  # MLflow's S3 artifact client reads it from the environment
         os.environ[stores.ENV["s3_endpoint"]] = endpoint

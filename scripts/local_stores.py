@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,10 +101,16 @@ def _pg_ctl(data: Path, *args: str) -> None:
 
 @contextlib.contextmanager
 def postgres(workdir: Path, port: int | None = None) -> Iterator[Postgres]:
-    """A fresh cluster in ``workdir/pg`` (superuser ``cifar10``), stopped and left on disk after."""
-    data = Path(workdir) / "pg"
-    data.mkdir(parents=True)
-    if os.geteuid() == 0:
+    """A fresh cluster (superuser ``cifar10``) in ``workdir/pg``, stopped after.
+
+    As root the cluster runs as ``postgres``, which cannot enter a private folder of root's (pytest's
+    temporary folders are 0700): its data then lives in a folder of its own under the system's
+    temporary directory, removed after.
+    """
+    as_root = os.geteuid() == 0
+    data = Path(tempfile.mkdtemp(prefix="cifar10-pg-")) if as_root else Path(workdir) / "pg"
+    data.mkdir(parents=True, exist_ok=True)
+    if as_root:
         shutil.chown(data, "postgres", "postgres")
         data.chmod(0o700)
     initdb = [str(pg_binary("initdb")), "-D", str(data), "-U", "cifar10", "-E", "UTF8",
@@ -122,6 +129,8 @@ def postgres(workdir: Path, port: int | None = None) -> Iterator[Postgres]:
     finally:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             _pg_ctl(data, "stop", "-m", "immediate")
+        if as_root:
+            shutil.rmtree(data, ignore_errors=True)
 
 
 @dataclass
