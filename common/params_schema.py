@@ -338,6 +338,7 @@ class TuneConfig(Section):
     pruner: Literal["median", "halving"]
     startup_trials: Count
     warmup_epochs: Count
+    heartbeat_s: Positive  # Optuna's heartbeat takes whole seconds
     budget: TuneBudget  # of the active profile (params.yaml: tune.profiles.<profile>)
 
 

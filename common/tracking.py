@@ -120,7 +120,14 @@ def ensure_experiment(name: str, root: str | Path | None = None) -> str:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        return client.create_experiment(name, artifact_location=artifact_location(uri, root))
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location(uri, root))
+        except MlflowException:  # another worker created it a moment ago (tune workers start together)
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
     if exp.lifecycle_stage == LifecycleStage.DELETED:
         log.warning("MLflow experiment %r was deleted; restoring it", name)
         client.restore_experiment(exp.experiment_id)

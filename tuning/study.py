@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -27,18 +29,22 @@ from tuning.trial import Pruned, TrialData, fit
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "cifar10-tune"
-HEARTBEAT_S = 10  # a running trial's heartbeat; one silent for GRACE_S died with its process
-GRACE_S = 30
+GRACE_BEATS = 3  # a running trial silent for this many heartbeats died with its process
 
 
 def _study(params: Params, storage_url: str):
     import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     cfg = params.tune
     with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9; it is what resumes
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(
-            storage_url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+            storage_url,
+            heartbeat_interval=cfg.heartbeat_s,
+            grace_period=GRACE_BEATS * cfg.heartbeat_s,
+            # a dead worker's trial is failed by whichever worker notices, and its settings run again
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
         )
     if cfg.pruner == "median":
         pruner = optuna.pruners.MedianPruner(
@@ -78,6 +84,7 @@ def run_study(params: Params, prepared: Path, out_dir: Path, storage_url: str | 
     """Run (or continue) the study to its budget; write the best settings and evidence to ``out_dir``."""
     import mlflow
     import optuna
+    from optuna.trial import TrialState
 
     from common import tracking
 
@@ -90,7 +97,7 @@ def run_study(params: Params, prepared: Path, out_dir: Path, storage_url: str | 
     if not study.trials:
         start = space.baseline(params, budget.space)
         if start is not None:
-            study.enqueue_trial(start, user_attrs={"baseline": True})
+            study.enqueue_trial(start, user_attrs={"baseline": True}, skip_if_exists=True)
     arrays = tuple(load_arrays(prepared, "train_x", "train_y", "val_x", "val_y"))
     data = TrialData.pick(arrays, budget.train_subset, budget.val_images, params.train.seed)
 
@@ -114,11 +121,16 @@ def run_study(params: Params, prepared: Path, out_dir: Path, storage_url: str | 
             def note_time(study, trial) -> None:
                 study.set_user_attr("elapsed_s", spent + time.monotonic() - started)
 
+            # Several workers may share the study (stores.optuna on PostgreSQL): the budget is the
+            # study's, so each stops once the finished trials reach it, whoever finished them.
+            enough = optuna.study.MaxTrialsCallback(
+                budget.trials, states=(TrialState.COMPLETE, TrialState.PRUNED)
+            )
             study.optimize(
                 lambda trial: _objective(trial, params, data, parent.info.experiment_id),
                 n_trials=remaining,
                 timeout=seconds_left,
-                callbacks=[note_time],
+                callbacks=[enough, note_time],
                 catch=(FloatingPointError,),
                 gc_after_trial=True,
             )
@@ -138,6 +150,7 @@ def _objective(trial, params: Params, data: TrialData, experiment_id: str) -> fl
     import mlflow
     import optuna
 
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     point = space.suggest(trial, params.tune.budget.space)
     with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True, experiment_id=experiment_id) as run:
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
