@@ -348,3 +348,45 @@ def add_version(name: str, **tags: str) -> int:
     return int(
         client.create_model_version(name, v1.source, run_id=v1.run_id, tags=dict(v1.tags) | tags).version
     )
+
+
+# Real store servers (scripts.local_stores), each started once per session and stopped after, so
+# nothing is left running; a test takes its own database or bucket and never sees another's.
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    from scripts import local_stores
+
+    need("s3")
+    with local_stores.s3(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory):
+    from scripts import local_stores
+
+    need("postgres")
+    with local_stores.postgres(tmp_path_factory.mktemp("pg")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch: pytest.MonkeyPatch):
+    """The S3 server's credentials in this test's environment (boto3, MLflow and Triton read them)."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server
+
+
+@pytest.fixture
+def bucket(s3_env) -> str:
+    import uuid
+
+    return s3_env.bucket(f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def database(postgres_server) -> str:
+    import uuid
+
+    return postgres_server.create_database(f"t{uuid.uuid4().hex[:12]}")

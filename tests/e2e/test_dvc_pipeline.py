@@ -107,3 +107,44 @@ def test_second_repro_is_a_no_op(clone):
     out = _sh(["dvc", "repro"], repo, env).stdout
     assert "Data and pipelines are up to date" in out or "didn't change, skipping" in out
     assert "Running stage" not in out
+
+
+def test_the_outputs_round_trip_through_the_s3_remote_into_a_fresh_clone(clone, s3_server, tmp_path):
+    """``cifar10 stores dvc-remote`` from params.yaml's settings, ``dvc push`` to a real S3 server, and a
+    fresh ``git clone`` that configures the same remote and ``dvc pull``s every output byte for byte."""
+    import uuid
+
+    repo, env = clone
+    bucket = s3_server.bucket(f"dvc{uuid.uuid4().hex[:8]}")
+    env = env | s3_server.env() | {"CIFAR10_DVC_REMOTE": f"s3://{bucket}/cache"}
+    cifar10 = [sys.executable, "-m", "commands", "stores", "dvc-remote"]
+    said = json.loads(_sh(cifar10, repo, env).stdout)
+    assert said["url"] == f"s3://{bucket}/cache" and said["endpointurl"] == s3_server.endpoint
+    assert "dvc/config.local" in said["config"] and not (repo / ".dvc" / "config").read_text().count(bucket)
+    _sh(["git", "add", "dvc.lock"], repo, env)  # what repro produced is what a team commits
+    _sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock"], repo, env)
+    _sh(["dvc", "push"], repo, env)
+
+    fresh = tmp_path / "fresh"
+    _sh(["git", "clone", "-q", str(repo), str(fresh)], tmp_path, env)
+    _sh(cifar10, fresh, env)
+    _sh(["dvc", "pull"], fresh, env)
+    outs = [  # what DVC caches (``cache: false`` outputs are the stage's own, recomputed, never pushed)
+        out if isinstance(out, str) else next(iter(out))
+        for stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].values()
+        for out in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])
+        if isinstance(out, str) or next(iter(out.values())).get("cache", True)
+    ]
+    assert {"data/prepared", "artifacts/train", "artifacts/export"} <= set(outs)
+    for out in outs:
+        here, there = repo / out, fresh / out
+        if here.is_dir():
+            files = sorted(p.relative_to(here) for p in here.rglob("*") if p.is_file())
+            assert files == sorted(p.relative_to(there) for p in there.rglob("*") if p.is_file()), out
+            assert all((here / f).read_bytes() == (there / f).read_bytes() for f in files), out
+        else:
+            assert here.read_bytes() == there.read_bytes(), out
+    status = _sh(["dvc", "status", "--cloud"], fresh, env).stdout
+    assert "in sync" in status, status
+    for secret in (s3_server.secret,):
+        assert secret not in (fresh / ".dvc" / "config.local").read_text()
