@@ -20,7 +20,7 @@ def _container_port(mapping: str) -> int:
 
 def test_services_and_pinned_images(compose):
     services = compose["services"]
-    assert set(services) == {"triton", "mlflow", "prometheus", "grafana"}
+    assert set(services) == {"triton", "mlflow", "prometheus", "grafana", "postgres", "minio", "buckets"}
     for name, svc in services.items():
         image = svc["image"]
         assert ":" in image and not image.endswith(":latest"), f"{name} image not pinned: {image}"
@@ -29,6 +29,11 @@ def test_services_and_pinned_images(compose):
 
     assert f"ghcr.io/mlflow/mlflow:v{mlflow.__version__}" in mlflow_base, "same MLflow as the project"
     assert f"mlflow[auth]=={mlflow.__version__}" in mlflow_base
+    import boto3
+    import psycopg
+
+    assert f"psycopg[binary]=={psycopg.__version__}" in mlflow_base, "the driver SQLAlchemy picks"
+    assert f"boto3=={boto3.__version__}" in mlflow_base, "the artifact proxy's S3 client, as tested"
 
 
 def test_every_port_is_published_on_the_bind_address_only(compose):
@@ -48,6 +53,14 @@ def test_the_control_plane_needs_credentials(compose):
     assert "admin_password" not in text.replace("MLFLOW_AUTH_ADMIN_PASSWORD", "")
     prometheus = " ".join(compose["services"]["prometheus"]["command"])
     assert "--web.enable-lifecycle" not in prometheus and "--web.enable-admin-api" not in prometheus
+    for service, key in [("postgres", "POSTGRES_PASSWORD"), ("minio", "MINIO_ROOT_PASSWORD"),
+                         ("mlflow", "PGPASSWORD"), ("mlflow", "AWS_SECRET_ACCESS_KEY")]:  # fmt: skip
+        value = compose["services"][service]["environment"][key]
+        assert value.startswith("${") and ":?" in value, f"{service} {key} must be required, not defaulted"
+    from common.stores import redact
+
+    text = (ROOT / "compose.yaml").read_text()
+    assert redact(text) == text, "a password written into a URI"
     grafana = compose["services"]["grafana"]["environment"]
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
     assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
@@ -125,3 +138,22 @@ def test_the_gpu_configs_name_the_repository_where_the_container_sees_it_writabl
     assert load_params(ROOT / "params.yaml").serving.gpu.served_repository == repository
     (mount,) = [m for m in triton["volumes"] if repository.startswith(m.split(":")[1])]
     assert not mount.endswith(":ro"), "the engine cache is written inside the repository"
+
+
+def test_mlflow_keeps_its_store_in_postgres_and_its_artifacts_in_the_stack_s_bucket(compose):
+    """The team's stores: the database compose starts, the bucket its one-shot service creates."""
+    mlflow = compose["services"]["mlflow"]
+    args = dict(a.split("=", 1) for a in mlflow["command"] if a.startswith("--") and "=" in a)
+    postgres = compose["services"]["postgres"]["environment"]
+    assert (
+        args["--backend-store-uri"]
+        == f"postgresql://{postgres['POSTGRES_USER']}@postgres:5432/{postgres['POSTGRES_DB']}"
+    )
+    assert "--serve-artifacts" in mlflow["command"]
+    bucket = args["--artifacts-destination"].removeprefix("s3://").split("/")[0]
+    assert f"s3/{bucket}" in compose["services"]["buckets"]["command"][0]
+    assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert mlflow["depends_on"]["buckets"]["condition"] == "service_completed_successfully"
+    init = next(v for v in compose["services"]["postgres"]["volumes"] if v.endswith(".sql:ro"))
+    assert "CREATE DATABASE optuna" in (ROOT / init.split(":")[0]).read_text()

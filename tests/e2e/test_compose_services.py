@@ -57,18 +57,36 @@ def wait_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) ->
     raise AssertionError(f"{url} not up after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
+def compose_database(compose, postgres_server) -> tuple[str, str]:
+    """compose's MLflow database on the real PostgreSQL here: its user (with a password) and database."""
+    import psycopg
+
+    env = compose["services"]["postgres"]["environment"]
+    user, database, password = env["POSTGRES_USER"], env["POSTGRES_DB"], "pg-" + os.urandom(8).hex()
+    with psycopg.connect(postgres_server.uri(), password=postgres_server.password, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
+        conn.execute(f"CREATE DATABASE {database} OWNER {user}")
+    return f"127.0.0.1:{postgres_server.port}", password
+
+
 @pytest.fixture(scope="module")
-def mlflow_server(compose, tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
-    """``mlflow server`` with compose's arguments, auth config and environment (secrets filled in)."""
+def mlflow_server(
+    compose, postgres_server, s3_server, tmp_path_factory
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """``mlflow server`` with compose's arguments, auth config and environment (secrets filled in),
+    on a real PostgreSQL and a real S3 server where compose has its ``postgres`` and ``minio``."""
     svc = compose["services"]["mlflow"]
     tmp, port = tmp_path_factory.mktemp("mlflow-auth"), free_port()
+    database, db_password = compose_database(compose, postgres_server)
     ini_host = next(v for v in svc["volumes"] if v.endswith("basic_auth.ini:ro")).split(":")[0]
     auth_db = next(v for v in svc["volumes"] if v.startswith("mlflow-auth:")).split(":")[1]
     ini = tmp / "basic_auth.ini"
     ini.write_text((ROOT / ini_host).read_text().replace(auth_db, str(tmp)))
     args = []
     for arg in svc["command"][1:]:
-        arg = arg.replace("${PWD}", str(tmp))
+        arg = arg.replace("${PWD}", str(tmp)).replace("@postgres:5432", f"@{database}")
+        if arg.startswith("--artifacts-destination="):
+            s3_server.bucket(arg.removeprefix("--artifacts-destination=s3://").split("/")[0])
         if arg.startswith("--host="):
             arg = "--host=127.0.0.1"
         elif arg.startswith("--port="):
@@ -76,6 +94,8 @@ def mlflow_server(compose, tmp_path_factory) -> Iterator[tuple[str, dict[str, st
         args.append(arg)
     env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": "admin"}
     env |= {"MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD, "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key"}
+    env |= s3_server.env() | {"PGPASSWORD": db_password}  # compose: POSTGRES_PASSWORD, S3_ACCESS_KEY, ...
+    assert svc["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"  # here: the real S3 server
     env.pop("MLFLOW_TRACKING_URI", None)
     log = tmp / "mlflow.log"
     with open(log, "wb") as out:
@@ -146,3 +166,31 @@ def test_prometheus_runs_without_lifecycle_or_admin_api(compose, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_compose_mlflow_keeps_runs_in_postgres_and_artifacts_in_the_bucket(
+    mlflow_server, s3_server, postgres_server, monkeypatch
+):
+    """What a client logs through compose's MLflow (its URL and login only) lands in the stack's stores."""
+    import psycopg
+    from mlflow.tracking import MlflowClient
+
+    url, env = mlflow_server
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PGPASSWORD", "MLFLOW_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)  # the client has none of the stack's secrets
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    client = MlflowClient(url)
+    experiment = client.create_experiment(f"compose-{os.urandom(4).hex()}")
+    run = client.create_run(experiment)
+    client.log_text(run.info.run_id, "written through the proxy", "note.txt")
+    assert client.download_artifacts(run.info.run_id, "note.txt") is not None
+    stored = list((s3_server.root / "mlflow").rglob("note.txt"))
+    assert len(stored) == 1 and stored[0].read_text() == "written through the proxy"
+    with psycopg.connect(
+        postgres_server.uri("mlflow").replace("cifar10@", "mlflow@"), password=env["PGPASSWORD"]
+    ) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM runs WHERE run_uuid = %s", (run.info.run_id,)
+        ).fetchone()
+    assert count == 1
