@@ -79,9 +79,10 @@ class Postgres:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.uri(name)
 
-    def restart(self) -> None:
-        """Stop (fast: open connections are cut) and start again on the same port and data."""
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop (fast: open connections are cut), stay down ``down_s``, start on the same port and data."""
         _pg_ctl(self.data, "stop", "-m", "fast")
+        time.sleep(down_s)
         _pg_ctl(self.data, "start", "-w", "-o", _pg_options(self.data, self.port))
         _wait_port(self.port, None, 30, "postgres")
 
