@@ -124,12 +124,15 @@ def drive(ctx: Context, record: ReleaseRecord) -> Promoted:
         check_still_mine(record)
         record = release_record.write(record)
         ctx.sync()
+        # The window opens once the step serves: a rollout slowed by a busy host or a registry outage
+        # must not eat the window, nor the time allowed before "inconclusive".
+        opened = time.time()
         log.info("step %s: serving; judged over %s", record.label, window(ctx, step))
         measured = ()
         if step == "shadow" and (probed := shadow_probe(ctx, record)) is not None:
             measured = (probed,)
         settled = time.time() + cfg.latency_settle_s  # after the rollout and the probe (release.latency)
-        verdict, baseline_p99, outcome = watch(ctx, record, baseline_p99, settled, measured)
+        verdict, baseline_p99, outcome = watch(ctx, record, baseline_p99, settled, measured, opened)
         tracking.log_step(ctx, record, record.label, verdict.metrics(), {}, outcome)
         if outcome != "passed":
             verdict_at = time.time()
@@ -199,13 +202,22 @@ def step_of(ctx: Context, record: ReleaseRecord, latency_since: float = 0.0) -> 
 
 
 def watch(
-    ctx: Context, record: ReleaseRecord, baseline_p99: float | None, settled: float, measured: tuple = ()
+    ctx: Context,
+    record: ReleaseRecord,
+    baseline_p99: float | None,
+    settled: float,
+    measured: tuple = (),
+    opened: float | None = None,
 ) -> tuple[Verdict, float | None, str]:
-    """Judge the step every ``check_interval_s`` until it passes, breaches or stays inconclusive too long."""
+    """Judge the step every ``check_interval_s`` until it passes, breaches or stays inconclusive too long.
+
+    ``opened``: when the step started serving (its window's start); the record's step start if unset.
+    """
     cfg = ctx.params.release
     length = window(ctx, record.step)
-    passes_at, gives_up_at = record.step_started_at + length, record.step_started_at + 3 * length
-    step = dataclasses.replace(step_of(ctx, record, settled), measured=measured)
+    opened = record.step_started_at if opened is None else opened
+    passes_at, gives_up_at = opened + length, opened + 3 * length
+    step = dataclasses.replace(step_of(ctx, record, settled), measured=measured, started_at=opened)
     blind_since: float | None = None
     while True:
         time.sleep(max(0.0, min(cfg.check_interval_s, passes_at - time.time())) or cfg.check_interval_s)

@@ -1,4 +1,4 @@
-"""``cifar10 release`` against a real tritonserver, a real Prometheus and a real MLflow registry.
+"""``cifar10 release`` against a real tritonserver, a real Prometheus and a team's MLflow registry.
 
 One server, one Prometheus (1 s scrapes) and one registry serve the module, and a client thread
 keeps calling the public ``cifar10`` ensemble the whole time (a third of its requests carry a
@@ -8,6 +8,10 @@ network under another file (identical answers), ``rotated`` answers class ``k+1`
 (test figures copied from production, so only live traffic can tell), ``weaker`` is tagged with a
 test accuracy 10 points below production's, ``corrupt`` is not an ONNX file at all. The windows
 are seconds (``RELEASE``), not minutes.
+
+The registry is a team's: ``cifar10 stores mlflow-server`` on a real PostgreSQL, artifacts proxied
+to a real S3 server, and the controllers' environment holds only its URL. Its database is restarted
+in the middle of a release once (``test_a_postgres_restart_during_a_release_does_not_lose_it``).
 """
 
 from __future__ import annotations
@@ -284,11 +288,19 @@ class ReleaseStack:
 
 
 @pytest.fixture(scope="module")
-def stack(small_export, small_prepared, prometheus_bin, tmp_path_factory) -> ReleaseStack:
+def stack(team_mlflow, small_weights, small_prepared, prometheus_bin, tmp_path_factory) -> ReleaseStack:
+    """The small model exported by ``cifar10 export`` into the team's MLflow, and a stack on it."""
+    from tests.stores.test_team_mlflow import cifar10, small_params
+
     triton_or_skip()
     tmp = tmp_path_factory.mktemp("release")
     (tmp / "prom").mkdir()
-    s = ReleaseStack(small_export, tmp, prometheus_bin, small_prepared)
+    params = small_params(tmp / "export-params.yaml", f"x{uuid.uuid4().hex[:6]}", ("fp32", "int8"))
+    argv = ["export", "--params", str(params), "--checkpoint", str(small_weights), "--data",
+            str(small_prepared), "--out", "export", "--report", "export.json"]  # fmt: skip
+    cifar10(*argv, env=team_mlflow.client_env(), cwd=tmp)
+    s = ReleaseStack((tmp / "export", team_mlflow.uri), tmp, prometheus_bin, small_prepared)
+    s.env = team_mlflow.client_env()  # controllers get the server's URL only, no database password or S3 key
     yield s
     s.close()
 
@@ -502,6 +514,34 @@ def test_good_candidate_resumes_after_a_kill_and_reaches_production(stack, no_fa
         f"good release: start to production {total:.1f} s, including the kill and a restart "
         f"{gap:.1f} s into its first canary step; {stack.load.ok - sent} requests answered meanwhile"
     )
+
+
+DOWN_S = 5.0  # longer than several of the controller's checks (1 s) and heartbeats
+
+
+def test_a_postgres_restart_during_a_release_does_not_lose_it(stack, team_mlflow, no_failed_requests):
+    good = register_variant(  # the same network again: production (after the kill test) is "good"
+        stack.name, 1, onnx_variant(stack.export_fp32, stack.tmp / "good-again.onnx", rotate=False)
+    )
+    controller = stack.cli("start", "--version", str(good), wait=False)
+    judged = stack.wait_for(
+        controller, lambda r: r.step in ("shadow", "canary") and r.candidate_version == good
+    )
+    restarted_at = time.monotonic()
+    team_mlflow.pg.restart(down_s=DOWN_S)
+    restart_s = time.monotonic() - restarted_at
+    _, err = controller.communicate(timeout=300)
+    resumed = None
+    if controller.returncode != 0:  # it died of the outage: the record lets a second start finish it
+        resumed = stack.cli("start", "--version", str(good))
+        assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr[-3000:]
+    assert aliases.alias_version(stack.name, "production") == good, (controller.returncode, err[-3000:])
+    labels = [e["label"] for e in stack.record().log]
+    assert labels[-1] == "promoted" and judged.label in labels, labels
+    outcome = (
+        "rode it out" if resumed is None else f"died ({controller.returncode}); a second start resumed it"
+    )
+    print(f"PostgreSQL down {restart_s:.1f} s during step {judged.label}; the controller {outcome}")
 
 
 def test_a_label_swap_forced_past_the_gate_is_rolled_back_in_shadow_and_no_client_sees_it(

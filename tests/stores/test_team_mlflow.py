@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.stores.conftest import TeamMlflow, objects
+from tests.conftest import TeamMlflow
+from tests.stores.conftest import objects
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +35,14 @@ def cifar10(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
     return run
 
 
-def small_params(path: Path, prefix: str) -> Path:
+def small_params(path: Path, prefix: str, precisions: tuple[str, ...] = ("fp32",)) -> Path:
     path.write_text(
         yaml.safe_dump(
             {
                 "registry": {"model_prefix": prefix, "serve": ["fp32"], "ensemble_target": "fp32"},
                 "data": {"val_per_class": 4},
                 "export": {
-                    "precisions": ["fp32"],
+                    "precisions": list(precisions),
                     "parity_images": 40,
                     "calibration_images": 64,
                     "max_batch": 64,
