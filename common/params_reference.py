@@ -34,6 +34,7 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("monitoring", params_schema.MonitoringConfig, "monitoring"),
     ("tune", params_schema.TuneConfig, "tune"),
     ("tune budget", params_schema.TuneBudget, "tune.profiles.<profile>"),
+    ("stores", params_schema.StoresConfig, "stores"),
 ]
 
 
