@@ -167,13 +167,13 @@ class Cifar10Group(click.Group):
         except KeyboardInterrupt:
             fail("interrupted", exit_codes.INTERRUPTED, prefix="")
         except Exception as exc:
-            if type(exc).__module__.startswith(
-                ("mlflow", "sqlalchemy", "psycopg")
-            ):  # the store or its server
+            module = type(exc).__module__
+            if module.startswith(("mlflow", "sqlalchemy", "psycopg")):  # a store, or the server before it
                 from common.stores import redact
 
-                first = (str(exc).splitlines() or [type(exc).__name__])[0]
-                fail(f"MLflow registry unavailable: {redact(first)}", exit_codes.UNAVAILABLE)
+                first = redact((str(exc).splitlines() or [type(exc).__name__])[0])
+                what = "MLflow registry" if module.startswith("mlflow") else "database"
+                fail(f"{what} unavailable: {first}", exit_codes.UNAVAILABLE)
             raise
 
 

@@ -157,7 +157,17 @@ class S3:
         }
 
     def bucket(self, name: str) -> str:
-        (self.root / name).mkdir(parents=True, exist_ok=True)  # rclone serves each folder as a bucket
+        """Create bucket ``name`` through the S3 API (a folder made behind rclone's back may stay
+        unseen for minutes: it caches directory listings); an existing one is kept."""
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.key, aws_secret_access_key=self.secret,
+            region_name="us-east-1", config=Config(s3={"addressing_style": "path"}),
+        )  # fmt: skip
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+            client.create_bucket(Bucket=name)
         return name
 
     def start(self) -> None:

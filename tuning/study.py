@@ -37,15 +37,19 @@ def _study(params: Params, storage_url: str):
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     cfg = params.tune
-    with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9; it is what resumes
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
-            storage_url,
-            heartbeat_interval=cfg.heartbeat_s,
-            grace_period=GRACE_BEATS * cfg.heartbeat_s,
-            # a dead worker's trial is failed by whichever worker notices, and its settings run again
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
+
+    def storage():
+        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9; it resumes
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                storage_url,
+                heartbeat_interval=cfg.heartbeat_s,
+                grace_period=GRACE_BEATS * cfg.heartbeat_s,
+                # a dead worker's trial is failed by whichever worker notices, and its settings run again
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+
+    storage = _first_creates_the_tables(storage)
     if cfg.pruner == "median":
         pruner = optuna.pruners.MedianPruner(
             n_startup_trials=cfg.startup_trials, n_warmup_steps=cfg.warmup_epochs
@@ -60,6 +64,25 @@ def _study(params: Params, storage_url: str):
         pruner=pruner,
         load_if_exists=True,
     )
+
+
+def _first_creates_the_tables(make, attempts: int = 6):
+    """``make()``, again while another worker is creating Optuna's tables in the same database.
+
+    Workers started together on an empty PostgreSQL database both issue ``CREATE TABLE``; the loser
+    gets a unique violation on PostgreSQL's catalog. Once the winner is done, the tables exist.
+    """
+    import sqlalchemy
+
+    for attempt in range(attempts):
+        try:
+            return make()
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            log.info("another worker is creating the study's tables; trying again")
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def finished(study) -> list:
