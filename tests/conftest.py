@@ -192,7 +192,7 @@ def small_export(small_prepared: Path, small_weights: Path, tmp_path_factory: py
 # ~12 images/s and ONNX Runtime fp32 at ~18, so all 5,000 through both would cost ~13 minutes.
 SERVED_PER_CLASS = 50  # the served-reference tests send the first 50 test images of each class
 EXPORT_SCORED = 1000  # the reference export scores this class-balanced part of the test split
-EXPORT_PARITY = 250  # ... and gates each form on this many validation images (1,000 with `full`): the
+EXPORT_PARITY = 150  # ... and gates each form on this many validation images (1,000 with `full`): the
 # reference weights trained on the validation images, so there the gate is a parity check, not an
 # accuracy one; the test-split accuracy checks (EXPORT_SCORED) are what prove the export keeps accuracy
 
@@ -449,8 +449,10 @@ class TeamMlflow:
         """A client's environment: the server's URL, and no database password or S3 key at all."""
         import os
 
-        secrets = set(self.pg.env()) | set(self.s3.env())
-        return {k: v for k, v in os.environ.items() if k not in secrets} | {"MLFLOW_TRACKING_URI": self.uri}
+        drop = ("MLFLOW_", "AWS_", "PG", "OPTUNA_")  # and a registry URI an earlier test left behind
+        return {k: v for k, v in os.environ.items() if not k.startswith(drop)} | {
+            "MLFLOW_TRACKING_URI": self.uri
+        }
 
     def secrets(self) -> list[str]:
         return [self.pg.password, self.s3.secret]

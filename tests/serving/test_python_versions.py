@@ -112,6 +112,7 @@ def stub_libpythons(repository: Path) -> set[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.full  # 45 s of pip installs into a fresh venv: `make test-full`, not the 20-minute default run
 @pytest.mark.triton
 def test_serves_from_a_python312_venv(onnx_models, tmp_path):
     triton_or_skip()

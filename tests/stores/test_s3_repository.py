@@ -110,7 +110,12 @@ def test_what_is_published_is_the_mirror_byte_for_byte_and_triton_serves_it(stac
 def test_promote_and_rollback_from_s3_under_load_fail_nothing_and_retire_after_the_move(
     stack, small_prepared
 ):
+    """... and nothing outside the prefix is written or deleted (neighbours that share its start too)."""
     blob, stop, failures, done = _image(small_prepared), threading.Event(), [], [0]
+    neighbours = {f"{PREFIX}x/keep": b"a", "team/other/keep": b"b", "keep": b"c"}
+    bucket = Bucket(stack.s3.endpoint, stack.bucket)
+    for key, data in neighbours.items():
+        bucket.put(key, data, "0" * 64)
     v2 = add_version(stack.name)
 
     def hammer() -> None:
@@ -141,6 +146,10 @@ def test_promote_and_rollback_from_s3_under_load_fail_nothing_and_retire_after_t
             t.join()
     assert not failures, failures[:3]
     assert done[0] > 10
+    sync(stack.params, stack.uri, stack.cache, prune=True)
+    now = objects(stack.s3, stack.bucket)
+    assert {k: now.get(k) for k in neighbours} == neighbours
+    assert all(k.startswith(PREFIX + "/") or k in neighbours for k in now)
 
 
 def test_loads_racing_publishes_never_fail_and_never_serve_a_config_without_its_files(stack):
@@ -187,56 +196,6 @@ def test_loads_racing_publishes_never_fail_and_never_serve_a_config_without_its_
     sync(stack.params, stack.uri, stack.cache, prune=True)
     assert not {k for k in stack.published() if k.startswith(f"{PREFIX}/wrn_fp32/{v3}/")}
     stack.roll()  # the server itself back on what the registry says
-
-
-def test_an_s3_server_stopped_mid_publish_leaves_the_old_state_serving_and_a_retry_completes(
-    stack, small_prepared, monkeypatch
-):
-    before_spec = stack.repository.deployed_spec()
-    config_key = f"{PREFIX}/wrn_fp32/config.pbtxt"
-    old_config = objects(stack.s3, stack.bucket)[config_key]
-    v4 = add_version(stack.name)
-    aliases.promote(stack.name, "production", v4)
-    put, calls = Bucket.put, [0]
-
-    def put_then_stop(self, key, source, sha256):  # the server really stops, right after one object
-        put(self, key, source, sha256)
-        calls[0] += 1
-        if calls[0] == 1:
-            stack.s3.stop()
-
-    monkeypatch.setattr(Bucket, "put", put_then_stop)
-    try:
-        with pytest.raises(ObjectStoreError) as failed:
-            stack.roll()
-        assert failed.value.exit_code == UNAVAILABLE and "unreachable" in str(failed.value)
-    finally:
-        monkeypatch.setattr(Bucket, "put", put)
-        stack.s3.start()  # same port, same folder
-    assert objects(stack.s3, stack.bucket)[config_key] == old_config  # no config names a missing file
-    assert stack.repository.deployed_spec() == before_spec
-    assert stack.routed_version() == 1
-    classify_bytes(stack.http, _image(small_prepared))  # still serving
-    stack.roll()  # the retry completes
-    assert stack.routed_version() == v4
-    aliases.rollback(stack.name)
-    stack.roll()
-
-
-def test_nothing_outside_the_prefix_is_written_or_deleted(stack):
-    bucket = Bucket(stack.s3.endpoint, stack.bucket)
-    neighbours = {f"{PREFIX}x/keep": b"a", "team/other/keep": b"b", "keep": b"c"}
-    for key, data in neighbours.items():
-        bucket.put(key, data, "0" * 64)
-    v5 = add_version(stack.name)
-    aliases.promote(stack.name, "production", v5)
-    stack.roll()
-    aliases.rollback(stack.name)
-    stack.roll()
-    sync(stack.params, stack.uri, stack.cache, prune=True)
-    now = objects(stack.s3, stack.bucket)
-    assert {k: now.get(k) for k in neighbours} == neighbours
-    assert all(k.startswith(PREFIX + "/") or k in neighbours for k in now)
 
 
 def test_a_crafted_file_tag_naming_a_key_outside_the_prefix_is_refused_and_touches_nothing(stack):
@@ -295,3 +254,35 @@ def test_uri_forms_triton_would_hang_on_are_refused_before_it_starts(stack, form
 
     problem = repository_problem(form.format(bucket=stack.bucket, port=stack.s3.port))
     assert problem is not None and problem[0] == code and says in problem[1], problem
+
+
+def test_an_s3_server_stopped_mid_publish_leaves_the_old_state_serving_and_a_retry_completes(
+    stack, small_prepared, monkeypatch
+):
+    before_spec = stack.repository.deployed_spec()
+    config_key = f"{PREFIX}/wrn_fp32/config.pbtxt"
+    old_config = objects(stack.s3, stack.bucket)[config_key]
+    v4 = add_version(stack.name)
+    aliases.promote(stack.name, "production", v4)
+    put, calls = Bucket.put, [0]
+
+    def put_then_stop(self, key, source, sha256):  # the server really stops, right after one object
+        put(self, key, source, sha256)
+        calls[0] += 1
+        if calls[0] == 1:
+            stack.s3.stop()
+
+    monkeypatch.setattr(Bucket, "put", put_then_stop)
+    try:
+        with pytest.raises(ObjectStoreError) as failed:
+            stack.roll()
+        assert failed.value.exit_code == UNAVAILABLE and "unreachable" in str(failed.value)
+    finally:
+        monkeypatch.setattr(Bucket, "put", put)
+        stack.s3.start()  # same port, same folder
+    assert objects(stack.s3, stack.bucket)[config_key] == old_config  # no config names a missing file
+    assert stack.repository.deployed_spec() == before_spec
+    assert stack.routed_version() == 1
+    classify_bytes(stack.http, _image(small_prepared))  # still serving
+    stack.roll()  # the retry completes
+    assert stack.routed_version() == v4  # (the module's last test: production stays at v4)
