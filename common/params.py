@@ -55,7 +55,7 @@ __all__ = [
 ]  # fmt: skip
 
 SECTIONS = ("profile", "profiles", "data", "evaluate", "mlflow", "export", "registry", "serving",
-            "optimize", "release", "monitoring", "tune", "stores")  # fmt: skip
+            "optimize", "release", "monitoring", "tune", "stores", "fleet")  # fmt: skip
 PROFILE_SECTIONS = ("model", "train")
 REPLACED = ("space",)  # mappings a file gives whole: a search space is not merged with the default one
 

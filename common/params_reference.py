@@ -35,6 +35,7 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("tune", params_schema.TuneConfig, "tune"),
     ("tune budget", params_schema.TuneBudget, "tune.profiles.<profile>"),
     ("stores", params_schema.StoresConfig, "stores"),
+    ("fleet", params_schema.FleetConfig, "fleet"),
 ]
 
 

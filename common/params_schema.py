@@ -370,6 +370,34 @@ class StoresConfig(Section):
         return self
 
 
+class ReplicaConfig(Section):
+    """One Triton replica of ``fleet.replicas``: its name in the balancer and its endpoints."""
+
+    name: Str
+    grpc: Str  # host:port
+    http: StoreUri  # host:port ("": not reached over HTTP)
+
+
+class FleetConfig(Section):
+    """Several Triton replicas behind a balancer (``docs/fleet.md``); none: the one ``--server`` names."""
+
+    path = "fleet"
+    replicas: tuple[ReplicaConfig, ...]
+    service: StoreUri
+    balancer: StoreUri
+    balancer_admin: StoreUri
+    drain_timeout_s: Seconds
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if self.replicas and self.service:
+            raise ValueError("name the replicas or a service (fleet.service), not both")
+        names = [r.name for r in self.replicas]
+        if len(set(names)) != len(names):
+            raise ValueError(f"replica names must differ, got {names}")
+        return self
+
+
 class Params(BaseModel):
     """Everything ``params.yaml`` holds, with the active training profile already selected."""
 
@@ -388,6 +416,7 @@ class Params(BaseModel):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     stores: StoresConfig = Field(default_factory=StoresConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)  # the resolved document, as logged
 
     def replace(self, **changes: Any) -> Params:

@@ -190,7 +190,8 @@ def small_export(small_prepared: Path, small_weights: Path, tmp_path_factory: py
 # The default run checks the reference model on part of the mirror's test split; `make test-full`
 # (any run that selects the `full` tests) on all 5,000 images. On 2 cores PyTorch scores WRN-28-10 at
 # ~12 images/s and ONNX Runtime fp32 at ~18, so all 5,000 through both would cost ~13 minutes.
-SERVED_PER_CLASS = 50  # the served-reference tests send the first 50 test images of each class
+SERVED_PER_CLASS = 50  # the served-reference tests send 50 test images of each class, all of them
+# among the rows the export scores (served_reference_files), so PyTorch scores those rows only once
 EXPORT_SCORED = 1000  # the reference export scores this class-balanced part of the test split
 EXPORT_PARITY = 150  # ... and gates each form on this many validation images (1,000 with `full`): the
 # reference weights trained on the validation images, so there the gate is a parity check, not an
@@ -211,8 +212,36 @@ def reference_rows(prepared_mirror: Path, reference_on_all: bool) -> np.ndarray:
     y = np.load(prepared_mirror / "test_y.npy")
     if reference_on_all:
         return np.arange(len(y))
-    served = np.concatenate([np.flatnonzero(y == c)[:SERVED_PER_CLASS] for c in np.unique(y)])
-    return np.union1d(served, accuracy_rows(y, EXPORT_SCORED))
+    return accuracy_rows(y, EXPORT_SCORED)  # served_reference_files picks among these
+
+
+def served_reference_files(prepared: Path) -> list[Path]:
+    """``SERVED_PER_CLASS`` test images of each class, the first ones among the export's scored rows.
+
+    The served-reference checks compare Triton's answers with PyTorch's logits on the same images;
+    choosing them among the rows the export scores spares a second PyTorch pass over other rows.
+    """
+    from common.params import DataConfig
+    from export.stage import accuracy_rows
+
+    y = np.load(prepared / "test_y.npy")
+    scored = set(accuracy_rows(y, EXPORT_SCORED).tolist())
+    root, files = prepared / "test_images", []
+    for label, name in enumerate(DataConfig().classes):
+        rows = np.flatnonzero(y == label)  # test_images/<class>/NNNN: the NNNN-th row of that class
+        picked = [i for i, row in enumerate(rows) if row in scored][:SERVED_PER_CLASS]
+        by_index = {int(f.stem): f for f in (root / name).iterdir()}
+        files += [by_index[i] for i in picked]
+    assert len(files) == SERVED_PER_CLASS * len(DataConfig().classes), "the mirror lacks scored images"
+    return files
+
+
+def linked_image_folder(files: list[Path], dest: Path) -> Path:
+    """``dest/<class>/<file>`` links to ``files``: an image folder the client reads like the mirror's."""
+    for f in files:
+        (dest / f.parent.name).mkdir(parents=True, exist_ok=True)
+        (dest / f.parent.name / f.name).symlink_to(f)
+    return dest
 
 
 @pytest.fixture(scope="session")

@@ -12,14 +12,14 @@ Details that matter to a running server:
   source), never copied twice and never symlinked out of the repository.
 * Triton 2.51 decides that a model changed from the newest mtime *or ctime* below its folder, so
   after a swap every model looks modified and is reloaded when it is next loaded or polled; callers
-  (:mod:`serving.rollout.apply`) load only the models whose content changed. A python model ships its
+  (:mod:`serving.rollout.apply`) load only the models whose loaded generation (a digest each config
+  carries, :mod:`serving.repository.generation`) differs from the repository's. A python model ships its
   bytecode, because the stub would otherwise write ``__pycache__`` on first import and make an
   untouched model look modified.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -30,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 
 from common.params_schema import GpuServingConfig
+from serving.repository import generation
 from serving.repository.atomic_fs import (
     RepositoryBusy,
     RepositoryError,
@@ -49,7 +50,6 @@ from serving.repository.model_configs import (
     postprocess_config,
     preprocess_config,
     router_config,
-    to_text,
 )
 from serving.repository.spec import (
     POSTPROCESS,
@@ -68,7 +68,7 @@ __all__ = [
     "RepositoryBusy",
     "RepositoryError",
     "build_repository",
-    "model_fingerprints",
+    "model_generations",
     "python_model_source",
     "read_deployed_spec",
     "repository_layout",
@@ -83,31 +83,43 @@ def python_model_source(name: str) -> bytes:
 
 def repository_layout(spec: RepositorySpec) -> tuple[dict[str, bytes | Path], set[str]]:
     """Relative path -> content (bytes, or a Path to link) and the empty directories Triton needs."""
+    files, dirs, _ = _layout(spec)
+    return files, dirs
+
+
+def model_generations(spec: RepositorySpec) -> dict[str, str]:
+    """Model -> the generation its config carries (:mod:`serving.repository.generation`)."""
+    return _layout(spec)[2]
+
+
+def _layout(spec: RepositorySpec) -> tuple[dict[str, bytes | Path], set[str], dict[str, str]]:
     labels = ("\n".join(spec.classes) + "\n").encode()
     files: dict[str, bytes | Path] = {}
+    configs = {}
     for model in spec.classifiers:
-        files[f"{model.name}/config.pbtxt"] = to_text(classifier_config(model, spec)).encode()
+        configs[model.name] = classifier_config(model, spec)
         files[f"{model.name}/{LABELS_FILE}"] = labels
         for served in model.versions:
             files[f"{model.name}/{served.version}/{model.model_filename}"] = served.artifact
-    files[f"{PREPROCESS}/config.pbtxt"] = to_text(preprocess_config(spec)).encode()
+    configs[PREPROCESS] = preprocess_config(spec)
     files[f"{PREPROCESS}/1/model.py"] = python_model_source("preprocess")
     files[f"{PREPROCESS}/1/{DECODING}.py"] = python_model_source(DECODING)
-    files[f"{POSTPROCESS}/config.pbtxt"] = to_text(postprocess_config(spec)).encode()
+    configs[POSTPROCESS] = postprocess_config(spec)
     files[f"{POSTPROCESS}/{LABELS_FILE}"] = labels
     files[f"{POSTPROCESS}/1/model.py"] = python_model_source("postprocess")
     if spec.release is not None:
-        files[f"{ROUTER}/config.pbtxt"] = to_text(router_config(spec)).encode()
+        configs[ROUTER] = router_config(spec)
         files[f"{ROUTER}/{LABELS_FILE}"] = labels
         files[f"{ROUTER}/1/model.py"] = python_model_source("router")
         files[f"{ROUTER}/1/{DECODING}.py"] = python_model_source(DECODING)  # preprocess's Decoder
     files.update(quality_files(spec))
-    files[f"{spec.ensemble_name}/config.pbtxt"] = to_text(ensemble_config(spec)).encode()
+    configs[spec.ensemble_name] = ensemble_config(spec)
     files[f"{spec.ensemble_name}/{LABELS_FILE}"] = labels  # the classification extension's labels
     files.update(warmup_files(spec))
+    generations = generation.stamp(configs, files)
     files[SPEC_FILE] = (json.dumps(spec_to_dict(spec), indent=2) + "\n").encode()
     # Triton only loads an ensemble that has a (here empty) version directory.
-    return files, {f"{spec.ensemble_name}/1"}
+    return files, {f"{spec.ensemble_name}/1"}, generations
 
 
 QUALITY_MODULES = ("quality_metrics", "input_statistics")
@@ -134,30 +146,6 @@ def quality_files(spec: RepositorySpec) -> dict[str, bytes | Path]:
             if served.quality_reference is not None:
                 files[f"{python_model}/quality/{model.name}/{number}.json"] = served.quality_reference
     return files
-
-
-def model_fingerprints(spec: RepositorySpec) -> dict[str, str]:
-    """A digest per model folder of what :func:`build_repository` writes there.
-
-    Artifacts count by file identity (device, inode, size, mtime), not content, so this is cheap and
-    a registry file and its hard-linked repository copy are the same; a missing artifact reads as
-    changed. :mod:`serving.rollout.apply` loads only the models whose fingerprint moved.
-    """
-    files, dirs = repository_layout(spec)
-    digests: dict[str, hashlib._Hash] = {}
-    for rel, content in sorted([*files.items(), *((d, b"<dir>") for d in dirs)]):
-        model, _, inner = rel.partition("/")
-        if not inner:
-            continue  # SPEC_FILE at the root belongs to no model
-        digest = digests.setdefault(model, hashlib.sha256())
-        if isinstance(content, Path):
-            try:
-                st = content.stat()
-                content = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode()
-            except OSError:
-                content = f"missing:{content}".encode()
-        digest.update(inner.encode() + b"\0" + content + b"\0")
-    return {model: digest.hexdigest() for model, digest in digests.items()}
 
 
 def read_deployed_spec(dest: Path) -> RepositorySpec | None:

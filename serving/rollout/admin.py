@@ -11,6 +11,7 @@ from __future__ import annotations
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from serving.repository.generation import loaded_generation
 from serving.server.environment import admin_headers
 
 
@@ -42,11 +43,21 @@ class ModelAdmin:
         except InferenceServerException as exc:
             raise AdminError(f"unloading {name!r} failed: {exc.message()}") from exc
 
-    def states(self) -> dict[tuple[str, int], tuple[str, str]]:
+    def generation(self, name: str) -> str | None:
+        """The generation of the config ``name`` was loaded with; None if not loaded (or unstamped)."""
+        try:
+            config = self.client.get_model_config(
+                name, headers=self.headers, as_json=True, client_timeout=self.timeout_s
+            )
+        except InferenceServerException:
+            return None  # not loaded: the READY check says so with Triton's reason
+        return loaded_generation(config.get("config", {}))
+
+    def states(self, timeout_s: float | None = None) -> dict[tuple[str, int], tuple[str, str]]:
         """``(model, version) -> (state, reason)`` for every version Triton knows about."""
         try:
             index = self.client.get_model_repository_index(
-                headers=self.headers, as_json=True, client_timeout=self.timeout_s
+                headers=self.headers, as_json=True, client_timeout=timeout_s or self.timeout_s
             )
         except InferenceServerException as exc:
             raise AdminError(f"cannot read the model repository index: {exc.message()}") from exc

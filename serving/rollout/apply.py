@@ -17,10 +17,17 @@ goes through three repository states, each written atomically and then loaded:
 3. **retire** - the new spec: versions and models no longer wanted are unloaded. Nothing routes to
    them any more; a short ``settle_s`` pause first lets in-flight requests finish regardless.
 
-Each phase loads only the models whose folder content changed (plus any whose READY versions do not
-match the spec, so rerunning an interrupted rollout completes it). Triton reloads whatever else an
-ensemble load polls, in the background as well. Model control goes over gRPC
-(see :mod:`serving.rollout.admin`).
+Each phase loads only the models the server does not serve as the spec says (their READY versions
+or the generation of their loaded config, :mod:`serving.rollout.converge`), so rerunning an
+interrupted rollout completes it. Triton reloads whatever else an ensemble load polls, in the
+background as well. Model control goes over gRPC (see :mod:`serving.rollout.admin`).
+
+**A fleet** (several replicas on one shared repository, :mod:`serving.fleet`): each phase writes the
+repository once and then brings each replica to it in turn, each taken out of the balancer first
+(drained) and put back once it serves the phase, so the public endpoint always has ready replicas
+and every replica holds both versions before any routes to the new one. A replica that fails
+undoes the change on every replica (back through the phases already reached), and the error names it.
+A replica that cannot be managed when the change starts refuses it before anything is written.
 
 Not covered by the guarantee: a change of the ensemble's interface (class list, input type, ensemble
 name) can fail requests that straddle the switch; :func:`apply` logs a warning for such a rollout.
@@ -33,128 +40,60 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from serving.repository.build import model_fingerprints
-from serving.repository.spec import POSTPROCESS, PREPROCESS, ROUTER, RepositorySpec
+from serving.fleet.haproxy import BalancerError, Haproxy, NoBalancer
+from serving.fleet.replicas import SINGLE, Replica
+from serving.repository.spec import RepositorySpec
 from serving.repository.targets import Repository, open_repository
+from serving.rollout import converge
 from serving.rollout.admin import AdminError, ModelAdmin
+from serving.rollout.converge import ApplyError
 from serving.rollout.plan import model_names, rollout_plan
 
 __all__ = ["ApplyError", "apply", "model_names", "rollout_plan"]
 
 log = logging.getLogger(__name__)
-
-
-class ApplyError(RuntimeError):
-    """A rollout step failed; the message says which step and what Triton reported."""
-
-
-def _wanted(spec: RepositorySpec) -> dict[str, set[int]]:
-    wanted = {m.name: set(m.version_numbers) for m in spec.classifiers}
-    router = {ROUTER: {1}} if spec.release is not None else {}
-    return wanted | {PREPROCESS: {1}, POSTPROCESS: {1}, **router, spec.ensemble_name: {1}}
-
-
-def _ready(states: dict[tuple[str, int], tuple[str, str]], name: str) -> set[int]:
-    return {v for (n, v), (state, _) in states.items() if n == name and state == "READY"}
-
-
-TRANSIENT = ("LOADING", "UNLOADING")
-SETTLE_WAIT_S = 30.0
-
-
-def _settled(triton: ModelAdmin, wanted: dict[str, set[int]]) -> dict[tuple[str, int], tuple[str, str]]:
-    """The states once no wanted version is mid-transition.
-
-    A load returns once the new version is READY, but a version retired a moment earlier and loaded
-    again can still be listed UNLOADING (its old instance drains its requests) for a little while.
-    """
-    deadline = time.monotonic() + SETTLE_WAIT_S
-    while True:
-        states = triton.states()
-        moving = [
-            (name, v)
-            for name, versions in wanted.items()
-            for v in versions - _ready(states, name)
-            if states.get((name, v), ("",))[0] in TRANSIENT
-        ]
-        if not moving or time.monotonic() > deadline:
-            return states
-        time.sleep(0.2)
-
-
-def _sync(
-    triton: ModelAdmin, prev: RepositorySpec | None, spec: RepositorySpec, repository: Repository
-) -> bool:
-    """Write ``spec``, then load each model whose folder changed or whose READY versions are wrong.
-
-    Returns whether anything was loaded. Files nothing names any more (in S3: a retired version) are
-    deleted only once every model is READY on what the new spec names.
-
-    Loading only what changed matters: after a swap every folder is new to Triton, so any model we
-    load (or that an ensemble load polls) is reloaded, which is safe but slow for big classifiers.
-    The READY check makes a rerun after an interrupted rollout finish the job.
-    """
-    states = triton.states()
-    repository.write(spec, prune=False)
-    before = model_fingerprints(prev) if prev is not None else {}
-    after = model_fingerprints(spec)
-    todo = [
-        name
-        for name, versions in _wanted(spec).items()
-        if before.get(name) != after.get(name) or _ready(states, name) != versions
-    ]
-    for name in model_names(spec):  # dependency order: classifiers, python models, ensemble
-        if name in todo:
-            triton.load(name)
-    states = _settled(triton, _wanted(spec))
-    bad = {name: versions - _ready(states, name) for name, versions in _wanted(spec).items()}
-    bad = {name: missing for name, missing in bad.items() if missing}
-    if bad:
-        detail = "; ".join(
-            f"{name}:{v} is {states.get((name, v), ('NOT LOADED', ''))[0]}"
-            f"{f' ({r})' if (r := states.get((name, v), ('', ''))[1]) else ''}"
-            for name, missing in sorted(bad.items())
-            for v in sorted(missing)
-        )
-        raise ApplyError(f"not every model is READY: {detail}")
-    repository.prune()
-    return bool(todo)
+REACH_TIMEOUT_S = 10.0  # how long a replica may take to answer before a change is refused
 
 
 def apply(
-    client_url: str,
+    servers: str | Sequence[Replica],
     old_spec: RepositorySpec | None,
     new_spec: RepositorySpec,
     header: tuple[str, str] | None,
     repository: Path | Repository,
     *,
+    balancer: Haproxy | NoBalancer | None = None,
     settle_s: float = 1.0,
     timeout_s: float = 600.0,
     lock_timeout_s: float = 0.0,
 ) -> list[str]:
-    """Move the server at ``client_url`` (gRPC) serving ``repository`` from ``old_spec`` to ``new_spec``.
+    """Move every server reading ``repository`` from ``old_spec`` to ``new_spec``.
 
     Args:
-        client_url: the server's gRPC endpoint, ``host:port`` (a ``grpc://`` prefix is accepted).
-        old_spec: what the server serves now (``read_deployed_spec(repository)``), ``None`` if nothing.
+        servers: one server's gRPC endpoint, ``host:port`` (a ``grpc://`` prefix is accepted), or the
+            replicas of a fleet (:func:`serving.fleet.replicas.fleet_replicas`), changed in order.
+        old_spec: what the servers serve now (``read_deployed_spec(repository)``), ``None`` if nothing.
         new_spec: the desired state.
-        header: ``(key, value)`` given to the server's ``restricted_header`` (sent as gRPC metadata
+        header: ``(key, value)`` given to the servers' ``restricted_header`` (sent as gRPC metadata
             ``triton-grpc-protocol-<key>``), or ``None`` when the API is not restricted.
-        repository: what the server was started with (``--model-repository``): a folder, or an
+        repository: what the servers were started with (``--model-repository``): a folder, or an
             :class:`~serving.repository.s3_repository.S3Repository`.
+        balancer: where a replica is drained before its models reload (haproxy), or none.
         settle_s: pause before retiring versions, for requests still in flight on them.
         timeout_s: limit for each load/unload call.
 
     Returns:
-        The phases that changed what the server serves, e.g. ``["stage", "switch", "retire"]``.
+        The phases that changed what a server serves, e.g. ``["stage", "switch", "retire"]``.
 
     Raises:
         RepositoryBusy: another build or rollout held the repository past ``lock_timeout_s`` (one
             rollout of a repository at a time; by default a second one fails at once).
-        ApplyError: a load failed. In the stage phase the old repository is restored first, so the
-            server keeps serving exactly ``old_spec``.
+        ApplyError: a replica cannot be managed (nothing was changed), or a load failed (in the stage
+            and switch phases every replica is brought back to ``old_spec`` first).
+        BalancerError: the balancer cannot be reached or does not list a replica (nothing was changed).
     """
     new_spec.validate()
     interface = (new_spec.classes, new_spec.ensemble_name, new_spec.interface)
@@ -162,11 +101,17 @@ def apply(
         log.warning(
             "the ensemble's interface changes (classes/name/inputs): requests during the switch may fail"
         )
+    replicas = [Replica(SINGLE, servers.split("://", 1)[-1])] if isinstance(servers, str) else list(servers)
     repository = open_repository(repository)
-    with repository.lock(timeout_s=lock_timeout_s):
-        if old_spec is not None:
-            old_spec = _served_from(repository.local, old_spec)
-        return _apply(ModelAdmin(client_url, header, timeout_s), old_spec, new_spec, repository, settle_s)
+    fleet = [(replica, ModelAdmin(replica.grpc, header, timeout_s)) for replica in replicas]
+    try:
+        with repository.lock(timeout_s=lock_timeout_s):
+            if old_spec is not None:
+                old_spec = _served_from(repository.local, old_spec)
+            return _apply(fleet, balancer or NoBalancer(), old_spec, new_spec, repository, settle_s)
+    finally:
+        for _, triton in fleet:
+            triton.close()
 
 
 def _served_from(repository: Path, spec: RepositorySpec) -> RepositorySpec:
@@ -186,59 +131,88 @@ def _served_from(repository: Path, spec: RepositorySpec) -> RepositorySpec:
     return dataclasses.replace(spec, classifiers=tuple(models))
 
 
+Fleet = list[tuple[Replica, ModelAdmin]]
+
+
+def _check_reachable(fleet: Fleet, balancer: Haproxy | NoBalancer) -> None:
+    """Before anything is written: a server we may not manage must not see its repository change."""
+    problems = []
+    for replica, triton in fleet:
+        try:
+            triton.states(timeout_s=REACH_TIMEOUT_S)
+        except AdminError as exc:
+            problems.append(f"{replica}: {exc}" if len(fleet) > 1 else str(exc))
+    if problems:
+        raise ApplyError(f"cannot manage the server's models, nothing was changed: {'; '.join(problems)}")
+    balancer.check([replica.name for replica, _ in fleet])
+
+
 def _apply(
-    triton: ModelAdmin,
+    fleet: Fleet,
+    balancer: Haproxy | NoBalancer,
     old_spec: RepositorySpec | None,
     new_spec: RepositorySpec,
     repository: Repository,
     settle_s: float,
 ) -> list[str]:
+    _check_reachable(fleet, balancer)
     done: list[str] = []
-    prev = old_spec
-    try:
-        try:  # before anything is written: a server we may not manage must not see its repository change
-            triton.states()
-        except AdminError as exc:
-            raise ApplyError(f"cannot manage the server's models: {exc}") from exc
-        for phase, spec in rollout_plan(old_spec, new_spec):
-            if phase == "retire" and settle_s > 0:
-                time.sleep(settle_s)
+    reached = [old_spec] if old_spec is not None else []  # the states every replica has served
+    for phase, spec in rollout_plan(old_spec, new_spec):
+        if phase == "retire" and settle_s > 0:
+            time.sleep(settle_s)
+        repository.write(spec, prune=False)
+        changed = False
+        for replica, triton in fleet:
+            where = phase if len(fleet) == 1 else f"{phase} on {replica}"
             try:
-                if _sync(triton, prev, spec, repository):
-                    log.info("rollout phase %s applied", phase)
-                    done.append(phase)
-            except (ApplyError, AdminError) as exc:
-                if phase == "stage" and old_spec is not None:
-                    _restore(triton, spec, old_spec, repository)
-                    raise ApplyError(f"stage: {exc}; restored the previous repository") from exc
-                raise ApplyError(f"{phase}: {exc}") from exc
-            prev = spec
-        gone = sorted(set(model_names(old_spec)) - set(model_names(new_spec))) if old_spec else []
-        for name in gone:  # whole models (a dropped classifier, a renamed ensemble) leave last
-            try:
-                triton.unload(name)
-            except AdminError as exc:
-                raise ApplyError(f"retire: {exc}") from exc
-        if gone and "retire" not in done:
-            done.append("retire")
-    finally:
-        triton.close()
+                if todo := converge.stale(triton, spec):
+                    with balancer.out(replica.name):
+                        converge.converge(triton, spec, todo)
+                    changed = True
+            except (ApplyError, AdminError, BalancerError) as exc:
+                if phase in ("stage", "switch") and old_spec is not None:
+                    _undo(fleet, balancer, reversed(reached), repository)
+                    raise ApplyError(f"{where}: {exc}; restored the previous repository") from exc
+                raise ApplyError(f"{where}: {exc}") from exc
+        repository.prune()  # files nothing names any more (in S3: a retired version), once all moved
+        reached.append(spec)
+        if changed:
+            log.info("rollout phase %s applied on %d server(s)", phase, len(fleet))
+            done.append(phase)
+    gone = sorted(set(model_names(old_spec)) - set(model_names(new_spec))) if old_spec else []
+    for _, triton in fleet:  # whole models (a dropped classifier, a renamed ensemble) leave last
+        converge.unload(triton, gone)
+    if gone and "retire" not in done:
+        done.append("retire")
     return done
 
 
-def _restore(
-    triton: ModelAdmin, failed: RepositorySpec, old_spec: RepositorySpec, repository: Repository
+def _undo(
+    fleet: Fleet, balancer: Haproxy | NoBalancer, states: Iterable[RepositorySpec], repository: Repository
 ) -> None:
-    """Put the old repository back and reload what differs, dropping versions that never got ready."""
-    repository.write(old_spec, prune=False)
-    before, after = model_fingerprints(failed), model_fingerprints(old_spec)
-    for name in model_names(old_spec):
-        if before.get(name) != after.get(name):
+    """Bring every replica back through ``states`` (newest first), dropping versions that never got ready.
+
+    Best effort on each replica: one that fails to return is logged and the others still return.
+    """
+    for spec in states:
+        repository.write(spec, prune=False)
+        for replica, triton in fleet:
             try:
-                triton.load(name)
-            except AdminError as exc:  # keep going: the other models must return to the old state too
-                log.error("restoring %s: %s", name, exc)
+                if todo := converge.stale(triton, spec):
+                    with balancer.out(replica.name):
+                        _load_all(triton, todo)
+            except (AdminError, BalancerError) as exc:
+                log.error("restoring %s: %s", replica, exc)
     try:
         repository.prune()  # the failed versions' files: no config names them any more
     except Exception as exc:  # the restore itself succeeded; leftovers go with the next publish
         log.error("removing the failed versions' files: %s", exc)
+
+
+def _load_all(triton: ModelAdmin, names: list[str]) -> None:
+    for name in names:
+        try:
+            triton.load(name)
+        except AdminError as exc:  # keep going: the other models must return to the old state too
+            log.error("restoring %s: %s", name, exc)

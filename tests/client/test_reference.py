@@ -18,7 +18,7 @@ import pytest
 from common.params import DataConfig
 from tests.client.conftest import cli_args, start_server
 from tests.client.test_cli import run_cli
-from tests.conftest import assert_served_like_pytorch
+from tests.conftest import assert_served_like_pytorch, linked_image_folder, served_reference_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.data, pytest.mark.triton]
 NAME = "cifar10-wrn-fp32"
@@ -53,7 +53,8 @@ def test_reference_model_via_offline_eval(
         server = start_server(tritonserver, None, tmp_path, ort_threads=None)
         try:
             out = tmp_path / "eval"
-            argv = ["offline-eval", *cli_args(server), "--images", str(prepared_mirror / "test_images")]
+            images = linked_image_folder(served_reference_files(prepared_mirror), tmp_path / "images")
+            argv = ["offline-eval", *cli_args(server), "--images", str(images)]
             code = run_cli([*argv, "--per-class", "50", "-c", "16", "--protocol", "grpc", "--out", str(out)])
         finally:
             server.stop(grace=10)

@@ -24,7 +24,7 @@ from export import onnx_io
 from registry import aliases, store
 from registry.sync import sync
 from serving.server.embedded import ADMIN_HEADER, EmbeddedServer, ServerConfig
-from tests.conftest import add_version, assert_served_like_pytorch, fp32_tolerance
+from tests.conftest import add_version, assert_served_like_pytorch, fp32_tolerance, served_reference_files
 from tests.serving.conftest import free_ports, triton_or_skip
 from training.augment import normalize_batch
 
@@ -278,8 +278,7 @@ def _check(stack: Stack, files: list[Path], prepared: Path, logits: np.ndarray) 
 def test_reference_model_through_the_ensemble_answers_like_pytorch(
     reference_stack, prepared_mirror, reference_test_logits
 ):
-    root = prepared_mirror / "test_images"
-    files = [f for c in DataConfig().classes for f in sorted((root / c).iterdir())[:50]]
+    files = served_reference_files(prepared_mirror)
     assert len(files) == 500  # all 5,000: test_reference_model_through_the_ensemble_on_all_5000 (full)
     _check(reference_stack, files, prepared_mirror, reference_test_logits)
 

@@ -145,3 +145,44 @@ def test_rollout_works_after_the_registry_pruned_the_serving_artifact(live, onnx
     )
     assert done == ["stage", "switch", "retire"]
     assert versions_ready(server, CLASSIFIER) == {5}
+
+
+def loaded_generations(server, names) -> dict[str, str | None]:
+    from serving.rollout.admin import ModelAdmin
+
+    admin = ModelAdmin(server.url_grpc, server.config.restricted_header, 30)
+    try:
+        return {name: admin.generation(name) for name in names}
+    finally:
+        admin.close()
+
+
+@pytest.mark.parametrize("interrupted_at", ["stage", "switch", "retire"])
+def test_a_rollout_killed_after_writing_and_before_loading_is_finished_by_the_next_apply(
+    live, onnx_models, interrupted_at
+):
+    """A controller killed between writing a phase's repository and loading it leaves a repository that
+    already says the new state while the server serves the old one: rerunning the rollout from what
+    the repository says must load what the server lacks, whatever phase was cut short."""
+    from serving.repository.build import model_generations
+    from serving.rollout.plan import model_names, rollout_plan
+
+    server, repo = live
+    header = server.config.restricted_header
+    start = make_spec({1: onnx_models[1]}, production=1)
+    apply(server.url_grpc, read_deployed_spec(repo), start, header, repo)
+    target = make_spec({2: onnx_models[2]}, production=2)
+    plan = dict(rollout_plan(start, target))
+    done = [phase for phase in plan if phase != interrupted_at][: list(plan).index(interrupted_at)]
+    if done:  # the phases before the cut completed on the server
+        apply(server.url_grpc, read_deployed_spec(repo), plan[done[-1]], header, repo)
+    build_repository(plan[interrupted_at], repo)  # written, never loaded: the controller died here
+    resumed = read_deployed_spec(repo)
+    assert resumed == plan[interrupted_at]
+    assert apply(server.url_grpc, resumed, target, header, repo)  # something had to be loaded
+    assert loaded_generations(server, model_names(target)) == model_generations(target)
+    assert versions_ready(server, CLASSIFIER) == {2}
+    with Hammer(server.http_endpoint, threads=1) as hammer:
+        time.sleep(0.5)
+    bound = math.expm1(2 * fp32_tolerance())
+    assert hammer.failures == [] and abs(hammer.top_prob[-1] - expected_top_prob(onnx_models[2])) <= bound

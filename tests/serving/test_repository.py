@@ -15,8 +15,9 @@ from serving.repository import build as repo_mod
 from serving.repository.build import (
     RepositoryError,
     build_repository,
-    model_fingerprints,
+    model_generations,
     read_deployed_spec,
+    repository_layout,
     repository_lock,
 )
 from serving.repository.model_configs import parse
@@ -245,15 +246,20 @@ def test_rollout_plan_stages_before_switching_and_retires_last(artifacts):
     assert [p for p, _ in rollout_plan(old, keep_both)] == ["stage", "switch"]
 
 
-def test_fingerprints_change_only_for_affected_models(artifacts):
-    v1 = model_fingerprints(make_spec({1: artifacts[1]}, production=1))
-    staged = model_fingerprints(make_spec({1: artifacts[1], 2: artifacts[2]}, production=1))
-    switched = model_fingerprints(make_spec({1: artifacts[1], 2: artifacts[2]}, production=2))
+def test_generations_change_only_for_affected_models_and_travel_in_each_config(artifacts, tmp_path):
+    v1 = model_generations(make_spec({1: artifacts[1]}, production=1))
+    staged = model_generations(make_spec({1: artifacts[1], 2: artifacts[2]}, production=1))
+    switched = model_generations(make_spec({1: artifacts[1], 2: artifacts[2]}, production=2))
     assert {k for k in v1 if v1[k] != staged[k]} == {CLASSIFIER}
     # preprocess too: it labels its input statistics with production's version (and bins by its reference)
     assert {k for k in staged if staged[k] != switched[k]} == {"preprocess", "postprocess", "cifar10"}
-    os.utime(artifacts[1], ns=(0, 0))  # an artifact rewritten in place reads as a change
-    assert model_fingerprints(make_spec({1: artifacts[1]}, production=1))[CLASSIFIER] != v1[CLASSIFIER]
+    moved = tmp_path / "elsewhere.onnx"  # the same registry version from another cache: not a change
+    moved.write_bytes(artifacts[1].read_bytes())
+    assert model_generations(make_spec({1: moved}, production=1)) == v1
+    files, _ = repository_layout(make_spec({1: artifacts[1]}, production=1))
+    for model, digest in v1.items():  # what a server returns from get_model_config carries it
+        config = parse(files[f"{model}/config.pbtxt"].decode())
+        assert config.parameters["generation"].string_value == digest
 
 
 def test_a_mount_of_the_parent_folder_sees_every_swap_a_mount_of_the_repository_does_not(artifacts, tmp_path):

@@ -1,0 +1,110 @@
+"""Take a replica out of haproxy before a change reloads a model on it, and put it back once it is ready.
+
+Triton no longer promises that an explicit-mode reload keeps a model available (its documentation
+since server PR #8562; issues #5757, #2076), so a fleet change never relies on it: the replica is set
+to ``drain`` through haproxy's runtime API (no new request goes to it, those in flight finish), the
+change waits until haproxy counts no session on it, loads, and sets it ``ready`` again.
+
+The runtime API is haproxy's ``stats socket ... level admin``, a unix socket or a TCP address. A
+replica is a server of the same name in every backend (gRPC, HTTP) that lists it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import socket
+import time
+from collections.abc import Iterator
+
+from common.exit_codes import Unavailable
+
+log = logging.getLogger(__name__)
+
+
+class BalancerError(Unavailable):
+    """haproxy's runtime API is unreachable or refused a command (exit 3)."""
+
+
+class Haproxy:
+    """haproxy's runtime API at ``address``: a unix socket path, or ``host:port``."""
+
+    def __init__(self, address: str, drain_timeout_s: float = 30.0, timeout_s: float = 5.0) -> None:
+        self.address, self.drain_timeout_s, self.timeout_s = address, drain_timeout_s, timeout_s
+
+    def command(self, line: str) -> str:
+        family = socket.AF_UNIX if "/" in self.address else socket.AF_INET
+        target = self.address if family == socket.AF_UNIX else _split(self.address)
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.timeout_s)
+                sock.connect(target)
+                sock.sendall(line.encode() + b"\n")
+                chunks = []
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+        except OSError as exc:
+            raise BalancerError(f"haproxy runtime API at {self.address}: {exc}") from exc
+        return b"".join(chunks).decode()
+
+    def backends(self, name: str) -> list[str]:
+        """The backends that list a server called ``name``."""
+        stats = self._stats()
+        return sorted({row["# pxname"] for row in stats if row["svname"] == name})
+
+    def check(self, names: list[str]) -> None:
+        """Every replica is a server of the balancer (refused before a change moves anything)."""
+        missing = [n for n in names if not self.backends(n)]
+        if missing:
+            raise BalancerError(f"haproxy at {self.address} has no server named {', '.join(missing)}")
+
+    def sessions(self, name: str) -> int:
+        """Requests haproxy has in flight to, or queued for, the server ``name`` (all backends)."""
+        rows = [r for r in self._stats() if r["svname"] == name]
+        return sum(int(r["scur"] or 0) + int(r["qcur"] or 0) for r in rows)
+
+    def set_state(self, name: str, state: str) -> None:
+        for backend in self.backends(name):
+            answer = self.command(f"set server {backend}/{name} state {state}").strip()
+            if answer:
+                raise BalancerError(f"haproxy refused 'set server {backend}/{name} state {state}': {answer}")
+
+    @contextlib.contextmanager
+    def out(self, name: str) -> Iterator[None]:
+        """``name`` drained and idle for the block, ``ready`` again after it, even if it failed."""
+        self.set_state(name, "drain")
+        try:
+            deadline = time.monotonic() + self.drain_timeout_s
+            while (busy := self.sessions(name)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if busy:
+                log.warning("%s: %d requests still in flight after %.0f s", name, busy, self.drain_timeout_s)
+            yield
+        finally:
+            self.set_state(name, "ready")
+
+    def _stats(self) -> list[dict[str, str]]:
+        return list(csv.DictReader(io.StringIO(self.command("show stat").strip())))
+
+
+class NoBalancer:
+    """No balancer to drain through (one server, or a Kubernetes Service): changes go straight on."""
+
+    def check(self, names: list[str]) -> None:
+        del names
+
+    def out(self, name: str) -> contextlib.AbstractContextManager[None]:
+        del name
+        return contextlib.nullcontext()
+
+
+def balancer(admin: str, drain_timeout_s: float) -> Haproxy | NoBalancer:
+    """``fleet.balancer_admin``: haproxy's runtime API, or ``""`` for none."""
+    return Haproxy(admin, drain_timeout_s) if admin else NoBalancer()
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,100 @@
+"""Bring one server to a repository state: load what it does not serve as the spec says, then check.
+
+The server, not the repository, says what is stale: each model's READY versions and the generation
+its loaded config carries (:mod:`serving.repository.generation`). So a rerun after a rollout killed
+between writing and loading finishes the job, and each replica of a fleet is brought to the state
+the shared repository holds whatever it served before.
+"""
+
+from __future__ import annotations
+
+import time
+
+from serving.repository.build import model_generations
+from serving.repository.spec import POSTPROCESS, PREPROCESS, ROUTER, RepositorySpec
+from serving.rollout.admin import AdminError, ModelAdmin
+from serving.rollout.plan import model_names
+
+TRANSIENT = ("LOADING", "UNLOADING")
+SETTLE_WAIT_S = 30.0
+
+
+class ApplyError(RuntimeError):
+    """A rollout step failed; the message says which step, which replica and what Triton reported."""
+
+
+def wanted(spec: RepositorySpec) -> dict[str, set[int]]:
+    """Model -> the versions ``spec`` serves."""
+    classifiers = {m.name: set(m.version_numbers) for m in spec.classifiers}
+    router = {ROUTER: {1}} if spec.release is not None else {}
+    return classifiers | {PREPROCESS: {1}, POSTPROCESS: {1}, **router, spec.ensemble_name: {1}}
+
+
+def ready(states: dict[tuple[str, int], tuple[str, str]], name: str) -> set[int]:
+    return {v for (n, v), (state, _) in states.items() if n == name and state == "READY"}
+
+
+def stale(triton: ModelAdmin, spec: RepositorySpec) -> list[str]:
+    """Models, in load order, whose READY versions or loaded generation differ from ``spec``'s."""
+    states, generations, want = triton.states(), model_generations(spec), wanted(spec)
+    return [
+        name
+        for name in model_names(spec)
+        if ready(states, name) != want[name] or triton.generation(name) != generations[name]
+    ]
+
+
+def settled(triton: ModelAdmin, want: dict[str, set[int]]) -> dict[tuple[str, int], tuple[str, str]]:
+    """The states once no wanted version is mid-transition.
+
+    A load returns once the new version is READY, but a version retired a moment earlier and loaded
+    again can still be listed UNLOADING (its old instance drains its requests) for a little while.
+    """
+    deadline = time.monotonic() + SETTLE_WAIT_S
+    while True:
+        states = triton.states()
+        moving = [
+            (name, v)
+            for name, versions in want.items()
+            for v in versions - ready(states, name)
+            if states.get((name, v), ("",))[0] in TRANSIENT
+        ]
+        if not moving or time.monotonic() > deadline:
+            return states
+        time.sleep(0.2)
+
+
+def converge(triton: ModelAdmin, spec: RepositorySpec, todo: list[str]) -> None:
+    """Load ``todo`` (what :func:`stale` found) in order, then check the server serves ``spec``.
+
+    Raises:
+        ApplyError: a version is not READY (with Triton's reason), or a model loaded and still runs
+            the previous config (the server did not see the new files).
+        AdminError: Triton refused a load.
+    """
+    for name in todo:  # dependency order: classifiers, python models, ensemble
+        triton.load(name)
+    states = settled(triton, wanted(spec))
+    bad = {name: versions - ready(states, name) for name, versions in wanted(spec).items()}
+    bad = {name: missing for name, missing in bad.items() if missing}
+    if bad:
+        detail = "; ".join(
+            f"{name}:{v} is {states.get((name, v), ('NOT LOADED', ''))[0]}"
+            f"{f' ({r})' if (r := states.get((name, v), ('', ''))[1]) else ''}"
+            for name, missing in sorted(bad.items())
+            for v in sorted(missing)
+        )
+        raise ApplyError(f"not every model is READY: {detail}")
+    generations = model_generations(spec)
+    behind = [name for name in todo if triton.generation(name) != generations[name]]
+    if behind:
+        raise ApplyError(f"loaded but still serving the previous config: {', '.join(behind)}")
+
+
+def unload(triton: ModelAdmin, names: list[str]) -> None:
+    """Unload whole models (a dropped classifier, a renamed ensemble)."""
+    for name in names:
+        try:
+            triton.unload(name)
+        except AdminError as exc:
+            raise ApplyError(f"retire: {exc}") from exc
