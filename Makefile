@@ -39,13 +39,13 @@ serve: install ## Serve model_repository/ with the embedded tritonserver (Ctrl-C
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/cifar10 serve --model-repository model_repository \
 	  --admin-token-file .triton-token
 
-system-deps: ## Debian's prometheus + promtool and PostgreSQL for the tests that start them (apt, needs root)
-	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
+system-deps: ## Debian's prometheus + promtool, PostgreSQL and haproxy for the tests that start them (apt, needs root)
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v haproxy >/dev/null \
 	  && { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    prometheus postgresql >/dev/null; \
-	else echo "warning: prometheus or postgresql not installed; the tests that need them will skip"; fi
+	    prometheus postgresql haproxy >/dev/null; \
+	else echo "warning: prometheus, postgresql or haproxy not installed; the tests that need them will skip"; fi
 
 test: install system-deps ## The test suite CI runs (GPU tests skip without a GPU; `full` ones excluded)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m "not full" $(PYTEST_ARGS)

@@ -89,6 +89,10 @@ TRACKING_URI = click.option(
 SERVER = click.option(
     "--server", default=None, help="gRPC host:port of a running server (e.g. 127.0.0.1:8001)."
 )
+FLEET = click.option(
+    "--fleet", is_flag=True,
+    help="roll every replica of params.yaml's fleet, one at a time, each drained first (docs/fleet.md).",
+)  # fmt: skip
 ADMIN_TOKEN_FILE = click.option(
     "--admin-token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="token unlocking the server's model-repository API (or $CIFAR10_ADMIN_TOKEN).",

@@ -11,6 +11,7 @@ import click
 from commands.main import (
     ADMIN_TOKEN_FILE,
     CACHE,
+    FLEET,
     PARAMS,
     REPOSITORY,
     SERVER,
@@ -41,6 +42,7 @@ exit codes:
 @CACHE
 @REPOSITORY
 @SERVER
+@FLEET
 @ADMIN_TOKEN_FILE
 @click.option(
     "--kind", type=click.Choice(["KIND_CPU", "KIND_GPU"]), default=None, help="instance kind for sync."
@@ -67,6 +69,7 @@ def optimize(
     cache: Path,
     repository: str | None,
     server: str | None,
+    fleet: bool,
     admin_token_file: Path | None,
     kind: str | None,
     backend_dir: Path | None,
@@ -87,8 +90,9 @@ def optimize(
 
     The choice is recorded in the registry and reaches Triton through sync:
     the repository is rewritten, and with --server the live server is rolled
-    over (no failed request). The table, a PNG and the choice are written
-    under --out and logged to MLflow.
+    over (no failed request), with --fleet every replica of params.yaml's
+    fleet. The table, a PNG and the choice are written under --out and
+    logged to MLflow.
     """
     from commands.main import repository_location
     from optimize import evidence, outcome
@@ -98,7 +102,8 @@ def optimize(
     repository = repository_location(repository, params_file)
 
     def synced() -> dict:
-        return sync_for(params, repository, cache, server, admin_token_file, kind).model_dump(mode="json")
+        result = sync_for(params, repository, cache, server, admin_token_file, kind, fleet=fleet)
+        return result.model_dump(mode="json")
 
     if clear:
         echo_json({"cleared": outcome.clear_served_choice(params), "sync": synced()})

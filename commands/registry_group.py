@@ -16,6 +16,7 @@ import click
 from commands.main import (
     ADMIN_TOKEN_FILE,
     CACHE,
+    FLEET,
     JSON,
     PARAMS,
     REPOSITORY,
@@ -141,6 +142,7 @@ def rollback(precision: str, model: str | None, alias: str | None, stage: str | 
     "--prune", is_flag=True,
     help="S3 without --server: also delete retired versions' files (every server has moved off them).",
 )  # fmt: skip
+@FLEET
 @click.pass_obj
 def sync(
     obj: dict,
@@ -152,8 +154,12 @@ def sync(
     tensorrt_version: str | None,
     gpu_arch: str | None,
     prune: bool,
+    fleet: bool,
 ) -> None:
     """Write the Triton model repository from the aliases; with --server, roll the live server over.
+
+    With --fleet, roll every replica of params.yaml's fleet instead, one at a time, each drained in
+    the balancer first (docs/fleet.md).
 
     The repository is a folder (swapped in atomically) or s3://host:port/bucket/prefix (published
     objects first, each checked, configs last; docs/stores.md).
@@ -164,7 +170,9 @@ def sync(
     params = settings(obj["params"])
     where = repository_location(repository, obj["params"])
     echo_json(
-        sync_for(params, where, cache, server, admin_token_file, kind, tensorrt_version, gpu_arch, prune)
+        sync_for(
+            params, where, cache, server, admin_token_file, kind, tensorrt_version, gpu_arch, prune, fleet
+        )
     )
 
 

@@ -40,7 +40,7 @@ class Where:
     repository: str | None
     cache: Path | None
     prepared: Path | None
-    server: str
+    server: str | None
     admin_token_file: Path | None
     prometheus: str | None
     experiment: str
@@ -78,8 +78,10 @@ class Where:
     help="prepared data, to score production on the candidate's test rows (default: data/prepared/).",
 )  # fmt: skip
 @click.option(
-    "--server", default="127.0.0.1:8001", show_default=True, help="gRPC host:port of the live server."
-)
+    "--server", default=None,
+    help="gRPC host:port of the live server (default: 127.0.0.1:8001; with a fleet in params.yaml, "
+    "every replica of it, probed through fleet.balancer).",
+)  # fmt: skip
 @ADMIN_TOKEN_FILE
 @click.option(
     "--prometheus", default=None, help="Prometheus URL (default: params.yaml release.prometheus_url)."

@@ -284,6 +284,7 @@ def sync_for(
     tensorrt_version: str | None = None,
     gpu_arch: str | None = None,
     prune: bool = False,
+    fleet: bool = False,
 ) -> SyncResult:
     """:func:`sync` as a command asks for it: a serving kind override, the admin token, the host's facts."""
     from serving.server.environment import admin_header
@@ -291,14 +292,14 @@ def sync_for(
     if kind:
         params = params.replace(serving=params.serving.replace(kind=kind))
     header = admin_header(admin_token_file)
-    if server and header is None:
+    if (server or fleet) and header is None:
         raise ValueError(
             "rolling a live server needs its admin token (--admin-token-file or $CIFAR10_ADMIN_TOKEN)"
         )
     host = None
     if tensorrt_version or gpu_arch:
         host = plan_compat.host_facts(tensorrt=tensorrt_version, compute_capability=gpu_arch)
-    return sync(params, repository, cache, server, header, host, prune=prune)
+    return sync(params, repository, cache, server, header, host, prune=prune, fleet=fleet)
 
 
 def sync(
@@ -310,8 +311,12 @@ def sync(
     host: plan_compat.HostFacts | None = None,
     lock_timeout_s: float = 0.0,
     prune: bool = False,
+    fleet: bool = False,
 ) -> SyncResult:
     """Write ``repository`` from the registry; with ``server_url``, roll the live server over too.
+
+    ``fleet``: roll every replica of ``params.fleet`` instead, one at a time, each drained first in
+    the balancer (``fleet.balancer_admin``); a change reaches every replica or, undone, none.
 
     ``repository``: a folder, or ``s3://host:port/bucket/prefix`` (built in a mirror under ``cache``
     and published in a safe order: :mod:`serving.repository.s3_repository`).
@@ -325,15 +330,23 @@ def sync(
     ``host`` (TensorRT version, GPU architecture) judges TensorRT plans; by default it is read from
     the image ``compose.yaml`` pins and ``nvidia-smi`` when a plan is served.
     """
+    from serving.fleet.haproxy import balancer
+    from serving.fleet.replicas import rollout_targets
     from serving.repository.targets import open_repository
     from serving.rollout.apply import apply
 
+    servers = rollout_targets(params.fleet, server_url, fleet)
     target = open_repository(repository, cache)
     target.check()  # S3 unreachable or refusing: one line now, before any artifact is downloaded
     desired = desired_spec(params, cache, host=host)
-    if server_url:
+    if servers:
         deployed = target.deployed_spec()
-        phases = apply(server_url, deployed, desired.spec, header, target, lock_timeout_s=lock_timeout_s)
-        return SyncResult(models=desired.summary, changed=bool(phases), phases=phases)
+        phases = apply(
+            servers, deployed, desired.spec, header, target,
+            balancer=balancer(params.fleet.balancer_admin, params.fleet.drain_timeout_s),
+            lock_timeout_s=lock_timeout_s,
+        )  # fmt: skip
+        names = [r.name for r in servers]
+        return SyncResult(models=desired.summary, changed=bool(phases), phases=phases, servers=names)
     with target.lock(timeout_s=lock_timeout_s or None):
         return SyncResult(models=desired.summary, changed=target.write(desired.spec, prune=prune))

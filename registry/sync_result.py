@@ -48,6 +48,7 @@ class SyncResult(Record):
     models: SyncSummary
     changed: bool
     phases: list[str] = []  # a live rollout's phases ("stage", "switch", "retire"); [] when none ran
+    servers: list[str] = []  # the replicas the rollout reached, in order (fleet.replicas, or "server")
 
 
 @dataclass(frozen=True)

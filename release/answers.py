@@ -30,6 +30,7 @@ class ReleaseStatus(TypedDict, total=False):
     window: dict[str, float]
     candidate_images: int
     figures: list[dict[str, Any]]
+    replicas: list[dict[str, Any]]  # with a fleet: each replica's READY versions, and whether it is in step
 
 
 class ReleaseReport(NamedTuple):

@@ -24,11 +24,12 @@ class Context:
     params: Params
     repository: Path | str  # a folder, or an s3:// URI (common.stores)
     cache: Path
-    server: str  # gRPC host:port of the live server
+    server: str  # gRPC host:port the gate's probes go to: the server, or the fleet's balancer
     header: tuple[str, str] | None
     prometheus: Prometheus
     experiment: str = "cifar10-release"
     prepared: Path = Path("data/prepared")  # where production is scored on the candidate's test rows
+    fleet: bool = False  # every step reaches every replica of params.fleet (and not ``server`` alone)
 
     @property
     def form(self) -> str:
@@ -44,8 +45,9 @@ class Context:
         from registry.sync import sync
 
         return sync(
-            self.params, self.repository, self.cache, self.server, self.header, lock_timeout_s=LOCK_WAIT_S
-        )
+            self.params, self.repository, self.cache, None if self.fleet else self.server, self.header,
+            lock_timeout_s=LOCK_WAIT_S, fleet=self.fleet,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,13 @@ from common.params import Params
 from release.answers import ReleaseReport, ReleaseStatus
 from release.context import Context
 
+DEFAULT_SERVER = "127.0.0.1:8001"
+
 
 def release_context(
     params: Params,
     params_file: Path,
-    server: str,
+    server: str | None,
     repository: Path | str | None = None,
     cache: Path | None = None,
     admin_token_file: Path | None = None,
@@ -27,11 +29,19 @@ def release_context(
 ) -> Context:
     """What a release runs against; unset paths lie beside ``params_file`` (where sync, serve and DVC
     keep them too; the repository is ``stores.model_repository``, a folder or S3), an unset
-    Prometheus URL is ``release.prometheus_url``."""
+    Prometheus URL is ``release.prometheus_url``.
+
+    With a fleet in ``params.yaml`` every step reaches all of its replicas and the gate's probes go
+    through its balancer; without one, ``server`` (default ``127.0.0.1:8001``) is the live server."""
     from common import stores
     from common.promql import Prometheus
+    from serving.fleet.replicas import rollout_targets
     from serving.server.environment import admin_header
 
+    fleet = bool(params.fleet.replicas or params.fleet.service)
+    if fleet:
+        replicas = rollout_targets(params.fleet, server, whole_fleet=server is None)
+        server = params.fleet.balancer or replicas[0].grpc
     root = params_file.resolve().parent
     return Context(
         params=params,
@@ -39,11 +49,12 @@ def release_context(
         if repository
         else stores.resolve(params.stores, "model_repository", root=root).uri,
         cache=cache or root / "artifacts" / "registry_cache",
-        server=server,
+        server=server or DEFAULT_SERVER,
         header=admin_header(admin_token_file),
         prometheus=Prometheus(prometheus_url or params.release.prometheus_url),
         experiment=experiment,
         prepared=prepared or root / "data" / "prepared",
+        fleet=fleet,
     )
 
 
@@ -66,6 +77,8 @@ def release_status(ctx: Context) -> ReleaseStatus:
         "forced_reason": record.forced_reason or None,
         "limits": record.limits or None,
     }
+    if ctx.fleet:
+        out["replicas"] = _replicas(ctx)
     if not record.active:
         return out | {"ended": record.log[-1] if record.log else None}
     owner = record.owner
@@ -85,6 +98,16 @@ def release_status(ctx: Context) -> ReleaseStatus:
     out["candidate_images"] = round(verdict.images)
     out["figures"] = [f.row() for f in verdict.figures]
     return out
+
+
+def _replicas(ctx: Context) -> list[dict]:
+    """Each replica's READY versions, and whether it serves what the repository says."""
+    from serving.fleet.replicas import fleet_replicas
+    from serving.fleet.status import replica_states
+    from serving.repository.targets import open_repository
+
+    spec = open_repository(ctx.repository, ctx.cache).deployed_spec()
+    return replica_states(fleet_replicas(ctx.params.fleet, None), ctx.header, spec)
 
 
 def report_latest_release(ctx: Context, out: Path) -> ReleaseReport:

@@ -39,10 +39,10 @@ def _triton() -> str | None:
     return None
 
 
-def _binaries(*names: str) -> Callable[[], str | None]:
+def _binaries(*names: str, package: str = "prometheus") -> Callable[[], str | None]:
     def check() -> str | None:
         missing = [n for n in names if shutil.which(n) is None]
-        return f"{', '.join(missing)} not on PATH (Debian: apt-get install prometheus)" if missing else None
+        return f"{', '.join(missing)} not on PATH (Debian: apt-get install {package})" if missing else None
 
     return check
 
@@ -83,6 +83,7 @@ CHECKS: dict[str, Callable[[], str | None]] = {
     "dvc": _dvc,
     "postgres": _postgres,
     "s3": _s3,
+    "haproxy": _binaries("haproxy", package="haproxy"),
 }
 
 

@@ -24,6 +24,9 @@ from common.exit_codes import Unavailable
 log = logging.getLogger(__name__)
 
 
+UP_WAIT_S = 30.0  # beyond drain_timeout_s: a replica's health checks must pass again (haproxy's rise)
+
+
 class BalancerError(Unavailable):
     """haproxy's runtime API is unreachable or refused a command (exit 3)."""
 
@@ -71,10 +74,35 @@ class Haproxy:
             if answer:
                 raise BalancerError(f"haproxy refused 'set server {backend}/{name} state {state}': {answer}")
 
+    def up(self, name: str) -> bool:
+        """Whether haproxy sends ``name`` traffic in every backend (health-checked UP, not drained)."""
+        rows = [r for r in self._stats() if r["svname"] == name]
+        return bool(rows) and all(r["status"] == "UP" for r in rows)
+
+    def others_up(self, name: str) -> bool:
+        """Whether every backend of ``name`` has another server that is UP."""
+        rows = self._stats()
+        return all(
+            any(r["# pxname"] == backend and r["svname"] != name and r["status"] == "UP" for r in rows)
+            for backend in self.backends(name)
+        )
+
     @contextlib.contextmanager
-    def out(self, name: str) -> Iterator[None]:
-        """``name`` drained and idle for the block, ``ready`` again after it, even if it failed."""
+    def out(self, name: str, peers_ready: bool = True) -> Iterator[None]:
+        """``name`` drained and idle for the block, then back and health-checked UP before the next.
+
+        Triton answers ``/v2/health/ready`` with an error while it loads, so haproxy's checks mark a
+        replica DOWN during its change: putting it back is not enough, the next replica may be drained
+        only once this one is UP again. A replica whose peers are not UP is not drained (that would
+        leave the backend empty): its change relies on Triton's own reload, with a warning. haproxy's
+        view lags a crash by its health checks, so ``peers_ready`` is what the peers themselves said.
+        """
+        if not (peers_ready and self.others_up(name)):
+            log.warning("%s: no other replica is UP in the balancer; changing it without draining", name)
+            yield
+            return
         self.set_state(name, "drain")
+        failed = False
         try:
             deadline = time.monotonic() + self.drain_timeout_s
             while (busy := self.sessions(name)) and time.monotonic() < deadline:
@@ -82,8 +110,21 @@ class Haproxy:
             if busy:
                 log.warning("%s: %d requests still in flight after %.0f s", name, busy, self.drain_timeout_s)
             yield
+        except BaseException:
+            failed = True
+            raise
         finally:
             self.set_state(name, "ready")
+            self._wait_up(name, raising=not failed)
+
+    def _wait_up(self, name: str, raising: bool) -> None:
+        deadline = time.monotonic() + self.drain_timeout_s + UP_WAIT_S
+        while not self.up(name):
+            if time.monotonic() > deadline:
+                if raising:
+                    raise BalancerError(f"{name} did not come back UP in haproxy at {self.address}")
+                return
+            time.sleep(0.1)
 
     def _stats(self) -> list[dict[str, str]]:
         return list(csv.DictReader(io.StringIO(self.command("show stat").strip())))
@@ -95,8 +136,8 @@ class NoBalancer:
     def check(self, names: list[str]) -> None:
         del names
 
-    def out(self, name: str) -> contextlib.AbstractContextManager[None]:
-        del name
+    def out(self, name: str, peers_ready: bool = True) -> contextlib.AbstractContextManager[None]:
+        del name, peers_ready
         return contextlib.nullcontext()
 
 

@@ -40,6 +40,23 @@ def fleet_replicas(fleet: FleetConfig, server: str | None) -> list[Replica]:
     return [Replica(SINGLE, server.split("://", 1)[-1])] if server else []
 
 
+def rollout_targets(fleet: FleetConfig, server: str | None, whole_fleet: bool) -> list[Replica]:
+    """The servers a rollout changes: the fleet with ``whole_fleet``, else the one ``server`` names.
+
+    Raises:
+        ValueError: ``whole_fleet`` without a fleet in params.yaml, or one server named while a fleet
+            is: changing one replica of several is what makes answers depend on the replica reached.
+    """
+    named = bool(fleet.replicas or fleet.service)
+    if whole_fleet and not named:
+        raise ValueError("--fleet: params.yaml names no fleet (fleet.replicas or fleet.service)")
+    if named and server and not whole_fleet:
+        raise ValueError(
+            f"--server {server}: params.yaml names a fleet; a change reaches all of it or none (--fleet)"
+        )
+    return fleet_replicas(fleet, None if whole_fleet else server)
+
+
 def discover(service: str) -> list[Replica]:
     """``host:grpc_port:http_port``: one replica per address the host resolves to (a headless Service).
 

@@ -53,6 +53,13 @@ class ModelAdmin:
             return None  # not loaded: the READY check says so with Triton's reason
         return loaded_generation(config.get("config", {}))
 
+    def ready(self, timeout_s: float = 5.0) -> bool:
+        """Whether the server answers and says it is ready (every loaded model available)."""
+        try:
+            return bool(self.client.is_server_ready(headers=self.headers, client_timeout=timeout_s))
+        except InferenceServerException:
+            return False
+
     def states(self, timeout_s: float | None = None) -> dict[tuple[str, int], tuple[str, str]]:
         """``(model, version) -> (state, reason)`` for every version Triton knows about."""
         try:

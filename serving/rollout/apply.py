@@ -143,7 +143,8 @@ def _check_reachable(fleet: Fleet, balancer: Haproxy | NoBalancer) -> None:
         except AdminError as exc:
             problems.append(f"{replica}: {exc}" if len(fleet) > 1 else str(exc))
     if problems:
-        raise ApplyError(f"cannot manage the server's models, nothing was changed: {'; '.join(problems)}")
+        what = "the server's models" if len(fleet) == 1 else "every replica"
+        raise ApplyError(f"cannot manage {what}, nothing was changed: {'; '.join(problems)}")
     balancer.check([replica.name for replica, _ in fleet])
 
 
@@ -167,7 +168,7 @@ def _apply(
             where = phase if len(fleet) == 1 else f"{phase} on {replica}"
             try:
                 if todo := converge.stale(triton, spec):
-                    with balancer.out(replica.name):
+                    with balancer.out(replica.name, _peers_ready(fleet, replica)):
                         converge.converge(triton, spec, todo)
                     changed = True
             except (ApplyError, AdminError, BalancerError) as exc:
@@ -200,7 +201,7 @@ def _undo(
         for replica, triton in fleet:
             try:
                 if todo := converge.stale(triton, spec):
-                    with balancer.out(replica.name):
+                    with balancer.out(replica.name, _peers_ready(fleet, replica)):
                         _load_all(triton, todo)
             except (AdminError, BalancerError) as exc:
                 log.error("restoring %s: %s", replica, exc)
@@ -208,6 +209,11 @@ def _undo(
         repository.prune()  # the failed versions' files: no config names them any more
     except Exception as exc:  # the restore itself succeeded; leftovers go with the next publish
         log.error("removing the failed versions' files: %s", exc)
+
+
+def _peers_ready(fleet: Fleet, replica: Replica) -> bool:
+    """Whether another replica answers ready now: only then may ``replica`` leave the balancer."""
+    return any(triton.ready() for other, triton in fleet if other != replica)
 
 
 def _load_all(triton: ModelAdmin, names: list[str]) -> None:

@@ -89,6 +89,22 @@ def converge(triton: ModelAdmin, spec: RepositorySpec, todo: list[str]) -> None:
     behind = [name for name in todo if triton.generation(name) != generations[name]]
     if behind:
         raise ApplyError(f"loaded but still serving the previous config: {', '.join(behind)}")
+    quiet(triton)
+
+
+def quiet(triton: ModelAdmin) -> None:
+    """Wait (bounded) until no version at all is LOADING or UNLOADING.
+
+    A reload swaps the new instance in and unloads the old one in the background, and until that
+    is done Triton's strict readiness (``/v2/health/ready``) fails: a balancer's health check would
+    take the replica out just when the next replica is drained. So a replica counts as done only
+    once it is quiet.
+    """
+    deadline = time.monotonic() + SETTLE_WAIT_S
+    while any(state in TRANSIENT for state, _ in triton.states().values()):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
 
 
 def unload(triton: ModelAdmin, names: list[str]) -> None:
