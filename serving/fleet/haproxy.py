@@ -17,7 +17,7 @@ import io
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from common.exit_codes import Unavailable
 
@@ -88,16 +88,24 @@ class Haproxy:
         )
 
     @contextlib.contextmanager
-    def out(self, name: str, peers_ready: bool = True) -> Iterator[None]:
+    def out(self, name: str, peers: Callable[[], str] = lambda: "ready") -> Iterator[None]:
         """``name`` drained and idle for the block, then back and health-checked UP before the next.
 
         Triton answers ``/v2/health/ready`` with an error while it loads, so haproxy's checks mark a
         replica DOWN during its change: putting it back is not enough, the next replica may be drained
         only once this one is UP again. A replica whose peers are not UP is not drained (that would
         leave the backend empty): its change relies on Triton's own reload, with a warning. haproxy's
-        view lags a crash by its health checks, so ``peers_ready`` is what the peers themselves said.
+        view lags a crash by its health checks, so ``peers`` asks the peers themselves too: "ready"
+        (one is), "starting" (one answers, none is ready yet: wait for it) or "none".
         """
-        if not (peers_ready and self.others_up(name)):
+        deadline = time.monotonic() + UP_WAIT_S
+        while True:
+            said = peers()
+            ok = said == "ready" and self.others_up(name)
+            if ok or said == "none" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # a peer just changed may still be coming back UP
+        if not ok:
             log.warning("%s: no other replica is UP in the balancer; changing it without draining", name)
             yield
             return
@@ -136,8 +144,8 @@ class NoBalancer:
     def check(self, names: list[str]) -> None:
         del names
 
-    def out(self, name: str, peers_ready: bool = True) -> contextlib.AbstractContextManager[None]:
-        del name, peers_ready
+    def out(self, name: str, peers: Callable[[], str] = str) -> contextlib.AbstractContextManager[None]:
+        del name, peers
         return contextlib.nullcontext()
 
 

@@ -30,6 +30,7 @@ class ModelAdmin:
         self.client = grpcclient.InferenceServerClient(_endpoint(url))
         self.headers = admin_headers(header, "grpc") if header else None
         self.timeout_s = timeout_s
+        self.last_index: list[dict] = []
 
     def load(self, name: str) -> None:
         try:
@@ -60,6 +61,13 @@ class ModelAdmin:
         except InferenceServerException:
             return False
 
+    def live(self, timeout_s: float = 5.0) -> bool:
+        """Whether the server answers at all (it may be loading, hence not ready)."""
+        try:
+            return bool(self.client.is_server_live(headers=self.headers, client_timeout=timeout_s))
+        except InferenceServerException:
+            return False
+
     def states(self, timeout_s: float | None = None) -> dict[tuple[str, int], tuple[str, str]]:
         """``(model, version) -> (state, reason)`` for every version Triton knows about."""
         try:
@@ -68,6 +76,7 @@ class ModelAdmin:
             )
         except InferenceServerException as exc:
             raise AdminError(f"cannot read the model repository index: {exc.message()}") from exc
+        self.last_index = index.get("models", [])  # raw: a version reloaded in place is listed twice
         states: dict[tuple[str, int], tuple[str, str]] = {}
         for m in index.get("models", []):
             if m.get("version"):  # a version reloaded in place may be listed twice: READY wins

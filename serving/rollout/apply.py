@@ -38,6 +38,7 @@ from the old version may be counted under the new version's metric label.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -168,7 +169,7 @@ def _apply(
             where = phase if len(fleet) == 1 else f"{phase} on {replica}"
             try:
                 if todo := converge.stale(triton, spec):
-                    with balancer.out(replica.name, _peers_ready(fleet, replica)):
+                    with balancer.out(replica.name, functools.partial(_peers, fleet, replica)):
                         converge.converge(triton, spec, todo)
                     changed = True
             except (ApplyError, AdminError, BalancerError) as exc:
@@ -182,8 +183,11 @@ def _apply(
             log.info("rollout phase %s applied on %d server(s)", phase, len(fleet))
             done.append(phase)
     gone = sorted(set(model_names(old_spec)) - set(model_names(new_spec))) if old_spec else []
-    for _, triton in fleet:  # whole models (a dropped classifier, a renamed ensemble) leave last
-        converge.unload(triton, gone)
+    for replica, triton in fleet:  # whole models (a dropped classifier, the router) leave last
+        if gone:  # an unload makes Triton reload the ensemble that used the model: drained too
+            with balancer.out(replica.name, functools.partial(_peers, fleet, replica)):
+                converge.unload(triton, gone)
+                converge.quiet(triton)
     if gone and "retire" not in done:
         done.append("retire")
     return done
@@ -201,7 +205,7 @@ def _undo(
         for replica, triton in fleet:
             try:
                 if todo := converge.stale(triton, spec):
-                    with balancer.out(replica.name, _peers_ready(fleet, replica)):
+                    with balancer.out(replica.name, functools.partial(_peers, fleet, replica)):
                         _load_all(triton, todo)
             except (AdminError, BalancerError) as exc:
                 log.error("restoring %s: %s", replica, exc)
@@ -211,9 +215,13 @@ def _undo(
         log.error("removing the failed versions' files: %s", exc)
 
 
-def _peers_ready(fleet: Fleet, replica: Replica) -> bool:
-    """Whether another replica answers ready now: only then may ``replica`` leave the balancer."""
-    return any(triton.ready() for other, triton in fleet if other != replica)
+def _peers(fleet: Fleet, replica: Replica) -> str:
+    """ "ready" if another replica is ready now (only then may ``replica`` leave the balancer),
+    "starting" if one answers but is not ready yet, else "none"."""
+    others = [triton for other, triton in fleet if other != replica]
+    if any(triton.ready() for triton in others):
+        return "ready"
+    return "starting" if any(triton.live() for triton in others) else "none"
 
 
 def _load_all(triton: ModelAdmin, names: list[str]) -> None:

@@ -101,8 +101,10 @@ def quiet(triton: ModelAdmin) -> None:
     once it is quiet.
     """
     deadline = time.monotonic() + SETTLE_WAIT_S
-    while any(state in TRANSIENT for state, _ in triton.states().values()):
-        if time.monotonic() > deadline:
+    while True:
+        triton.states()
+        moving = [m for m in triton.last_index if m.get("state") in TRANSIENT]  # old instances too
+        if (not moving and triton.ready()) or time.monotonic() > deadline:
             return
         time.sleep(0.1)
 

@@ -12,6 +12,7 @@ lost mid-change undoes it on the others, and a replica killed under load rejoins
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+import yaml
 
 from common.params import Params, RegistryConfig, ServingConfig
 from common.params_schema import FleetConfig
@@ -295,3 +297,111 @@ def test_a_replica_killed_under_load_costs_what_the_retries_cannot_cover_and_rej
     assert len(load.failures) <= 2, load.failures
     assert in_step(fleet) and fleet.routed() == {"r1": 1, "r2": 1}
     assert served > sum(before.values())  # traffic reaches the restarted replica again
+
+
+@pytest.fixture(scope="module")
+def release_fleet(fleet, prometheus_bin, small_prepared, tmp_path_factory):
+    """The fleet plus a real Prometheus scraping both replicas, and a params file that names the fleet."""
+    from tests.monitoring.test_live import Prometheus
+    from tests.release.test_release_live import RELEASE, SERVING
+
+    tmp = tmp_path_factory.mktemp("fleet_release")
+    (tmp / "prom").mkdir()
+    prometheus = Prometheus(prometheus_bin, tmp / "prom", [fleet.ports[n][2] for n in NAMES]).wait_ready()
+    release = {k: list(v) if isinstance(v, tuple) else v for k, v in RELEASE.__dict__.items()}
+    release.pop("prometheus_url")
+    document = {
+        "registry": {"model_prefix": fleet.cfg.model_prefix, "serve": ["fp32"], "ensemble_target": "fp32"},
+        "serving": {"preferred_batch_sizes": list(SERVING.preferred_batch_sizes), "max_queue_delay_us": 0,
+                    "python_queue_delay_us": 0, "warmup": False},
+        "release": release,
+        "monitoring": {"accuracy_drop": 0.9},  # as tests/release: the small model's estimate means little
+        "fleet": {"replicas": [dict(r) for r in fleet.fleet.model_dump()["replicas"]],
+                  "balancer": fleet.lb.grpc, "balancer_admin": fleet.lb.admin, "drain_timeout_s": 10.0},
+    }  # fmt: skip
+    params = tmp / "params.yaml"
+    params.write_text(yaml.safe_dump(document))
+    token = tmp / "admin-token"
+    token.write_text(fleet.header[1])
+    argv = ["release", "--params", str(params), "--repository", fleet.uri, "--cache", str(fleet.cache),
+            "--admin-token-file", str(token), "--prometheus", prometheus.url,
+            "--prepared", str(small_prepared)]  # fmt: skip
+    yield argv, prometheus, tmp
+    prometheus.stop()
+
+
+def test_releases_move_every_replica_together_judged_on_the_whole_fleets_figures(
+    fleet, release_fleet, small_export, blob
+):
+    """A good candidate reaches production on both replicas, the canary weight the same on each (the
+    candidate's share of each replica's answers, counted by its own metrics); a label swap is rolled
+    back at shadow on both, judged on figures summed over the two replicas. No request fails."""
+    from benchmarks.onnx_variants import onnx_variant
+    from tests.release.test_release_live import register_variant, run_in_process
+
+    argv, prometheus, tmp = release_fleet
+    source = small_export[0] / "model.fp32.onnx"
+    production = aliases.alias_version(fleet.name, "production")
+    good = register_variant(fleet.name, production, onnx_variant(source, tmp / "good.onnx", rotate=False))
+    rotated = register_variant(fleet.name, production, onnx_variant(source, tmp / "rot.onnx", rotate=True))
+    shares: dict[str, float] = {}
+    with Load(fleet, blob) as load:
+        stop = threading.Event()
+
+        def count_canary_shares() -> None:  # during the 50 % step: each replica's candidate share
+            while not stop.is_set():
+                if _canary_weight(fleet) == 0.5:  # both routers run the 50 % step
+                    time.sleep(2.5)
+                    shares.update(_candidate_shares(fleet, prometheus, good, "2s"))
+                    return
+                time.sleep(0.2)
+
+        watcher = threading.Thread(target=count_canary_shares, daemon=True)
+        watcher.start()
+        done = run_in_process([*argv, "start", "--version", str(good)])
+        stop.set()
+        watcher.join(10)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert aliases.alias_version(fleet.name, "production") == good
+        assert fleet.routed() == {"r1": good, "r2": good} and in_step(fleet)
+        bad = run_in_process([*argv, "start", "--version", str(rotated), "--force", "--reason", "test"])
+        status = json.loads(run_in_process([*argv, "status"]).stdout)
+    assert bad.returncode == 1, bad.stderr[-3000:]
+    assert aliases.alias_version(fleet.name, "production") == good
+    assert fleet.routed() == {"r1": good, "r2": good} and in_step(fleet)
+    assert [r["name"] for r in status["replicas"]] == list(NAMES) and all(
+        r["in_step"] for r in status["replicas"]
+    )
+    assert load.failures == [] and load.ok > 50, load.failures[:3]
+    print(f"canary 50 %: candidate share of each replica's answers {shares}")
+    assert set(shares) == {"r1", "r2"} and all(0.2 <= s <= 0.8 for s in shares.values()), shares
+
+
+def _canary_weight(fleet: Fleet) -> float | None:
+    """The canary weight both replicas' loaded routers run with, or None while they differ."""
+    weights = set()
+    for replica in fleet.replicas:
+        client = httpclient.InferenceServerClient(replica.http)
+        try:
+            config = client.get_model_config("router")
+            weights.add(float(config["parameters"]["canary_weight"]["string_value"]))
+        except Exception:
+            weights.add(None)
+        finally:
+            client.close()
+    return weights.pop() if len(weights) == 1 else None
+
+
+def _candidate_shares(fleet: Fleet, prometheus, version: int, window: str) -> dict[str, float]:
+    """Per replica (scrape target): the candidate's share of the classes its postprocess counted."""
+    rows = prometheus.query(f"sum by (instance, version) (increase(predicted_class_total[{window}]))")
+    totals: dict[str, float] = {}
+    candidate: dict[str, float] = {}
+    for row in rows:
+        instance = row["metric"]["instance"]
+        value = float(row["value"][1])
+        totals[instance] = totals.get(instance, 0.0) + value
+        if row["metric"].get("version") == str(version):
+            candidate[instance] = candidate.get(instance, 0.0) + value
+    ports = {f"127.0.0.1:{p[2]}": name for name, p in fleet.ports.items()}
+    return {ports[i]: candidate.get(i, 0.0) / t for i, t in totals.items() if t > 0 and i in ports}

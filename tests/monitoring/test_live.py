@@ -40,7 +40,7 @@ SKEWED = 240  # predictions of one image; above the alert's 200-prediction guard
 class Prometheus:
     """A ``prometheus`` child process on a free port, with its HTTP query API."""
 
-    def __init__(self, binary: str, workdir: Path, metrics_port: int) -> None:
+    def __init__(self, binary: str, workdir: Path, metrics_port: int | list[int]) -> None:
         self.port = free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
         rules = workdir / "rules"
@@ -55,10 +55,14 @@ class Prometheus:
         config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
         config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
         config["rule_files"] = [str(rules / "*.yml")]
-        address = {"localhost:8002": f"127.0.0.1:{metrics_port}", "localhost:9090": f"127.0.0.1:{self.port}"}
+        ports = metrics_port if isinstance(metrics_port, list) else [metrics_port]  # a fleet: one per replica
+        address = {
+            "localhost:8002": [f"127.0.0.1:{p}" for p in ports],
+            "localhost:9090": [f"127.0.0.1:{self.port}"],
+        }
         for job in config["scrape_configs"]:
             for static in job["static_configs"]:
-                static["targets"] = [address[t] for t in static["targets"]]
+                static["targets"] = [a for t in static["targets"] for a in address[t]]
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         self.log = workdir / "prometheus.log"
         with open(self.log, "wb") as out:
