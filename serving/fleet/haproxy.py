@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 UP_WAIT_S = 30.0  # beyond drain_timeout_s: a replica's health checks must pass again (haproxy's rise)
 
 
+FORCED_DRAIN = 0x08  # haproxy's SRV_ADMF_FDRAIN in "show servers state"
+
+
 class BalancerError(Unavailable):
     """haproxy's runtime API is unreachable or refused a command (exit 3)."""
 
@@ -67,6 +70,13 @@ class Haproxy:
         """Requests haproxy has in flight to, or queued for, the server ``name`` (all backends)."""
         rows = [r for r in self._stats() if r["svname"] == name]
         return sum(int(r["scur"] or 0) + int(r["qcur"] or 0) for r in rows)
+
+    def drained(self, name: str) -> bool:
+        """Whether ``name`` is in forced drain (admin state bit 0x8) in any backend."""
+        lines = self.command("show servers state").splitlines()
+        header = next(line for line in lines if line.startswith("# be_id")).lstrip("# ").split()
+        rows = [dict(zip(header, line.split(), strict=False)) for line in lines[2:] if line.strip()]
+        return any(int(r["srv_admin_state"]) & FORCED_DRAIN for r in rows if r.get("srv_name") == name)
 
     def set_state(self, name: str, state: str) -> None:
         for backend in self.backends(name):
