@@ -109,12 +109,11 @@ def repository_location(option: str | None, params_file: Path | None = None) -> 
     from common import stores
     from common.params import resolve
 
-    if option:
-        return stores.resolve(None, "model_repository", option=option).uri
-    if os.environ.get(stores.ENV["model_repository"]):
-        return stores.resolve(None, "model_repository").uri
-    path = params_file if params_file is not None and Path(params_file).is_file() else None
-    return stores.resolve(resolve(path).params.stores, "model_repository").uri
+    cfg = None  # read only when neither the option nor the variable decides (stores.resolve's order)
+    if not option and not os.environ.get(stores.ENV["model_repository"]):
+        path = params_file if params_file is not None and Path(params_file).is_file() else None
+        cfg = resolve(path).params.stores
+    return stores.resolve(cfg, "model_repository", option=option).uri
 
 
 CACHE = click.option(

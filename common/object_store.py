@@ -10,10 +10,13 @@ repeats one: a refused signature is named by its error code only.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from common.exit_codes import Unavailable
+
+T = TypeVar("T")
 
 SHA_KEY = "sha256"  # object metadata (x-amz-meta-sha256): the content's SHA-256, written with it
 CREDENTIAL_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken")
@@ -100,24 +103,21 @@ class Bucket:
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
     def stat(self, key: str) -> Stat | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            head = self._s3.head_object(Bucket=self.name, Key=key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise self._fail(exc, f"reading {key}") from None
-        except Exception as exc:
-            raise self._fail(exc, f"reading {key}") from None
+        head = self._read(key, lambda: self._s3.head_object(Bucket=self.name, Key=key))
+        if head is None:
+            return None
         meta = {k.lower(): v for k, v in head.get("Metadata", {}).items()}
         return Stat(int(head["ContentLength"]), meta.get(SHA_KEY), head["LastModified"].timestamp())
 
     def get(self, key: str) -> bytes | None:
+        return self._read(key, lambda: self._s3.get_object(Bucket=self.name, Key=key)["Body"].read())
+
+    def _read(self, key: str, call: Callable[[], T]) -> T | None:
+        """``call()``, or ``None`` when ``key`` does not exist; any other failure is one clear error."""
         from botocore.exceptions import ClientError
 
         try:
-            return self._s3.get_object(Bucket=self.name, Key=key)["Body"].read()
+            return call()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None

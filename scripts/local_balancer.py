@@ -58,7 +58,7 @@ backend triton_http
     http-check send meth GET uri /v2/health/ready
 {http_servers}
 """
-CHECK = "check inter 500ms fall 2 rise 2"
+CHECK = "check inter 250ms fall 2 rise 2"
 
 
 def config_text(replicas: list[tuple[str, str, str]], grpc: int, http: int, admin: Path) -> str:

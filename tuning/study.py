@@ -74,15 +74,13 @@ def _first_creates_the_tables(make, attempts: int = 6):
     """
     import sqlalchemy
 
-    for attempt in range(attempts):
+    for attempt in range(attempts - 1):
         try:
             return make()
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == attempts - 1:
-                raise
             log.info("another worker is creating the study's tables; trying again")
             time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+    return make()  # the last try: its error, if any, is the caller's
 
 
 def finished(study) -> list:

@@ -25,6 +25,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import yaml
 
+from common.object_store import Bucket
 from common.params import Params, RegistryConfig, ServingConfig
 from common.params_schema import FleetConfig
 from registry import aliases, store
@@ -40,9 +41,11 @@ from tests.conftest import add_version
 from tests.e2e.test_registry_triton import classify_bytes
 from tests.prerequisites import need
 from tests.serving.conftest import triton_or_skip
+from tests.stores.conftest import objects
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 NAMES = ("r1", "r2")
+PREFIX = "team/cifar10"
 
 
 class Fleet:
@@ -61,7 +64,8 @@ class Fleet:
         self.name = self.cfg.registered_name("fp32")
         store.register_manifest(export_dir / "manifest.json", self.cfg)
         aliases.promote(self.name, "production", 1)
-        self.uri = f"s3://127.0.0.1:{s3.port}/{s3.bucket(f'fleet{uuid.uuid4().hex[:8]}')}/serving"
+        self.s3, self.bucket = s3, s3.bucket(f"fleet{uuid.uuid4().hex[:8]}")
+        self.uri = f"s3://127.0.0.1:{s3.port}/{self.bucket}/{PREFIX}"
         self.cache = tmp / "cache"
         serving = ServingConfig(warmup=False)
         sync(Params(profile="test", registry=self.cfg, serving=serving), self.uri, self.cache)
@@ -209,19 +213,39 @@ def in_step(fleet: Fleet) -> bool:
 
 
 def test_promote_and_rollback_reach_every_replica_one_at_a_time_and_fail_no_request(fleet, blob):
+    """... and in S3, a retired version's files go once every replica moved off it, and nothing
+    outside the prefix is written or deleted (neighbours that share its start too)."""
+    neighbours = {f"{PREFIX}x/keep": b"a", "team/other/keep": b"b", "keep": b"c"}
+    bucket = Bucket(fleet.s3.endpoint, fleet.bucket)
+    for key, data in neighbours.items():
+        bucket.put(key, data, "0" * 64)
     v2 = add_version(fleet.name)
     with Load(fleet, blob) as load, Watch(fleet) as watch:
         aliases.promote(fleet.name, "production", v2)
         promoted = fleet.roll()
         assert fleet.routed() == {"r1": v2, "r2": v2}
+        assert _versions_in_s3(fleet) == {v2}  # v1's files retired after both replicas moved
         aliases.rollback(fleet.name)
         fleet.roll()
-        assert fleet.routed() == {"r1": 1, "r2": 1}
+        assert fleet.routed() == {"r1": 1, "r2": 1} and _versions_in_s3(fleet) == {1}
     assert load.failures == [] and load.ok > 20, load.failures[:3]
     assert promoted.servers == list(NAMES) and "switch" in promoted.phases
     assert watch.seen == set(NAMES) and not watch.together  # each drained, never both at once
     assert in_step(fleet)
     fleet.wait_balanced()  # both put back
+    sync(fleet.params, fleet.uri, fleet.cache, prune=True)
+    now = objects(fleet.s3, fleet.bucket)
+    assert {k: now.get(k) for k in neighbours} == neighbours
+    assert all(k.startswith(PREFIX + "/") or k in neighbours for k in now)
+
+
+def _versions_in_s3(fleet: Fleet) -> set[int]:
+    keys = objects(fleet.s3, fleet.bucket)
+    return {
+        int(k.split("/")[3])
+        for k in keys
+        if k.startswith(f"{PREFIX}/wrn_fp32/") and k.split("/")[3].isdigit()
+    }
 
 
 def test_an_unreachable_replica_refuses_the_change_before_anything_moves(fleet):
