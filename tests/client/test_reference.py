@@ -1,9 +1,10 @@
 """The reference WRN-28-10, exported, registered, synced and served, answers like PyTorch through the client.
 
 The whole release path in one test: ``export_model`` (shared session fixture) -> ``register_manifest``
--> ``promote`` -> ``sync`` into a model repository -> a real Triton -> ``client offline-eval`` on 1,000
-test images (100 per class) of the offline mirror, through the public ensemble (encoded JPEG bytes).
-About 1 minute of requests on 2 CPU cores (WRN-28-10 serves ~20 images/s here), plus the export.
+-> ``promote`` -> ``sync`` into a model repository -> a real Triton -> ``client offline-eval`` on 500
+test images (50 per class, the ones the export scored) of the offline mirror, through the public
+ensemble (encoded JPEG bytes). About 30 s of requests on 2 CPU cores (WRN-28-10 serves ~20 images/s
+here), plus the export.
 """
 
 from __future__ import annotations

@@ -334,6 +334,7 @@ def release_fleet(fleet, prometheus_bin, small_prepared, tmp_path_factory):
     prometheus = Prometheus(prometheus_bin, tmp / "prom", [fleet.ports[n][2] for n in NAMES]).wait_ready()
     release = {k: list(v) if isinstance(v, tuple) else v for k, v in RELEASE.__dict__.items()}
     release.pop("prometheus_url")
+    release["canary_weights"] = [0.5]  # one canary step, the one whose weight is counted per replica
     document = {
         "registry": {"model_prefix": fleet.cfg.model_prefix, "serve": ["fp32"], "ensemble_target": "fp32"},
         "serving": {"preferred_batch_sizes": list(SERVING.preferred_batch_sizes), "max_queue_delay_us": 0,
@@ -382,13 +383,17 @@ def test_releases_move_every_replica_together_judged_on_the_whole_fleets_figures
 
         watcher = threading.Thread(target=count_canary_shares, daemon=True)
         watcher.start()
+        began = time.monotonic()
         done = run_in_process([*argv, "start", "--version", str(good)])
+        good_s = time.monotonic() - began
         stop.set()
         watcher.join(10)
         assert done.returncode == 0, done.stderr[-3000:]
         assert aliases.alias_version(fleet.name, "production") == good
         assert fleet.routed() == {"r1": good, "r2": good} and in_step(fleet)
+        began = time.monotonic()
         bad = run_in_process([*argv, "start", "--version", str(rotated), "--force", "--reason", "test"])
+        bad_s = time.monotonic() - began
         status = json.loads(run_in_process([*argv, "status"]).stdout)
     assert bad.returncode == 1, bad.stderr[-3000:]
     assert aliases.alias_version(fleet.name, "production") == good
@@ -397,7 +402,8 @@ def test_releases_move_every_replica_together_judged_on_the_whole_fleets_figures
         r["in_step"] for r in status["replicas"]
     )
     assert load.failures == [] and load.ok > 50, load.failures[:3]
-    print(f"canary 50 %: candidate share of each replica's answers {shares}")
+    print(f"two replicas: good release promoted in {good_s:.1f} s, label swap rolled back in {bad_s:.1f} s;"
+          f" canary 50 %: candidate share of each replica's answers {shares}")  # fmt: skip
     assert set(shares) == {"r1", "r2"} and all(0.2 <= s <= 0.8 for s in shares.values()), shares
 
 

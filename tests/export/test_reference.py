@@ -2,7 +2,7 @@
 
 The export measures each artifact on the test split through its own runtime and records it in the
 manifest (that figure becomes the registry's ``test_accuracy`` tag); this checks those figures
-against PyTorch on the same images, within the tolerances the export itself promises: 1,000
+against PyTorch on the same images, within the tolerances the export itself promises: 500
 class-balanced images by default, all 5,000 in a run that includes the ``full`` tests.
 """
 
