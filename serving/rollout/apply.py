@@ -186,8 +186,9 @@ def _apply(
     for replica, triton in fleet:  # whole models (a dropped classifier, the router) leave last
         if gone:  # an unload makes Triton reload the ensemble that used the model: drained too
             with balancer.out(replica.name, functools.partial(_peers, fleet, replica)):
+                was_ready = triton.ready()
                 converge.unload(triton, gone)
-                converge.quiet(triton)
+                converge.quiet(triton, was_ready)
     if gone and "retire" not in done:
         done.append("retire")
     return done

@@ -8,6 +8,7 @@ the shared repository holds whatever it served before.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from serving.repository.build import model_generations
@@ -17,6 +18,7 @@ from serving.rollout.plan import model_names
 
 TRANSIENT = ("LOADING", "UNLOADING")
 SETTLE_WAIT_S = 30.0
+log = logging.getLogger(__name__)
 
 
 class ApplyError(RuntimeError):
@@ -72,6 +74,7 @@ def converge(triton: ModelAdmin, spec: RepositorySpec, todo: list[str]) -> None:
             the previous config (the server did not see the new files).
         AdminError: Triton refused a load.
     """
+    was_ready = triton.ready()
     for name in todo:  # dependency order: classifiers, python models, ensemble
         triton.load(name)
     states = settled(triton, wanted(spec))
@@ -89,22 +92,26 @@ def converge(triton: ModelAdmin, spec: RepositorySpec, todo: list[str]) -> None:
     behind = [name for name in todo if triton.generation(name) != generations[name]]
     if behind:
         raise ApplyError(f"loaded but still serving the previous config: {', '.join(behind)}")
-    quiet(triton)
+    quiet(triton, was_ready)
 
 
-def quiet(triton: ModelAdmin) -> None:
-    """Wait (bounded) until no version at all is LOADING or UNLOADING.
+def quiet(triton: ModelAdmin, ready_again: bool = True) -> None:
+    """Wait (bounded) until no version at all is LOADING or UNLOADING, and the server is ready again.
 
     A reload swaps the new instance in and unloads the old one in the background, and until that
     is done Triton's strict readiness (``/v2/health/ready``) fails: a balancer's health check would
     take the replica out just when the next replica is drained. So a replica counts as done only
-    once it is quiet.
+    once it is quiet. A server that was not ready before the change (a version that failed to load
+    earlier keeps strict readiness down) is not waited for to become ready.
     """
     deadline = time.monotonic() + SETTLE_WAIT_S
     while True:
         triton.states()
         moving = [m for m in triton.last_index if m.get("state") in TRANSIENT]  # old instances too
-        if (not moving and triton.ready()) or time.monotonic() > deadline:
+        if not moving and (not ready_again or triton.ready()):
+            return
+        if time.monotonic() > deadline:
+            log.warning("not quiet after %.0f s: %s", SETTLE_WAIT_S, moving or "not ready")
             return
         time.sleep(0.1)
 
