@@ -54,7 +54,9 @@ def rollout_targets(fleet: FleetConfig, server: str | None, whole_fleet: bool) -
         raise ValueError(
             f"--server {server}: params.yaml names a fleet; a change reaches all of it or none (--fleet)"
         )
-    return fleet_replicas(fleet, None if whole_fleet else server)
+    if whole_fleet:
+        return fleet_replicas(fleet, None)
+    return [Replica(SINGLE, server.split("://", 1)[-1])] if server else []  # none: write the repository only
 
 
 def discover(service: str) -> list[Replica]:

@@ -170,7 +170,7 @@ def _apply(
             try:
                 if todo := converge.stale(triton, spec):
                     with balancer.out(replica.name, functools.partial(_peers, fleet, replica)):
-                        converge.converge(triton, spec, todo)
+                        converge.converge(triton, spec, todo, wait_quiet=len(fleet) > 1)
                     changed = True
             except (ApplyError, AdminError, BalancerError) as exc:
                 if phase in ("stage", "switch") and old_spec is not None:

@@ -66,15 +66,18 @@ def settled(triton: ModelAdmin, want: dict[str, set[int]]) -> dict[tuple[str, in
         time.sleep(0.2)
 
 
-def converge(triton: ModelAdmin, spec: RepositorySpec, todo: list[str]) -> None:
+def converge(triton: ModelAdmin, spec: RepositorySpec, todo: list[str], wait_quiet: bool = True) -> None:
     """Load ``todo`` (what :func:`stale` found) in order, then check the server serves ``spec``.
+
+    ``wait_quiet``: also wait until the server is :func:`quiet` (a replica of a fleet, whose balancer
+    health-checks it before the next replica is drained); a lone server's clients never look.
 
     Raises:
         ApplyError: a version is not READY (with Triton's reason), or a model loaded and still runs
             the previous config (the server did not see the new files).
         AdminError: Triton refused a load.
     """
-    was_ready = triton.ready()
+    was_ready = wait_quiet and triton.ready()
     for name in todo:  # dependency order: classifiers, python models, ensemble
         triton.load(name)
     states = settled(triton, wanted(spec))
@@ -92,7 +95,8 @@ def converge(triton: ModelAdmin, spec: RepositorySpec, todo: list[str]) -> None:
     behind = [name for name in todo if triton.generation(name) != generations[name]]
     if behind:
         raise ApplyError(f"loaded but still serving the previous config: {', '.join(behind)}")
-    quiet(triton, was_ready)
+    if wait_quiet:
+        quiet(triton, was_ready)
 
 
 def quiet(triton: ModelAdmin, ready_again: bool = True) -> None:

@@ -334,7 +334,6 @@ def release_fleet(fleet, prometheus_bin, small_prepared, tmp_path_factory):
     prometheus = Prometheus(prometheus_bin, tmp / "prom", [fleet.ports[n][2] for n in NAMES]).wait_ready()
     release = {k: list(v) if isinstance(v, tuple) else v for k, v in RELEASE.__dict__.items()}
     release.pop("prometheus_url")
-    release["canary_weights"] = [0.5]  # one canary step, the one whose weight is counted per replica
     document = {
         "registry": {"model_prefix": fleet.cfg.model_prefix, "serve": ["fp32"], "ensemble_target": "fp32"},
         "serving": {"preferred_batch_sizes": list(SERVING.preferred_batch_sizes), "max_queue_delay_us": 0,

@@ -29,6 +29,7 @@ def test_a_named_fleet_is_rolled_whole_or_not_at_all():
     assert [r.name for r in rollout_targets(fleet, None, whole_fleet=True)] == ["r1", "r2"]
     with pytest.raises(ValueError, match="reaches all of it or none"):
         rollout_targets(fleet, "10.0.0.1:8001", whole_fleet=False)
+    assert rollout_targets(fleet, None, whole_fleet=False) == []  # a plain sync publishes only
 
 
 def test_fleet_settings_refuse_what_cannot_be_one_fleet():
