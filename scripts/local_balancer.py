@@ -1,7 +1,9 @@
 """haproxy (Debian) in front of Triton replicas on this machine, for the fleet tests and benchmark.
 
 One gRPC listener (HTTP/2 to the replicas) and one HTTP listener, each replica a server of the same
-name in both backends, health-checked on ``/v2/health/ready``, and the runtime API on a unix socket
+name in both backends, health-checked on the public model's readiness (``/v2/models/cifar10/ready``:
+whether the replica can answer it; the server's strict ``/v2/health/ready`` also fails while any model
+reloads, which would take a lone replica out mid-change), and the runtime API on a unix socket
 at admin level (what :mod:`serving.fleet.haproxy` drains through). The retry settings are the ones a
 fleet needs: a request that reached a replica which then reset or died is sent again to another
 (``retry-on`` + ``option redispatch``; haproxy retries only requests it holds whole, hence
@@ -49,13 +51,13 @@ frontend http_in
 backend triton_grpc
     balance roundrobin
     option httpchk
-    http-check send meth GET uri /v2/health/ready
+    http-check send meth GET uri /v2/models/cifar10/ready
 {grpc_servers}
 
 backend triton_http
     balance roundrobin
     option httpchk
-    http-check send meth GET uri /v2/health/ready
+    http-check send meth GET uri /v2/models/cifar10/ready
 {http_servers}
 """
 CHECK = "check inter 250ms fall 2 rise 2"
