@@ -37,7 +37,7 @@ WINDOW_S = 15.0
 def _retries(lb) -> dict[str, int]:
     from serving.fleet.haproxy import Haproxy
 
-    rows = [r for r in Haproxy(lb.admin)._stats() if r["svname"] == "BACKEND"]
+    rows = [r for r in Haproxy(lb.admin).stats() if r["svname"] == "BACKEND"]
     return {
         "retried": sum(int(r["wretr"] or 0) for r in rows),
         "redispatched": sum(int(r["wredis"] or 0) for r in rows),

@@ -22,11 +22,7 @@ from collections.abc import Callable, Iterator
 from common.exit_codes import Unavailable
 
 log = logging.getLogger(__name__)
-
-
 UP_WAIT_S = 30.0  # beyond drain_timeout_s: a replica's health checks must pass again (haproxy's rise)
-
-
 FORCED_DRAIN = 0x08  # haproxy's SRV_ADMF_FDRAIN in "show servers state"
 
 
@@ -57,7 +53,7 @@ class Haproxy:
 
     def backends(self, name: str) -> list[str]:
         """The backends that list a server called ``name``."""
-        stats = self._stats()
+        stats = self.stats()
         return sorted({row["# pxname"] for row in stats if row["svname"] == name})
 
     def check(self, names: list[str]) -> None:
@@ -68,7 +64,7 @@ class Haproxy:
 
     def sessions(self, name: str) -> int:
         """Requests haproxy has in flight to, or queued for, the server ``name`` (all backends)."""
-        rows = [r for r in self._stats() if r["svname"] == name]
+        rows = [r for r in self.stats() if r["svname"] == name]
         return sum(int(r["scur"] or 0) + int(r["qcur"] or 0) for r in rows)
 
     def drained(self, name: str) -> bool:
@@ -86,12 +82,12 @@ class Haproxy:
 
     def up(self, name: str) -> bool:
         """Whether haproxy sends ``name`` traffic in every backend (health-checked UP, not drained)."""
-        rows = [r for r in self._stats() if r["svname"] == name]
+        rows = [r for r in self.stats() if r["svname"] == name]
         return bool(rows) and all(r["status"] == "UP" for r in rows)
 
     def others_up(self, name: str) -> bool:
         """Whether every backend of ``name`` has another server that is UP."""
-        rows = self._stats()
+        rows = self.stats()
         return all(
             any(r["# pxname"] == backend and r["svname"] != name and r["status"] == "UP" for r in rows)
             for backend in self.backends(name)
@@ -144,7 +140,8 @@ class Haproxy:
                 return
             time.sleep(0.1)
 
-    def _stats(self) -> list[dict[str, str]]:
+    def stats(self) -> list[dict[str, str]]:
+        """``show stat``: a row per frontend, backend and server (``# pxname``, ``svname``, ``status``)."""
         return list(csv.DictReader(io.StringIO(self.command("show stat").strip())))
 
 

@@ -108,7 +108,7 @@ class Fleet:
         """Until haproxy's health checks have every replica UP in both backends."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            rows = [r for r in self.haproxy._stats() if r["svname"] in NAMES]
+            rows = [r for r in self.haproxy.stats() if r["svname"] in NAMES]
             if len(rows) == 2 * len(NAMES) and all(r["status"] == "UP" for r in rows):
                 return
             time.sleep(0.2)
@@ -180,7 +180,7 @@ class Watch:
 
     def _run(self) -> None:
         while not self.stop_event.is_set():
-            rows = [r for r in self.haproxy._stats() if r["svname"] in NAMES]
+            rows = [r for r in self.haproxy.stats() if r["svname"] in NAMES]
             drained = {r["svname"] for r in rows if r["status"] == "DRAIN"}
             self.seen |= drained
             self.together |= len(drained) > 1
@@ -283,7 +283,7 @@ def test_a_replica_lost_mid_change_undoes_it_on_the_others_and_rejoins_in_step(f
         thread.start()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(
-            r["svname"] == "r2" and r["status"] == "DRAIN" for r in fleet.haproxy._stats()
+            r["svname"] == "r2" and r["status"] == "DRAIN" for r in fleet.haproxy.stats()
         ):
             time.sleep(0.01)
         os.kill(fleet.servers["r2"].triton_pid, signal.SIGKILL)
@@ -310,9 +310,9 @@ def test_a_replica_killed_under_load_costs_what_the_retries_cannot_cover_and_rej
         fleet.servers["r1"].stop(grace=5)
         fleet.start("r1").wait_ready(180)
         fleet.wait_balanced()
-        before = {r["svname"]: int(r["stot"]) for r in fleet.haproxy._stats() if r["svname"] == "r1"}
+        before = {r["svname"]: int(r["stot"]) for r in fleet.haproxy.stats() if r["svname"] == "r1"}
         time.sleep(1.0)
-    served = sum(int(r["stot"]) for r in fleet.haproxy._stats() if r["svname"] == "r1")
+    served = sum(int(r["stot"]) for r in fleet.haproxy.stats() if r["svname"] == "r1")
     print(f"replica killed under load: {len(load.failures)} failed of {load.ok + len(load.failures)}")
     assert [f for t, f in load.failures if t < killed_at] == []
     # haproxy retries what the dead replica reset or refused (retry-on, redispatch); a request it had
