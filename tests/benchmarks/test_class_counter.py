@@ -27,6 +27,7 @@ def test_each_switch_turns_only_its_own_metrics_off(tiny_onnx):
 
 
 @pytest.mark.triton
+@pytest.mark.full  # 20-minute budget: `make test-full` runs it
 def test_bench_runs_both_variants_side_by_side(small_export, tmp_path):
     """Two real servers, the quality counters on and off (the class counter's switch is the same code)."""
     triton_or_skip()

@@ -144,6 +144,7 @@ def test_server_serves_exactly_the_aliased_versions(small_stack):
     assert index[("wrn_fp32", "1")] == "READY" and small_stack.routed_version() == 1
 
 
+@pytest.mark.full  # 20-minute budget: tests/serving/test_control.py and the fleet's cover it
 def test_promote_and_rollback_while_a_client_sends_requests(small_stack, small_prepared):
     """Zero failed requests across promote -> sync and rollback -> sync; routing follows the alias."""
     add_version(small_stack.name)
@@ -275,6 +276,7 @@ def _check(stack: Stack, files: list[Path], prepared: Path, logits: np.ndarray) 
 
 
 @pytest.mark.data
+@pytest.mark.full  # 20-minute budget: tests/client/test_reference.py checks it via the client
 def test_reference_model_through_the_ensemble_answers_like_pytorch(
     reference_stack, prepared_mirror, reference_test_logits
 ):

@@ -474,6 +474,7 @@ def test_route_key_is_sticky_and_metrics_split_by_version(stack, no_failed_reque
     assert ("router", 1) not in stack.ensemble_steps()
 
 
+@pytest.mark.full  # 20-minute budget: the fleet's label swap is rolled back at shadow too
 def test_bad_candidate_is_rolled_back_at_shadow_and_production_is_unchanged(stack, no_failed_requests):
     t0, sent = time.monotonic(), stack.load.ok
     bad = stack.cli("start", "--version", str(stack.versions["rotated"]))
@@ -656,6 +657,7 @@ def test_a_candidate_that_fails_some_requests_is_rolled_back_and_clients_never_s
     assert aliases.alias_version(stack.name, "production") == production
 
 
+@pytest.mark.full  # 20-minute budget: tests/registry/test_release_claim.py races the election
 def test_concurrent_starts_elect_one_driver_and_the_others_exit_2(stack, no_failed_requests):
     good = register_variant(stack.name, 1, onnx_variant(stack.export_fp32, stack.tmp / "good-again.onnx"))
     starts = [

@@ -52,6 +52,7 @@ def test_a_missing_altered_or_reordered_part_is_refused(small_weights, tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.full  # 20-minute budget: `make test-full` runs it
 def test_the_device_script_runs_on_the_cpu_without_mlflow_and_brings_back_what_fits(tmp_path, monkeypatch):
     """Tiny settings; MLflow and DVC made unimportable, as on the device machine."""
     mirror = tar_folder(make_image_folder(tmp_path / "src", {"train": 20, "test": 3}), tmp_path / "m.tar.gz")
