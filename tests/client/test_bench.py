@@ -11,6 +11,7 @@ from tests.client.test_cli import run_cli
 pytestmark = pytest.mark.triton
 
 
+@pytest.mark.full  # 20-minute budget: `make test-full` runs it
 def test_bench_sweep_report_is_sane(triton, tmp_path, capsys):
     code = run_cli([
         "bench", "--url", triton.http_endpoint, "--grpc-url", triton.url_grpc, "--timeout", "10",

@@ -714,6 +714,7 @@ def test_an_abort_at_canary_stops_the_candidates_answers_within_two_seconds(stac
     print(f"abort at canary 50 %: last candidate answer {last - halted_at:+.3f} s after the halt")
 
 
+@pytest.mark.full  # 20-minute budget: `make test-full` runs it
 def test_a_version_of_another_form_is_released_and_then_served_by_the_ensemble(stack, no_failed_requests):
     """int8 v1 (never served) against fp32 production: judged the same way, then the ensemble follows it."""
     from registry import serving_choice

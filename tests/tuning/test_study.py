@@ -118,6 +118,7 @@ def test_best_params_are_accepted_by_dvc_overrides_and_train(small_prepared, iso
     assert summary["final"]["val_acc"] >= 0 and (out / "m.safetensors").is_file()
 
 
+@pytest.mark.full  # 20-minute budget: tests/stores/test_optuna_workers.py kills a worker mid-study
 def test_a_killed_study_resumes_without_repeating_finished_trials(small_prepared, tmp_path):
     import optuna
     from optuna.trial import TrialState
