@@ -30,7 +30,6 @@ class ModelAdmin:
         self.client = grpcclient.InferenceServerClient(_endpoint(url))
         self.headers = admin_headers(header, "grpc") if header else None
         self.timeout_s = timeout_s
-        self.last_index: list[dict] = []
 
     def load(self, name: str) -> None:
         try:
@@ -68,17 +67,20 @@ class ModelAdmin:
         except InferenceServerException:
             return False
 
-    def states(self, timeout_s: float | None = None) -> dict[tuple[str, int], tuple[str, str]]:
-        """``(model, version) -> (state, reason)`` for every version Triton knows about."""
+    def index(self, timeout_s: float | None = None) -> list[dict]:
+        """Triton's repository index as it lists it: a version reloaded in place appears twice."""
         try:
             index = self.client.get_model_repository_index(
                 headers=self.headers, as_json=True, client_timeout=timeout_s or self.timeout_s
             )
         except InferenceServerException as exc:
             raise AdminError(f"cannot read the model repository index: {exc.message()}") from exc
-        self.last_index = index.get("models", [])  # raw: a version reloaded in place is listed twice
+        return index.get("models", [])
+
+    def states(self, timeout_s: float | None = None) -> dict[tuple[str, int], tuple[str, str]]:
+        """``(model, version) -> (state, reason)`` for every version Triton knows about."""
         states: dict[tuple[str, int], tuple[str, str]] = {}
-        for m in index.get("models", []):
+        for m in self.index(timeout_s):
             if m.get("version"):  # a version reloaded in place may be listed twice: READY wins
                 key = (m["name"], int(m["version"]))
                 if states.get(key, ("",))[0] != "READY":

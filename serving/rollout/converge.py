@@ -110,8 +110,7 @@ def quiet(triton: ModelAdmin, ready_again: bool = True) -> None:
     """
     deadline = time.monotonic() + SETTLE_WAIT_S
     while True:
-        triton.states()
-        moving = [m for m in triton.last_index if m.get("state") in TRANSIENT]  # old instances too
+        moving = [m for m in triton.index() if m.get("state") in TRANSIENT]  # old instances too
         if not moving and (not ready_again or triton.ready()):
             return
         if time.monotonic() > deadline:
