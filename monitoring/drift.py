@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from common import prom_text
 from common.exit_codes import TooLittleData, UsageError
 from common.promql import Prometheus, PrometheusUnavailable, fetch
@@ -127,11 +129,19 @@ def psi(observed: Mapping[str, float], reference: Mapping[str, float], epsilon: 
     n = sum(observed.get(c, 0.0) for c in reference)
     if n <= 0:
         raise TooFewPredictions("no predictions counted")
-    total = 0.0
-    for c, q in reference.items():
-        p, q = max(observed.get(c, 0.0) / n, epsilon), max(q, epsilon)
-        total += (p - q) * math.log(p / q)
-    return total
+    counts = np.array([[observed.get(c, 0.0) for c in reference]], dtype=float)
+    return float(psi_rows(counts, np.array([list(reference.values())], dtype=float), epsilon)[0])
+
+
+def psi_rows(counts: np.ndarray, shares: np.ndarray, epsilon: float = EPSILON) -> np.ndarray:
+    """:func:`psi` of each row of ``counts`` against the same row of ``shares`` (or one row for all).
+
+    One formula for one figure and for the thousands of simulated ones the release judge's chance
+    level is read from (:func:`release.figures.psi_chance`).
+    """
+    p = np.maximum(counts / counts.sum(axis=-1, keepdims=True), epsilon)
+    q = np.maximum(shares, epsilon)
+    return ((p - q) * np.log(p / q)).sum(axis=-1)
 
 
 def chi_square_p(observed: Mapping[str, float], reference: Mapping[str, float], epsilon: float = EPSILON):

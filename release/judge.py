@@ -45,11 +45,13 @@ roll back a good candidate, and a step *passes* only when every point estimate i
 and the candidate answered at least ``min_images``. Anything in between is inconclusive: the step
 keeps collecting.
 
-The PSI limit is ``max_psi`` plus the PSI two equal distributions show by chance at these sample
-sizes: ``(1/n_c + 1/n_p) * (k - 1 + z * sqrt(2 (k - 1)))`` (a scaled chi-square with ``k - 1``
-degrees of freedom). That assumes predictions drawn independently; traffic that arrives in runs of
-one class (a batch job walking a sorted folder) looks skewed over short windows, which is why the
-PSI, like the p99, is judged only once the candidate has answered ``min_images``.
+The PSI limit is ``max_psi`` plus the PSI two samples of one class mix reach by chance at these
+sample sizes, read off a simulation of that null (:func:`release.figures.psi_chance`): the
+chi-square formula it replaced held only where every class expects several predictions, and rolled
+good candidates back on their first few dozen. Both assume predictions drawn independently; traffic
+that arrives in runs of one class (a batch job walking a sorted folder) looks skewed over short
+windows, which is why the PSI, like the p99, is judged only once the candidate has answered
+``min_images``.
 """
 
 from __future__ import annotations
@@ -62,11 +64,11 @@ from common.promql import Prometheus
 from monitoring.drift import psi
 from release import latency
 from release.estimate_figures import estimate_figures
-from release.figures import Figure, Verdict, by_class, interval, psi_noise
+from release.figures import Figure, Verdict, by_class, interval, psi_chance
 from release.figures import selector as _sel
 from release.limits import Limits
 
-__all__ = ["Figure", "Step", "Verdict", "interval", "judge", "psi_noise"]
+__all__ = ["Figure", "Step", "Verdict", "interval", "judge", "psi_chance"]
 
 
 @dataclass(frozen=True)
@@ -130,14 +132,14 @@ def judge(prom: Prometheus, step: Step, cfg: ReleaseConfig, now: float, baseline
         classes = sorted(set(candidate_classes) | set(production_classes))
         shares = {c: production_classes.get(c, 0.0) / n_p for c in classes}
         value = psi({c: candidate_classes.get(c, 0.0) for c in classes}, shares)
-        noise = psi_noise(n_c, n_p, len(classes), z)
+        noise, typical = psi_chance(candidate_classes, production_classes, (z, 0.0))
         figures.append(
             Figure(
                 "class_psi",
                 value,
                 cfg.max_psi,
                 breached=value > cfg.max_psi + noise and n_c >= cfg.min_images,
-                within=value <= cfg.max_psi + psi_noise(n_c, n_p, len(classes), 0.0),
+                within=value <= cfg.max_psi + typical,
                 detail=f"{n_c:.0f} candidate vs {n_p:.0f} production predictions; chance level {noise:.3f}",
             )
         )
