@@ -28,6 +28,7 @@ Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]
 Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict(), Field(min_length=1)]
+OptionalStr = Annotated[str, Strict()]  # "" means none: no DVC remote, no balancer, AWS's own S3 endpoint
 Count = Annotated[int, Strict(), Field(ge=0)]  # 0 is allowed, and means what the key's comment says
 Positive = Annotated[int, Strict(), Field(ge=1)]
 Share = Annotated[float, Strict(), Field(ge=0, le=1)]
@@ -342,9 +343,6 @@ class TuneConfig(Section):
     budget: TuneBudget  # of the active profile (params.yaml: tune.profiles.<profile>)
 
 
-StoreUri = Annotated[str, Strict()]  # "" where a store is optional (no DVC remote, AWS's own S3 endpoint)
-
-
 class StoresConfig(Section):
     """Where each store lives, one URI per store (:mod:`common.stores`, ``docs/stores.md``).
 
@@ -356,10 +354,10 @@ class StoresConfig(Section):
     path = "stores"
     tracking: Str
     artifacts: Str
-    s3_endpoint: StoreUri
+    s3_endpoint: OptionalStr
     model_repository: Str
     optuna: Str
-    dvc_remote: StoreUri
+    dvc_remote: OptionalStr
 
     @model_validator(mode="after")
     def _no_secrets(self) -> Self:
@@ -375,7 +373,7 @@ class ReplicaConfig(Section):
 
     name: Str
     grpc: Str  # host:port
-    http: StoreUri  # host:port ("": not reached over HTTP)
+    http: OptionalStr  # host:port ("": not reached over HTTP)
 
 
 class FleetConfig(Section):
@@ -383,10 +381,15 @@ class FleetConfig(Section):
 
     path = "fleet"
     replicas: tuple[ReplicaConfig, ...]
-    service: StoreUri
-    balancer: StoreUri
-    balancer_admin: StoreUri
+    service: OptionalStr
+    balancer: OptionalStr
+    balancer_admin: OptionalStr
     drain_timeout_s: Seconds
+
+    @property
+    def named(self) -> bool:
+        """Whether a fleet is named at all; none (the default): the one server ``--server`` names."""
+        return bool(self.replicas or self.service)
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:

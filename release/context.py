@@ -29,7 +29,11 @@ class Context:
     prometheus: Prometheus
     experiment: str = "cifar10-release"
     prepared: Path = Path("data/prepared")  # where production is scored on the candidate's test rows
-    fleet: bool = False  # every step reaches every replica of params.fleet (and not ``server`` alone)
+
+    @property
+    def fleet(self) -> bool:
+        """Whether every step reaches every replica of ``params.fleet`` (and not ``server`` alone)."""
+        return self.params.fleet.named
 
     @property
     def form(self) -> str:

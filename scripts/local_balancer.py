@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.local_stores import _wait_port, free_port
+from scripts.local_stores import stop_process, wait_port
+from serving.server.embedded import free_ports
 
 CONFIG = """\
 global
@@ -91,21 +92,16 @@ def haproxy(replicas: list[tuple[str, str, str]], folder: Path) -> Iterator[Bala
     if binary is None:
         raise FileNotFoundError("haproxy not found (Debian: apt-get install haproxy)")
     folder.mkdir(parents=True, exist_ok=True)
-    grpc, http, admin = free_port(), free_port(), folder / "admin.sock"
+    (grpc, http), admin = free_ports(2), folder / "admin.sock"
     cfg = folder / "haproxy.cfg"
     cfg.write_text(config_text(replicas, grpc, http, admin))
     subprocess.run([binary, "-c", "-q", "-f", str(cfg)], check=True, capture_output=True)
     log = (folder / "haproxy.log").open("w")
     process = subprocess.Popen([binary, "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_port(grpc, process, 10, "haproxy")
-        _wait_port(http, process, 10, "haproxy")
+        wait_port(grpc, process, 10, "haproxy")
+        wait_port(http, process, 10, "haproxy")
         yield Balancer(f"127.0.0.1:{grpc}", f"127.0.0.1:{http}", str(admin), process)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process)
         log.close()

@@ -35,7 +35,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_port(port: int, process: subprocess.Popen | None, timeout_s: float, what: str) -> None:
+def stop_process(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``: a local server never outlives its fixture or script."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(grace_s)
+
+
+def wait_port(port: int, process: subprocess.Popen | None, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -84,7 +95,7 @@ class Postgres:
         _pg_ctl(self.data, "stop", "-m", "fast")
         time.sleep(down_s)
         _pg_ctl(self.data, "start", "-w", "-o", _pg_options(self.data, self.port))
-        _wait_port(self.port, None, 30, "postgres")
+        wait_port(self.port, None, 30, "postgres")
 
 
 def _as_postgres(argv: list[str]) -> list[str]:
@@ -120,7 +131,7 @@ def postgres(workdir: Path, port: int | None = None) -> Iterator[Postgres]:
     port = port or free_port()
     _pg_ctl(data, "start", "-w", "-o", _pg_options(data, port))
     try:
-        _wait_port(port, None, 30, "postgres")
+        wait_port(port, None, 30, "postgres")
         password = secrets.token_urlsafe(18)
         import psycopg
 
@@ -175,16 +186,11 @@ class S3:
         argv = [rclone, "serve", "s3", "--addr", f"127.0.0.1:{self.port}", "--auth-key",
                 f"{self.key},{self.secret}", "--config", "/dev/null", str(self.root)]  # fmt: skip
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(self.port, self.process, 30, "rclone serve s3")
+        wait_port(self.port, self.process, 30, "rclone serve s3")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
 

@@ -17,13 +17,13 @@ from typing import NoReturn
 
 import pytest
 
+from scripts.check_manifests import KSERVE_CRD, SHARED  # the CRD lies where the manifest check reads it
+
 REQUIRE_ENV = "CIFAR10_REQUIRE"
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CIFAR10_SHARED", ROOT.parent / "shared"))
 MIRROR = SHARED / "data" / "cifar10-jpeg.tar.gz"
 REFERENCE = SHARED / "models" / "wrn28_10_cifar10_jpeg.fp16.safetensors"
 EXAMPLES = SHARED / "external" / "tritonclient-examples"
-KSERVE_CRD = SHARED / "external" / "kserve" / "serving.kserve.io_inferenceservices.yaml"
 
 
 def _file(path: Path, what: str) -> Callable[[], str | None]:

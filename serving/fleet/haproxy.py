@@ -23,7 +23,6 @@ from common.exit_codes import Unavailable
 
 log = logging.getLogger(__name__)
 UP_WAIT_S = 30.0  # beyond drain_timeout_s: a replica's health checks must pass again (haproxy's rise)
-FORCED_DRAIN = 0x08  # haproxy's SRV_ADMF_FDRAIN in "show servers state"
 
 
 class BalancerError(Unavailable):
@@ -51,14 +50,14 @@ class Haproxy:
             raise BalancerError(f"haproxy runtime API at {self.address}: {exc}") from exc
         return b"".join(chunks).decode()
 
-    def backends(self, name: str) -> list[str]:
-        """The backends that list a server called ``name``."""
-        stats = self.stats()
-        return sorted({row["# pxname"] for row in stats if row["svname"] == name})
+    def backends(self, name: str, stats: list[dict[str, str]] | None = None) -> list[str]:
+        """The backends that list a server called ``name`` (in ``stats`` when already read)."""
+        return sorted({row["# pxname"] for row in stats or self.stats() if row["svname"] == name})
 
     def check(self, names: list[str]) -> None:
         """Every replica is a server of the balancer (refused before a change moves anything)."""
-        missing = [n for n in names if not self.backends(n)]
+        listed = {row["svname"] for row in self.stats()}
+        missing = [n for n in names if n not in listed]
         if missing:
             raise BalancerError(f"haproxy at {self.address} has no server named {', '.join(missing)}")
 
@@ -66,13 +65,6 @@ class Haproxy:
         """Requests haproxy has in flight to, or queued for, the server ``name`` (all backends)."""
         rows = [r for r in self.stats() if r["svname"] == name]
         return sum(int(r["scur"] or 0) + int(r["qcur"] or 0) for r in rows)
-
-    def drained(self, name: str) -> bool:
-        """Whether ``name`` is in forced drain (admin state bit 0x8) in any backend."""
-        lines = self.command("show servers state").splitlines()
-        header = next(line for line in lines if line.startswith("# be_id")).lstrip("# ").split()
-        rows = [dict(zip(header, line.split(), strict=False)) for line in lines[2:] if line.strip()]
-        return any(int(r["srv_admin_state"]) & FORCED_DRAIN for r in rows if r.get("srv_name") == name)
 
     def set_state(self, name: str, state: str) -> None:
         for backend in self.backends(name):
@@ -90,7 +82,7 @@ class Haproxy:
         rows = self.stats()
         return all(
             any(r["# pxname"] == backend and r["svname"] != name and r["status"] == "UP" for r in rows)
-            for backend in self.backends(name)
+            for backend in self.backends(name, rows)
         )
 
     @contextlib.contextmanager

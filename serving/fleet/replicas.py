@@ -37,7 +37,12 @@ def fleet_replicas(fleet: FleetConfig, server: str | None) -> list[Replica]:
         return [Replica(r.name, r.grpc, r.http) for r in fleet.replicas]
     if fleet.service:
         return discover(fleet.service)
-    return [Replica(SINGLE, server.split("://", 1)[-1])] if server else []
+    return [single(server)] if server else []
+
+
+def single(server: str) -> Replica:
+    """The one server ``--server`` names (``grpc://`` or not), as a replica of its own."""
+    return Replica(SINGLE, server.split("://", 1)[-1])
 
 
 def rollout_targets(fleet: FleetConfig, server: str | None, whole_fleet: bool) -> list[Replica]:
@@ -47,16 +52,15 @@ def rollout_targets(fleet: FleetConfig, server: str | None, whole_fleet: bool) -
         ValueError: ``whole_fleet`` without a fleet in params.yaml, or one server named while a fleet
             is: changing one replica of several is what makes answers depend on the replica reached.
     """
-    named = bool(fleet.replicas or fleet.service)
-    if whole_fleet and not named:
+    if whole_fleet and not fleet.named:
         raise ValueError("--fleet: params.yaml names no fleet (fleet.replicas or fleet.service)")
-    if named and server and not whole_fleet:
+    if fleet.named and server and not whole_fleet:
         raise ValueError(
             f"--server {server}: params.yaml names a fleet; a change reaches all of it or none (--fleet)"
         )
     if whole_fleet:
         return fleet_replicas(fleet, None)
-    return [Replica(SINGLE, server.split("://", 1)[-1])] if server else []  # none: write the repository only
+    return [single(server)] if server else []  # none: write the repository only
 
 
 def discover(service: str) -> list[Replica]:

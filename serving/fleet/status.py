@@ -10,7 +10,7 @@ from serving.fleet.replicas import Replica
 from serving.repository.build import model_generations
 from serving.repository.spec import RepositorySpec
 from serving.rollout.admin import AdminError, ModelAdmin
-from serving.rollout.converge import ready, wanted
+from serving.rollout.converge import ready, stale
 
 TIMEOUT_S = 5.0
 
@@ -19,7 +19,7 @@ def replica_states(
     replicas: list[Replica], header: tuple[str, str] | None, spec: RepositorySpec | None
 ) -> list[dict]:
     """One row per replica: reachable, READY versions per model, and whether it serves ``spec``."""
-    rows = []
+    rows, generations = [], model_generations(spec) if spec is not None else {}
     for replica in replicas:
         admin = ModelAdmin(replica.grpc, header, TIMEOUT_S)
         row: dict = {"name": replica.name, "grpc": replica.grpc}
@@ -28,11 +28,7 @@ def replica_states(
             models = sorted({name for name, _ in states})
             row["ready"] = {name: sorted(ready(states, name)) for name in models if ready(states, name)}
             if spec is not None:
-                generations = model_generations(spec)
-                row["in_step"] = all(
-                    ready(states, name) == versions and admin.generation(name) == generations[name]
-                    for name, versions in wanted(spec).items()
-                )
+                row["in_step"] = not stale(admin, spec, generations)
         except AdminError as exc:
             row["unreachable"] = str(exc)
         finally:

@@ -45,7 +45,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from serving.fleet.haproxy import BalancerError, Haproxy, NoBalancer
-from serving.fleet.replicas import SINGLE, Replica
+from serving.fleet.replicas import Replica, single
+from serving.repository.build import model_generations
 from serving.repository.spec import RepositorySpec
 from serving.repository.targets import Repository, open_repository
 from serving.rollout import converge
@@ -102,7 +103,7 @@ def apply(
         log.warning(
             "the ensemble's interface changes (classes/name/inputs): requests during the switch may fail"
         )
-    replicas = [Replica(SINGLE, servers.split("://", 1)[-1])] if isinstance(servers, str) else list(servers)
+    replicas = [single(servers)] if isinstance(servers, str) else list(servers)
     repository = open_repository(repository)
     fleet = [(replica, ModelAdmin(replica.grpc, header, timeout_s)) for replica in replicas]
     try:
@@ -164,13 +165,14 @@ def _apply(
         if phase == "retire" and settle_s > 0:
             time.sleep(settle_s)
         repository.write(spec, prune=False)
+        generations = model_generations(spec)
         changed = False
         for replica, triton in fleet:
             where = phase if len(fleet) == 1 else f"{phase} on {replica}"
             try:
-                if todo := converge.stale(triton, spec):
+                if todo := converge.stale(triton, spec, generations):
                     with balancer.out(replica.name, functools.partial(_peers, fleet, replica)):
-                        converge.converge(triton, spec, todo, wait_quiet=len(fleet) > 1)
+                        converge.converge(triton, spec, todo, generations, wait_quiet=len(fleet) > 1)
                     changed = True
             except (ApplyError, AdminError, BalancerError) as exc:
                 if phase in ("stage", "switch") and old_spec is not None:
@@ -183,14 +185,14 @@ def _apply(
             log.info("rollout phase %s applied on %d server(s)", phase, len(fleet))
             done.append(phase)
     gone = sorted(set(model_names(old_spec)) - set(model_names(new_spec))) if old_spec else []
-    for replica, triton in fleet:  # whole models (a dropped classifier, the router) leave last
-        if gone:  # an unload makes Triton reload the ensemble that used the model: drained too
+    if gone:  # whole models (a dropped classifier, the router) leave last
+        for replica, triton in fleet:  # an unload makes Triton reload the ensemble that used the model
             with balancer.out(replica.name, functools.partial(_peers, fleet, replica)):
                 was_ready = triton.ready()
                 converge.unload(triton, gone)
                 converge.quiet(triton, was_ready)
-    if gone and "retire" not in done:
-        done.append("retire")
+        if "retire" not in done:
+            done.append("retire")
     return done
 
 
@@ -203,9 +205,10 @@ def _undo(
     """
     for spec in states:
         repository.write(spec, prune=False)
+        generations = model_generations(spec)
         for replica, triton in fleet:
             try:
-                if todo := converge.stale(triton, spec):
+                if todo := converge.stale(triton, spec, generations):
                     with balancer.out(replica.name, functools.partial(_peers, fleet, replica)):
                         _load_all(triton, todo)
             except (AdminError, BalancerError) as exc:

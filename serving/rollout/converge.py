@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 
-from serving.repository.build import model_generations
 from serving.repository.spec import POSTPROCESS, PREPROCESS, ROUTER, RepositorySpec
 from serving.rollout.admin import AdminError, ModelAdmin
 from serving.rollout.plan import model_names
@@ -36,9 +35,13 @@ def ready(states: dict[tuple[str, int], tuple[str, str]], name: str) -> set[int]
     return {v for (n, v), (state, _) in states.items() if n == name and state == "READY"}
 
 
-def stale(triton: ModelAdmin, spec: RepositorySpec) -> list[str]:
-    """Models, in load order, whose READY versions or loaded generation differ from ``spec``'s."""
-    states, generations, want = triton.states(), model_generations(spec), wanted(spec)
+def stale(triton: ModelAdmin, spec: RepositorySpec, generations: dict[str, str]) -> list[str]:
+    """Models, in load order, whose READY versions or loaded generation differ from ``spec``'s.
+
+    ``generations``: :func:`~serving.repository.build.model_generations` of ``spec``, worked out once
+    per phase by the caller (it lays out the whole repository), not once per replica.
+    """
+    states, want = triton.states(), wanted(spec)
     return [
         name
         for name in model_names(spec)
@@ -66,8 +69,15 @@ def settled(triton: ModelAdmin, want: dict[str, set[int]]) -> dict[tuple[str, in
         time.sleep(0.2)
 
 
-def converge(triton: ModelAdmin, spec: RepositorySpec, todo: list[str], wait_quiet: bool = True) -> None:
-    """Load ``todo`` (what :func:`stale` found) in order, then check the server serves ``spec``.
+def converge(
+    triton: ModelAdmin,
+    spec: RepositorySpec,
+    todo: list[str],
+    generations: dict[str, str],
+    wait_quiet: bool = True,
+) -> None:
+    """Load ``todo`` (what :func:`stale` found) in order, then check the server serves ``spec``
+    (its models at ``generations``, as :func:`stale` takes them).
 
     ``wait_quiet``: also wait until the server is :func:`quiet` (a replica of a fleet, whose balancer
     health-checks it before the next replica is drained); a lone server's clients never look.
@@ -91,7 +101,6 @@ def converge(triton: ModelAdmin, spec: RepositorySpec, todo: list[str], wait_qui
             for v in sorted(missing)
         )
         raise ApplyError(f"not every model is READY: {detail}")
-    generations = model_generations(spec)
     behind = [name for name in todo if triton.generation(name) != generations[name]]
     if behind:
         raise ApplyError(f"loaded but still serving the previous config: {', '.join(behind)}")

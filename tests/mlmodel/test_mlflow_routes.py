@@ -22,6 +22,7 @@ import requests
 
 from mlmodel.serving_input import image_files
 from registry import aliases, store
+from scripts.local_stores import stop_process
 from tests.client.conftest import free_port
 from tests.conftest import fp32_tolerance, near_ties
 
@@ -111,9 +112,4 @@ def test_mlflow_models_serve_answers_the_scoring_protocol_and_refuses_bad_input(
         again = requests.post(f"{base}/invocations", data=request.read_text(), headers=headers, timeout=60)
         assert again.status_code == 200
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
+        stop_process(server, 20)
