@@ -341,9 +341,10 @@ def sync(
     desired = desired_spec(params, cache, host=host)
     if servers:
         deployed = target.deployed_spec()
+        # the balancer drains replicas of the fleet; the one server --server names is none of its servers
         phases = apply(
             servers, deployed, desired.spec, header, target,
-            balancer=balancer(params.fleet.balancer_admin, params.fleet.drain_timeout_s),
+            balancer=balancer(params.fleet.balancer_admin if fleet else "", params.fleet.drain_timeout_s),
             lock_timeout_s=lock_timeout_s,
         )  # fmt: skip
         names = [r.name for r in servers]

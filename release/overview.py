@@ -35,13 +35,15 @@ def release_context(
     through its balancer; without one, ``server`` (default ``127.0.0.1:8001``) is the live server."""
     from common import stores
     from common.promql import Prometheus
-    from serving.fleet.replicas import rollout_targets
+    from serving.fleet.replicas import fleet_replicas
     from serving.server.environment import admin_header
 
-    fleet = bool(params.fleet.replicas or params.fleet.service)
-    if fleet:
-        replicas = rollout_targets(params.fleet, server, whole_fleet=server is None)
-        server = params.fleet.balancer or replicas[0].grpc
+    if params.fleet.named:
+        if server:
+            raise ValueError(
+                f"--server {server}: params.yaml names a fleet, and every release step reaches all of it"
+            )
+        server = params.fleet.balancer or fleet_replicas(params.fleet, None)[0].grpc
     root = params_file.resolve().parent
     return Context(
         params=params,
@@ -54,7 +56,6 @@ def release_context(
         prometheus=Prometheus(prometheus_url or params.release.prometheus_url),
         experiment=experiment,
         prepared=prepared or root / "data" / "prepared",
-        fleet=fleet,
     )
 
 

@@ -44,13 +44,21 @@ class ModelAdmin:
             raise AdminError(f"unloading {name!r} failed: {exc.message()}") from exc
 
     def generation(self, name: str) -> str | None:
-        """The generation of the config ``name`` was loaded with; None if not loaded (or unstamped)."""
+        """The generation of the config ``name`` was loaded with; None if not loaded (or unstamped).
+
+        Raises:
+            AdminError: the server does not answer, or not in time.
+        """
         try:
             config = self.client.get_model_config(
                 name, headers=self.headers, as_json=True, client_timeout=self.timeout_s
             )
-        except InferenceServerException:
-            return None  # not loaded: the READY check says so with Triton's reason
+        except InferenceServerException as exc:
+            # A server that answers and has no such model: the READY check says why, with Triton's
+            # reason. Anything else (gone, timed out) must not read as "still the previous config".
+            if exc.status() != "StatusCode.DEADLINE_EXCEEDED" and self.live():
+                return None
+            raise AdminError(f"reading {name!r}'s config failed: {exc.message()}") from exc
         return loaded_generation(config.get("config", {}))
 
     def ready(self, timeout_s: float = 5.0) -> bool:
