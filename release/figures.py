@@ -79,14 +79,19 @@ def psi_chance(
 ) -> tuple[float, ...]:
     """The PSI a candidate whose class mix is production's reaches by chance, at each z's one-sided tail.
 
-    Read off the null distribution itself rather than a formula: both samples are drawn again
-    ``draws`` times from their pooled class mix at their own sizes (a parametric bootstrap) and
-    scored as the judge scores them. The chi-square approximation (``n * PSI`` with ``k - 1`` degrees
-    of freedom) holds only where every class expects several predictions; with PSI's ``epsilon``
-    floor a class that a sample of 40 misses by chance adds ``q * ln(q / epsilon)``, and that
-    formula put the 3-sigma chance level of 42 predictions at 0.52 where the null's reaches 1.5, so a
-    good candidate was rolled back at its first look about one time in eight. The seed is fixed, so
-    the same counts always get the same verdict.
+    Read off the null distribution itself rather than a formula: ``draws`` times, a class mix is
+    drawn from what the two samples together say of it (its posterior, a Dirichlet with Jeffreys'
+    prior), then both samples again at their own sizes from that mix, scored as the judge scores
+    them. Drawing the mix too, not only plugging the pooled shares in, matters where a class is
+    rare: its share is then known only roughly, and with the plug-in a candidate of 30 predictions
+    over a 90/5/5 mix exceeded the 3-sigma level 0.37 % of the time instead of 0.13 %.
+
+    The chi-square approximation this replaced (``n * PSI`` with ``k - 1`` degrees of freedom) holds
+    only where every class expects several predictions; with PSI's ``epsilon`` floor a class that a
+    sample of 40 misses by chance adds ``q * ln(q / epsilon)``, and that formula put the 3-sigma
+    chance level of 42 predictions at 0.52 where the null's reaches 1.5, so a good candidate was
+    rolled back at its first look about one time in eight. The seed is fixed, so the same counts
+    always get the same verdict.
     """
     from scipy.stats import norm
 
@@ -94,9 +99,9 @@ def psi_chance(
     c = np.array([max(candidate.get(k, 0.0), 0.0) for k in classes])
     p = np.array([max(production.get(k, 0.0), 0.0) for k in classes])
     n_c, n_p = max(round(c.sum()), 1), max(round(p.sum()), 1)
-    pooled = (c + p) / (c + p).sum()
     rng = np.random.default_rng(0)
-    cand, prod = rng.multinomial(n_c, pooled, size=draws), rng.multinomial(n_p, pooled, size=draws)
+    mixes = rng.dirichlet(c + p + 0.5, size=draws)
+    cand, prod = rng.multinomial(n_c, mixes), rng.multinomial(n_p, mixes)
     null = psi_rows(cand.astype(float), prod / n_p)
     return tuple(float(np.quantile(null, 1.0 - norm.sf(z))) for z in zs)
 
