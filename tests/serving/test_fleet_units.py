@@ -55,7 +55,8 @@ def test_a_service_name_is_read_at_run_time_one_replica_per_address():
 @pytest.fixture(scope="module")
 def balancer(tmp_path_factory):
     need("haproxy")
-    dead = [(f"r{i}", f"127.0.0.1:{g}", f"127.0.0.1:{h}") for i, (g, h) in enumerate([free_ports(2)] * 2, 1)]
+    ports = free_ports(4)  # two replicas that never start, each with its own gRPC and HTTP port
+    dead = [(f"r{i}", f"127.0.0.1:{ports[2 * i - 2]}", f"127.0.0.1:{ports[2 * i - 1]}") for i in (1, 2)]
     with haproxy(dead, tmp_path_factory.mktemp("lb")) as lb:
         yield Haproxy(lb.admin, drain_timeout_s=1.0)
 
@@ -67,17 +68,26 @@ def test_haproxy_knows_each_replica_in_both_backends_and_refuses_a_stranger(bala
         balancer.check(["r1", "r9"])
 
 
+def drained(balancer: Haproxy, name: str) -> bool:
+    """Whether ``name`` is in forced drain (haproxy's SRV_ADMF_FDRAIN, admin bit 0x8) in any backend."""
+    lines = balancer.command("show servers state").splitlines()
+    header = next(line for line in lines if line.startswith("# be_id")).lstrip("# ").split()
+    rows = [dict(zip(header, line.split(), strict=False)) for line in lines[2:] if line.strip()]
+    return any(int(r["srv_admin_state"]) & 0x08 for r in rows if r.get("srv_name") == name)
+
+
 def test_drain_and_ready_go_through_the_runtime_api(balancer):
     balancer.set_state("r1", "drain")
-    assert balancer.drained("r1") and not balancer.drained("r2")
+    assert drained(balancer, "r1") and not drained(balancer, "r2")
     balancer.set_state("r1", "ready")
-    assert not balancer.drained("r1")
+    assert not drained(balancer, "r1")
     assert balancer.sessions("r1") == 0
 
 
-def test_a_replica_whose_peers_are_not_ready_is_changed_without_draining(balancer):
+def test_a_replica_whose_peers_are_not_ready_is_changed_without_draining(balancer, monkeypatch):
+    monkeypatch.setattr(balancer, "others_up", lambda name: True)  # haproxy's view: only peers decides
     with balancer.out("r1", peers=lambda: "none"):
-        assert not balancer.drained("r1")
+        assert not drained(balancer, "r1")
 
 
 def test_an_unreachable_runtime_api_is_one_clear_error(tmp_path):
@@ -86,3 +96,17 @@ def test_an_unreachable_runtime_api_is_one_clear_error(tmp_path):
     assert failed.value.exit_code == UNAVAILABLE
     with NoBalancer().out("r1"):
         pass
+
+
+def test_a_server_that_does_not_answer_is_an_error_not_a_model_without_a_generation():
+    """Reading a loaded config from a server that is gone must fail, not read as "not loaded": a
+    rollout would report the previous config still serving and undo the change on every replica."""
+    from serving.rollout.admin import AdminError, ModelAdmin
+
+    (port,) = free_ports(1)
+    admin = ModelAdmin(f"127.0.0.1:{port}", None, 2.0)
+    try:
+        with pytest.raises(AdminError, match="reading 'cifar10'"):
+            admin.generation("cifar10")
+    finally:
+        admin.close()
